@@ -1,0 +1,1 @@
+"""gvisor-fleet: Pulumi components that put gVisor on fleets of machines."""

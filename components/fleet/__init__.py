@@ -1,0 +1,1 @@
+"""Machines for the host layer: one module per backend, one record out."""

@@ -1,0 +1,22 @@
+"""Existing machines listed in stack config (bare metal, any cloud)."""
+
+from __future__ import annotations
+
+import pulumi
+from pulumi_command import remote
+
+from components.fleet.machine import Machine
+from components.settings import MachineSpec
+
+
+def static_machine(spec: MachineSpec, private_key: pulumi.Input[str]) -> Machine:
+    connection = remote.ConnectionArgs(
+        host=spec.address,
+        port=spec.port,
+        user=spec.user,
+        private_key=pulumi.Output.secret(private_key),
+        host_key=spec.host_key,
+        # Hosts being rebooted or still booting refuse the first dials.
+        dial_error_limit=30,
+    )
+    return Machine(name=spec.name, arch=spec.arch, user=spec.user, connection=connection)

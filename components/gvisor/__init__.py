@@ -1,0 +1,1 @@
+"""The gVisor host layer: pure renderers plus the GvisorHost component."""

@@ -1,0 +1,43 @@
+"""The host agent script and the command lines that run it over SSH.
+
+The script travels on stdin (`sh -s -- <subcommand> ...`): no file copy, no
+SFTP (which cannot sudo), no SSH `AcceptEnv`, and a change to the script shows
+in `pulumi preview` as a change to the commands that use it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+
+SCRIPT_PATH = Path(__file__).parent / "scripts" / "gvisor-host.sh"
+
+
+@cache
+def agent_script() -> str:
+    return SCRIPT_PATH.read_text()
+
+
+def agent_command(subcommand: str, *args: str, sudo: bool = False) -> str:
+    """A shell command line running one agent subcommand; every part quoted."""
+    line = " ".join(shlex.quote(part) for part in ("sh", "-s", "--", subcommand, *args))
+    return f"sudo -n {line}" if sudo else line
+
+
+def parse_facts(stdout: str) -> dict[str, str]:
+    """key=value lines from the agent's stdout; other lines are ignored."""
+    facts: dict[str, str] = {}
+    for line in stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key and key.replace("_", "").isalnum():
+            facts[key] = value
+    return facts
+
+
+def checks_passed(facts: Mapping[str, str]) -> bool:
+    """True when every runtime the agent verified behaved like gVisor."""
+    results = [facts.get(k) for k in ("docker_ok", "containerd_ok")]
+    ran = [r for r in results if r != "skipped"]
+    return bool(ran) and all(r == "true" for r in ran)

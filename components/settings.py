@@ -1,0 +1,279 @@
+"""Stack settings: one typed, validated object built from stack config.
+
+`load_settings` is pure: it takes the raw config values (as Pulumi returns
+them) and either returns `Settings` or raises `SettingsError` listing every
+problem at once, each naming the config key and what to write instead. It
+runs while the program is evaluated, so bad input stops `pulumi preview`
+before anything touches a host.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, cast
+
+from components.gvisor.runsc_config import NETWORKS, PLATFORMS, flag_errors
+
+NS = "gvisor-fleet"
+ARCHES = ("x86_64", "aarch64")
+MODES = ("auto", "required", "off")
+
+DEFAULT_RELEASE = "20261116.0"
+DEFAULT_BASE_URL = "https://storage.googleapis.com/gvisor/releases/release"
+DEFAULT_VERIFY_IMAGE = "docker.io/library/busybox:1.37"
+
+_RELEASE = re.compile(r"^(latest|\d{8}(\.\d+)?)$")
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_HEX512 = re.compile(r"^[0-9a-f]{128}$")
+_ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "x86-64": "x86_64", "arm": None}
+
+Mode = Literal["auto", "required", "off"]
+
+
+class SettingsError(ValueError):
+    """Invalid stack configuration; `problems` holds one line per setting."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        body = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid stack configuration:\n{body}")
+
+
+@dataclass(frozen=True)
+class GvisorSettings:
+    release: str = DEFAULT_RELEASE
+    base_url: str = DEFAULT_BASE_URL
+    sha512: Mapping[str, str] = field(default_factory=dict)
+    install_dir: str = "/usr/local/bin"
+    platform: str = "systrap"
+    docker_network: str = "sandbox"
+    containerd_network: str = "sandbox"
+    runsc_flags: Mapping[str, object] = field(default_factory=dict)
+    docker: Mode = "auto"
+    containerd: Mode = "auto"
+    default_runtime: bool = False
+    runtime_name: str = "runsc"
+    runsc_config_path: str = "/etc/containerd/runsc.toml"
+    verify_image: str = DEFAULT_VERIFY_IMAGE
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """A machine as the stack describes it (before any backend makes it)."""
+
+    name: str
+    arch: str  # x86_64, aarch64, or "detect" for existing hosts
+    backend: str = "static"
+    address: str = ""
+    port: int = 22
+    user: str = "root"
+    host_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    gvisor: GvisorSettings
+    machines: tuple[MachineSpec, ...]
+    has_private_key: bool = False
+
+
+def _key(name: str) -> str:
+    return f"{NS}:{name}"
+
+
+def _arch_problem(key: str, value: object, allow_detect: bool) -> str | None:
+    allowed = ARCHES + (("detect",) if allow_detect else ())
+    if value in allowed:
+        return None
+    hint = _ARCH_ALIASES.get(str(value))
+    if hint:
+        return f"{key}: '{value}' is not an architecture name gVisor uses; write '{hint}' (as `uname -m` prints)"
+    return f"{key}: unknown architecture '{value}'; use one of {', '.join(allowed)}"
+
+
+def _gvisor(raw: Mapping[str, object], problems: list[str]) -> GvisorSettings:
+    d = GvisorSettings()
+
+    def text(name: str, default: str) -> str:
+        value = raw.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, str) or not value.strip():
+            problems.append(f"{_key(name)}: must be a non-empty string")
+            return default
+        return value.strip()
+
+    def choice(name: str, default: str, allowed: Sequence[str], hint: str = "") -> str:
+        value = text(name, default)
+        if value not in allowed:
+            problems.append(f"{_key(name)}: '{value}' is not supported; use one of {', '.join(allowed)}{hint}")
+            return default
+        return value
+
+    release = text("release", d.release)
+    if not _RELEASE.match(release):
+        fix = ""
+        m = re.match(r"^release-(\d{8})(?:\.(\d+))?$", release)
+        if m:
+            fix = f" (write '{m.group(1)}.{m.group(2) or 0}')"
+        problems.append(
+            f"{_key('release')}: '{release}' is not a gVisor release; use a dated release "
+            f"like {DEFAULT_RELEASE} (YYYYMMDD or YYYYMMDD.N) or 'latest'{fix}"
+        )
+    base_url = text("baseUrl", d.base_url).rstrip("/")
+    if not re.match(r"^(https?|file)://", base_url):
+        problems.append(
+            f"{_key('baseUrl')}: '{base_url}' must be an http(s):// URL laid out like "
+            f"{DEFAULT_BASE_URL}/<release>/<arch>/"
+        )
+    install_dir = text("installDir", d.install_dir)
+    if not install_dir.startswith("/"):
+        problems.append(f"{_key('installDir')}: '{install_dir}' must be an absolute path")
+
+    sha512_raw = raw.get("sha512") or {}
+    sha512: dict[str, str] = {}
+    if not isinstance(sha512_raw, Mapping):
+        problems.append(f"{_key('sha512')}: must be a map of arch to SHA-512 hex, e.g. {{x86_64: <hex>}}")
+    else:
+        for arch, digest in sha512_raw.items():
+            p = _arch_problem(f"{_key('sha512')}.{arch}", arch, allow_detect=False)
+            if p:
+                problems.append(p)
+            elif not isinstance(digest, str) or not _HEX512.match(digest.lower()):
+                problems.append(f"{_key('sha512')}.{arch}: must be 128 hex digits (a SHA-512)")
+            else:
+                sha512[str(arch)] = digest.lower()
+    if sha512 and release == "latest":
+        problems.append(f"{_key('sha512')}: pins a checksum, but release 'latest' changes; pin a dated release")
+
+    platform = text("platform", d.platform)
+    if platform == "ptrace":
+        problems.append(
+            f"{_key('platform')}: 'ptrace' is deprecated and no longer supported by gVisor; "
+            "use 'systrap' (the default) or 'kvm'"
+        )
+        platform = d.platform
+    elif platform not in PLATFORMS:
+        problems.append(f"{_key('platform')}: '{platform}' is not supported; use one of {', '.join(PLATFORMS)}")
+        platform = d.platform
+
+    docker_network = choice("dockerNetwork", d.docker_network, NETWORKS)
+    containerd_network = choice("containerdNetwork", d.containerd_network, NETWORKS)
+
+    flags_raw = raw.get("runscFlags") or {}
+    flags: Mapping[str, object] = {}
+    if not isinstance(flags_raw, Mapping):
+        problems.append(f'{_key("runscFlags")}: must be a map of flag name to value, e.g. {{debug: "true"}}')
+    else:
+        flags = {str(k): v for k, v in flags_raw.items()}
+        problems.extend(flag_errors(flags, _key("runscFlags")))
+
+    docker = cast(Mode, choice("docker", d.docker, MODES))
+    containerd = cast(Mode, choice("containerd", d.containerd, MODES))
+    default_runtime = raw.get("defaultRuntime", False)
+    if not isinstance(default_runtime, bool):
+        problems.append(f"{_key('defaultRuntime')}: must be true or false")
+        default_runtime = False
+    if default_runtime and docker == "off":
+        problems.append(f"{_key('defaultRuntime')}: true needs Docker; set {_key('docker')} to auto or required")
+
+    runtime_name = text("runtimeName", d.runtime_name)
+    if not _NAME.match(runtime_name):
+        problems.append(
+            f"{_key('runtimeName')}: '{runtime_name}' must be lower-case letters, digits and '-' "
+            "(it names the containerd runtime table and the RuntimeClass handler)"
+        )
+    runsc_config_path = text("runscConfigPath", d.runsc_config_path)
+    if not runsc_config_path.startswith("/"):
+        problems.append(f"{_key('runscConfigPath')}: '{runsc_config_path}' must be an absolute path")
+
+    return GvisorSettings(
+        release=release,
+        base_url=base_url,
+        sha512=sha512,
+        install_dir=install_dir,
+        platform=platform,
+        docker_network=docker_network,
+        containerd_network=containerd_network,
+        runsc_flags=flags,
+        docker=docker,
+        containerd=containerd,
+        default_runtime=default_runtime,
+        runtime_name=runtime_name,
+        runsc_config_path=runsc_config_path,
+        verify_image=text("verifyImage", d.verify_image),
+    )
+
+
+def _machines(raw: Mapping[str, object], has_private_key: bool, problems: list[str]) -> tuple[MachineSpec, ...]:
+    key = _key("machines")
+    items = raw.get("machines") or []
+    if not isinstance(items, list):
+        problems.append(f"{key}: must be a list of machines, e.g. [{{name: web1, address: 192.0.2.10}}]")
+        return ()
+    specs: list[MachineSpec] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        at = f"{key}[{i}]"
+        if not isinstance(item, Mapping):
+            problems.append(f"{at}: must be an object with at least name and address")
+            continue
+        name = item.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            problems.append(f"{at}.name: '{name}' must be a lower-case DNS label (letters, digits, '-')")
+            continue
+        if name in seen:
+            problems.append(f"{at}.name: '{name}' is used twice; machine names must be unique")
+        seen.add(name)
+        backend = item.get("backend", "static")
+        if backend != "static":
+            problems.append(f"{at}.backend: '{backend}' is not supported; use 'static'")
+            continue
+        address = item.get("address")
+        if not isinstance(address, str) or not address:
+            problems.append(f"{at}.address: missing; give the host name or IP that SSH reaches")
+            continue
+        port = item.get("port", 22)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            problems.append(f"{at}.port: '{port}' must be a TCP port number")
+            port = 22
+        user = item.get("user", "root")
+        if not isinstance(user, str) or not user:
+            problems.append(f"{at}.user: must be a user name")
+            user = "root"
+        arch = item.get("arch", "detect")
+        p = _arch_problem(f"{at}.arch", arch, allow_detect=True)
+        if p:
+            problems.append(p)
+        host_key = item.get("hostKey")
+        if host_key is not None and (not isinstance(host_key, str) or not host_key.startswith(("ssh-", "ecdsa-"))):
+            problems.append(
+                f"{at}.hostKey: must be an OpenSSH public key line, e.g. from `ssh-keyscan -t ed25519 HOST`"
+            )
+            host_key = None
+        specs.append(MachineSpec(name=name, arch=str(arch), address=address, port=port, user=user, host_key=host_key))
+    if specs and not has_private_key:
+        problems.append(
+            f"{_key('sshPrivateKey')}: missing; machines {', '.join(s.name for s in specs)} need an "
+            "SSH key: `pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`"
+        )
+    return tuple(specs)
+
+
+KNOWN_KEYS = (
+    "release", "baseUrl", "sha512", "installDir", "platform", "dockerNetwork",
+    "containerdNetwork", "runscFlags", "docker", "containerd", "defaultRuntime",
+    "runtimeName", "runscConfigPath", "verifyImage", "machines",
+)  # fmt: skip
+
+
+def load_settings(raw: Mapping[str, object], has_private_key: bool) -> Settings:
+    """Validate raw config values (plain Python data) into Settings."""
+    problems: list[str] = []
+    gvisor = _gvisor(raw, problems)
+    machines = _machines(raw, has_private_key, problems)
+    if problems:
+        raise SettingsError(problems)
+    return Settings(gvisor=gvisor, machines=machines, has_private_key=has_private_key)

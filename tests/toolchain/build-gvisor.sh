@@ -1,0 +1,62 @@
+#!/bin/sh
+# Builds a current runsc and containerd-shim-runsc-v1 for x86_64 and aarch64 from
+# gVisor's synthetic `go` branch (served by the Go module proxy), for the test suite.
+# Debian's runsc is from 2022; the tests need a current one too.
+#
+#   sh tests/toolchain/build-gvisor.sh              build (skips what is cached)
+#   sh tests/toolchain/build-gvisor.sh --print-dir  print the output directory only
+#
+# Output: $GVISOR_FLEET_CACHE/gvisor-go/<arch>/{runsc,containerd-shim-runsc-v1}
+# and $GVISOR_FLEET_CACHE/gvisor-go/VERSION (the module pseudo-version).
+set -eu
+
+cache=${GVISOR_FLEET_CACHE:-$HOME/.cache/gvisor-fleet}
+out="$cache/gvisor-go"
+if [ "${1:-}" = "--print-dir" ]; then
+    echo "$out"
+    exit 0
+fi
+
+command -v go >/dev/null 2>&1 || { echo "build-gvisor: Go is required (apt-get install golang or use the Go toolchain)" >&2; exit 1; }
+
+done_all=true
+for arch in x86_64 aarch64; do
+    for bin in runsc containerd-shim-runsc-v1; do
+        [ -x "$out/$arch/$bin" ] || done_all=false
+    done
+done
+if $done_all && [ -s "$out/VERSION" ]; then
+    echo "build-gvisor: cached $(cat "$out/VERSION") in $out"
+    exit 0
+fi
+
+work="$cache/gvisor-go-module"
+mkdir -p "$work" "$out"
+cd "$work"
+[ -f go.mod ] || go mod init gvisor-fleet.test/gvisor-build >/dev/null 2>&1
+echo "build-gvisor: resolving gvisor.dev/gvisor@go from the Go module proxy"
+GOFLAGS=-mod=mod go get gvisor.dev/gvisor/runsc@go gvisor.dev/gvisor/shim@go >/dev/null 2>&1 ||
+    GOFLAGS=-mod=mod go get gvisor.dev/gvisor/runsc@go gvisor.dev/gvisor/shim@go
+version=$(go list -m -f '{{.Version}}' gvisor.dev/gvisor)
+
+for arch in x86_64 aarch64; do
+    case $arch in
+        x86_64) goarch=amd64 ;;
+        aarch64) goarch=arm64 ;;
+    esac
+    mkdir -p "$out/$arch"
+    for pair in runsc:gvisor.dev/gvisor/runsc containerd-shim-runsc-v1:gvisor.dev/gvisor/shim; do
+        bin=${pair%%:*}
+        pkg=${pair#*:}
+        if [ -x "$out/$arch/$bin" ]; then
+            echo "build-gvisor: cached $arch/$bin"
+            continue
+        fi
+        echo "build-gvisor: building $arch/$bin ($version; about a minute each on 2 cores)"
+        CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOFLAGS=-mod=mod \
+            go build -trimpath -ldflags "-s -w" -o "$out/$arch/$bin.tmp" "$pkg"
+        mv "$out/$arch/$bin.tmp" "$out/$arch/$bin"
+    done
+done
+echo "$version" > "$out/VERSION"
+echo "build-gvisor: built $version in $out"

@@ -1,0 +1,104 @@
+"""The GvisorHost resource graph under Pulumi mocks."""
+
+import shlex
+
+import pulumi
+import pytest
+
+from components.fleet.static import static_machine
+from components.gvisor.host import GvisorHost, host_commands
+from components.settings import GvisorSettings, MachineSpec
+
+KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-material\n-----END OPENSSH PRIVATE KEY-----\n"
+SPEC = MachineSpec(name="m1", arch="x86_64", address="127.0.0.1", port=2222, host_key="ssh-ed25519 AAAA")
+
+
+def argv(line: str) -> list[str]:
+    return shlex.split(line)
+
+
+@pulumi.runtime.test
+def test_steps_are_children_with_delete_paths(mocks):
+    host = GvisorHost("m1", static_machine(SPEC, KEY), GvisorSettings())
+
+    def check(_):
+        commands = {r.name: r for r in mocks.of_type("command:remote:Command")}
+        assert set(commands) == {f"m1-{s}" for s in ("preflight", "install", "docker", "containerd", "verify")}
+        for step in ("install", "docker", "containerd"):
+            r = commands[f"m1-{step}"]
+            assert r.inputs.get("delete"), f"{step} has no delete: destroy would leave the host changed"
+        for r in commands.values():
+            assert r.inputs["stdin"].startswith("#!/bin/sh"), r.name
+            assert KEY not in r.inputs["create"] and KEY not in r.inputs.get("delete", "")
+        (component,) = mocks.of_type("gvisor-fleet:gvisor:GvisorHost")
+        assert component.name == "m1"
+
+    return host.facts.apply(check)
+
+
+@pulumi.runtime.test
+def test_facts_and_checks_come_from_agent_output(mocks):
+    host = GvisorHost("m1", static_machine(SPEC, KEY), GvisorSettings())
+
+    def check(args):
+        facts, ok = args
+        assert facts["arch"] == "x86_64"
+        assert facts["docker_sandbox_kernel"] == "4.4.0" != facts["host_kernel"]
+        assert facts["containerd_config_version"] == "2"
+        assert ok is True
+
+    return pulumi.Output.all(host.facts, host.checks_passed).apply(check)
+
+
+@pulumi.runtime.test
+def test_connection_key_is_secret_and_host_key_pinned(mocks):
+    machine = static_machine(SPEC, KEY)
+    conn = machine.connection
+
+    def check(args):
+        is_secret, host_key, port = args
+        assert is_secret, "the SSH private key must be a Pulumi secret"
+        assert host_key == "ssh-ed25519 AAAA"
+        assert port == 2222
+
+    return pulumi.Output.all(
+        pulumi.Output.from_input(conn.private_key).is_secret(), conn.host_key, conn.port
+    ).apply(check)
+
+
+def test_docker_off_removes_the_step_and_verify_skips_it():
+    steps = host_commands(static_machine(SPEC, KEY), GvisorSettings(docker="off"))
+    assert "docker" not in steps and "containerd" in steps
+    assert argv(steps["verify"][0])[-2:] == ["off", "auto"]
+
+
+def test_non_root_user_runs_agent_with_sudo():
+    spec = MachineSpec(name="m1", arch="aarch64", address="h", user="admin")
+    steps = host_commands(static_machine(spec, KEY), GvisorSettings())
+    assert all(create.startswith("sudo -n sh -s -- ") for create, _ in steps.values())
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_install_passes_release_mirror_and_per_arch_pin(arch):
+    gv = GvisorSettings(release="20261109.0", base_url="http://mirror", sha512={"aarch64": "ab" * 64})
+    spec = MachineSpec(name="m1", arch=arch, address="h")
+    create, delete = host_commands(static_machine(spec, KEY), gv)["install"]
+    pin = "ab" * 64 if arch == "aarch64" else "-"
+    assert argv(create)[3:] == ["install", "http://mirror", "20261109.0", "/usr/local/bin", pin]
+    assert argv(delete)[3:] == ["uninstall", "/usr/local/bin"]
+
+
+def test_docker_step_carries_runtime_args_and_default_runtime():
+    gv = GvisorSettings(docker_network="none", default_runtime=True, runsc_flags={"debug": True})
+    create, _ = host_commands(static_machine(SPEC, KEY), gv)["docker"]
+    assert argv(create)[3:] == [
+        "docker-configure", "runsc", "true", "/usr/local/bin",
+        "--debug=true", "--network=none", "--platform=systrap",
+    ]  # fmt: skip
+
+
+def test_changing_platform_changes_only_runtime_steps():
+    before = host_commands(static_machine(SPEC, KEY), GvisorSettings())
+    after = host_commands(static_machine(SPEC, KEY), GvisorSettings(platform="kvm"))
+    changed = {step for step in before if before[step] != after[step]}
+    assert changed == {"preflight", "docker", "containerd"}

@@ -1,0 +1,97 @@
+"""Every invalid setting fails with the config key named and a fix."""
+
+import pytest
+
+from components.settings import DEFAULT_RELEASE, SettingsError, load_settings
+
+MACHINE = {"name": "m1", "address": "127.0.0.1", "arch": "x86_64"}
+
+
+def problems(raw: dict, has_key: bool = True) -> list[str]:
+    with pytest.raises(SettingsError) as err:
+        load_settings(raw, has_private_key=has_key)
+    return err.value.problems
+
+
+def test_defaults_are_valid_and_pinned():
+    s = load_settings({}, has_private_key=False)
+    assert s.gvisor.release == DEFAULT_RELEASE != "latest"
+    assert s.gvisor.platform == "systrap"
+    assert s.gvisor.default_runtime is False
+    assert s.gvisor.docker_network == s.gvisor.containerd_network == "sandbox"
+    assert s.machines == ()
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "hint"),
+    [
+        ({"release": "release-20261116.0"}, "gvisor-fleet:release", "20261116.0"),
+        ({"release": "2026-11-16"}, "gvisor-fleet:release", "YYYYMMDD"),
+        ({"baseUrl": "storage.googleapis.com/gvisor"}, "gvisor-fleet:baseUrl", "http"),
+        ({"platform": "ptrace"}, "gvisor-fleet:platform", "systrap"),
+        ({"platform": "gvisor"}, "gvisor-fleet:platform", "systrap, kvm"),
+        ({"dockerNetwork": "bridge"}, "gvisor-fleet:dockerNetwork", "sandbox, host, none"),
+        ({"docker": "yes"}, "gvisor-fleet:docker", "auto, required, off"),
+        ({"defaultRuntime": "yes"}, "gvisor-fleet:defaultRuntime", "true or false"),
+        ({"defaultRuntime": True, "docker": "off"}, "gvisor-fleet:defaultRuntime", "gvisor-fleet:docker"),
+        ({"runtimeName": "RunSC"}, "gvisor-fleet:runtimeName", "lower-case"),
+        ({"installDir": "usr/local/bin"}, "gvisor-fleet:installDir", "absolute"),
+        ({"runscFlags": {"vfs2": "true"}}, "gvisor-fleet:runscFlags", "no-op"),
+        ({"runscFlags": {"fsgofer-host-uds": "true"}}, "gvisor-fleet:runscFlags", "host-uds"),
+        ({"runscFlags": {"overlay": "true"}}, "gvisor-fleet:runscFlags", "overlay2"),
+        ({"runscFlags": {"platform": "kvm"}}, "gvisor-fleet:runscFlags", "gvisor-fleet:platform"),
+        ({"runscFlags": {"--debug": "true"}}, "gvisor-fleet:runscFlags", "without leading dashes"),
+        ({"runscFlags": {"debug": ["x"]}}, "gvisor-fleet:runscFlags", "string, number or boolean"),
+        ({"runscFlags": {"file-access": "shared"}}, "gvisor-fleet:runscFlags", 'overlay2 = "none"'),
+        ({"runscFlags": ["debug"]}, "gvisor-fleet:runscFlags", "map"),
+        ({"sha512": {"amd64": "a" * 128}}, "gvisor-fleet:sha512.amd64", "x86_64"),
+        ({"sha512": {"x86_64": "abc"}}, "gvisor-fleet:sha512.x86_64", "128 hex"),
+        ({"release": "latest", "sha512": {"x86_64": "a" * 128}}, "gvisor-fleet:sha512", "dated release"),
+        ({"machines": [{**MACHINE, "arch": "arm64"}]}, "gvisor-fleet:machines[0].arch", "aarch64"),
+        ({"machines": [{**MACHINE, "arch": "riscv64"}]}, "gvisor-fleet:machines[0].arch", "x86_64, aarch64"),
+        ({"machines": [MACHINE, MACHINE]}, "gvisor-fleet:machines[1].name", "unique"),
+        ({"machines": [{**MACHINE, "name": "Web_1"}]}, "gvisor-fleet:machines[0].name", "DNS label"),
+        ({"machines": [{"name": "m1"}]}, "gvisor-fleet:machines[0].address", "SSH"),
+        ({"machines": [{**MACHINE, "port": 70000}]}, "gvisor-fleet:machines[0].port", "port"),
+        ({"machines": [{**MACHINE, "backend": "vagrant"}]}, "gvisor-fleet:machines[0].backend", "static"),
+        ({"machines": [{**MACHINE, "hostKey": "AAAA"}]}, "gvisor-fleet:machines[0].hostKey", "ssh-keyscan"),
+        ({"machines": {"m1": MACHINE}}, "gvisor-fleet:machines", "list"),
+    ],
+)
+def test_invalid_setting_names_key_and_fix(raw, key, hint):
+    found = problems(raw)
+    assert len(found) == 1, found
+    assert found[0].startswith(key + ":"), found[0]
+    assert hint in found[0]
+
+
+def test_missing_private_key_names_the_secret_and_machines():
+    (found,) = problems({"machines": [MACHINE]}, has_key=False)
+    assert found.startswith("gvisor-fleet:sshPrivateKey:")
+    assert "m1" in found and "--secret" in found
+
+
+def test_all_problems_reported_at_once():
+    found = problems({"platform": "ptrace", "release": "x", "runscFlags": {"vfs2": "true", "overlay": "true"}})
+    assert len(found) == 4
+    assert "invalid stack configuration" in str(SettingsError(found))
+
+
+def test_valid_full_config_round_trips():
+    s = load_settings(
+        {
+            "release": "20261109.0",
+            "baseUrl": "http://mirror.internal/gvisor/",
+            "platform": "kvm",
+            "containerdNetwork": "none",
+            "runscFlags": {"debug": True, "debug-log": "/var/log/runsc/%ID%/", "host-uds": "open"},
+            "defaultRuntime": True,
+            "sha512": {"aarch64": "AB" * 64},
+            "machines": [{**MACHINE, "user": "admin", "port": 2222, "hostKey": "ssh-ed25519 AAAAC3Nz"}],
+        },
+        has_private_key=True,
+    )
+    assert s.gvisor.base_url == "http://mirror.internal/gvisor"
+    assert s.gvisor.sha512 == {"aarch64": "ab" * 64}
+    (m,) = s.machines
+    assert (m.name, m.user, m.port, m.arch, m.host_key) == ("m1", "admin", 2222, "x86_64", "ssh-ed25519 AAAAC3Nz")
