@@ -63,12 +63,13 @@ replace_file() {
     mv -f "$dst.gvisor-fleet.tmp" "$dst"
 }
 
+# POSIX sh has no local variables: helpers use names no caller uses.
 fetch() {
-    url=$1 dest=$2
+    _fetch_url=$1 _fetch_dest=$2
     if have curl; then
-        curl -fsSL --retry 3 --connect-timeout 20 -o "$dest" "$url"
+        curl -fsSL --retry 3 --connect-timeout 20 -o "$_fetch_dest" "$_fetch_url"
     elif have wget; then
-        wget -q -T 20 -t 3 -O "$dest" "$url"
+        wget -q -T 20 -t 3 -O "$_fetch_dest" "$_fetch_url"
     else
         die "neither curl nor wget is installed; install one of them to download gVisor"
     fi
@@ -197,9 +198,13 @@ download_release() {
     if [ "$layout" = archive ]; then
         files=gvisor.tar.bz2
     else
-        files="runsc containerd-shim-runsc-v1"
-        fetch "$url/containerd-shim-runsc-v1.sha512" "$dir/containerd-shim-runsc-v1.sha512" ||
-            die "missing $url/containerd-shim-runsc-v1.sha512"
+        files=runsc
+        # Releases before 2019 published no shim; containerd then cannot use gVisor.
+        if fetch "$url/containerd-shim-runsc-v1.sha512" "$dir/containerd-shim-runsc-v1.sha512" 2>/dev/null; then
+            files="runsc containerd-shim-runsc-v1"
+        else
+            log "$url has no containerd-shim-runsc-v1; containerd will not be able to run gVisor"
+        fi
     fi
     first=${files%% *}
     if [ "$pinned_sha" != - ]; then
@@ -216,7 +221,7 @@ download_release() {
     if [ "$layout" = archive ]; then
         tar -xjf "$dir/gvisor.tar.bz2" -C "$dir/stage"
     else
-        mv "$dir/runsc" "$dir/containerd-shim-runsc-v1" "$dir/stage/"
+        for f in $files; do mv "$dir/$f" "$dir/stage/"; done
     fi
     [ -f "$dir/stage/runsc" ] || die "$url/gvisor.tar.bz2 holds no runsc"
     chmod 0755 "$dir/stage/runsc"
@@ -256,8 +261,11 @@ cmd_install() {
             mv "$tmp/stage/gvisor-bin" "$prefix/gvisor-bin"
             rm -rf "$prefix/gvisor-bin.old"
         fi
-        [ -f "$tmp/stage/containerd-shim-runsc-v1" ] &&
+        if [ -f "$tmp/stage/containerd-shim-runsc-v1" ]; then
             mv -f "$tmp/stage/containerd-shim-runsc-v1" "$prefix/containerd-shim-runsc-v1"
+        elif [ -f "$state" ]; then
+            rm -f "$prefix/containerd-shim-runsc-v1" # ours, from another release
+        fi
         mv -f "$tmp/stage/runsc" "$prefix/runsc"
         {
             echo "url=$url"
@@ -311,14 +319,15 @@ docker_runtime_registered() {
     docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q "\"$1\""
 }
 
-# Adds `"default-runtime": NAME` to the JSON `runsc install` just wrote. That
-# writer puts one top-level key per line at two spaces, so a line edit is exact.
+# Sets `"default-runtime": NAME` in JSON that `runsc install` just wrote. That
+# writer puts each top-level key on its own line, four spaces in, so a line
+# edit is exact.
 set_default_runtime() {
     file=$1 name=$2
-    if grep -q '^  "default-runtime":' "$file"; then
-        sed -i "s/^  \"default-runtime\": \"[^\"]*\"/  \"default-runtime\": \"$name\"/" "$file"
+    if grep -q '^    "default-runtime":' "$file"; then
+        sed -i "s/^    \"default-runtime\": \"[^\"]*\"/    \"default-runtime\": \"$name\"/" "$file"
     else
-        sed -i "1s/^{\$/{\n  \"default-runtime\": \"$name\",/" "$file"
+        sed -i "1s/^{\$/{\n    \"default-runtime\": \"$name\",/" "$file"
     fi
 }
 
@@ -373,7 +382,7 @@ cmd_docker_restore() {
         # Edited since we wrote it: take out only our runtime, keep the edits.
         "$prefix/runsc" uninstall --config_file "$DAEMON_JSON" --runtime "$runtime" >/dev/null 2>&1 ||
             log "could not remove runtime $runtime from $DAEMON_JSON"
-        sed -i "/^  \"default-runtime\": \"$runtime\",\{0,1\}\$/d" "$DAEMON_JSON"
+        sed -i "/^    \"default-runtime\": \"$runtime\",\{0,1\}\$/d" "$DAEMON_JSON"
         rm -f "$BACKUP_DIR$DAEMON_JSON" "$BACKUP_DIR$DAEMON_JSON.absent"
         log "$DAEMON_JSON changed since install: removed runtime $runtime only"
     fi
@@ -417,13 +426,36 @@ strip_managed_block() {
     sed "/^$BLOCK_BEGIN\$/,/^$BLOCK_END\$/d" "$1"
 }
 
-# Docker CE's containerd ships disabled_plugins = ["cri"]; Kubernetes then
-# cannot use containerd at all.
-enable_cri() {
-    sed -i '/^disabled_plugins/s/"cri"//; /^disabled_plugins/s/\[ *, */[/; /^disabled_plugins/s/, *,/,/; /^disabled_plugins/s/, *\]/]/' "$1"
+# Docker CE's containerd package ships a version 1 config whose only setting
+# is disabled_plugins = ["cri"], so Kubernetes cannot use containerd at all.
+# That file (comments aside) becomes version 2 with CRI enabled; any other
+# version 1 file needs a real migration, which only its owner can review.
+upgrade_docker_default_config() {
+    if grep -v '^[[:space:]]*#' "$1" | grep -v '^[[:space:]]*$' | grep -qv '^disabled_plugins'; then
+        return 1
+    fi
+    echo "version = 2"
+    grep -v '^disabled_plugins' "$1"
 }
 
-containerd_serving() { ctr version >/dev/null 2>&1; }
+# Drops CRI from disabled_plugins (version 2+ files name plugins by full id).
+enable_cri() {
+    sed -i '/^disabled_plugins/{s/"[^"]*cri[^"]*"//g; s/\[[ ,]*/[/; s/[ ,]*\]/]/; s/,[ ,]*,[ ]*/, /g}' "$1"
+}
+
+default_runtime() {
+    sed -n 's/^ *default_runtime_name = "\(.*\)"/\1/p' "$1" | head -n 1
+}
+
+# CRI serves unless the config disables it; we never do, so it must be "ok".
+cri_ok() { [ "$(cri_status)" = ok ]; }
+
+cri_status() {
+    timeout 10 ctr --connect-timeout 2s plugins ls 2>/dev/null | awk '$2 == "cri" { print $4 }'
+}
+
+# ctr waits for a socket that may never answer; bound each probe.
+containerd_serving() { timeout 10 ctr --connect-timeout 2s version >/dev/null 2>&1; }
 
 cmd_containerd_plan() {
     containerd_plan "$1" "$2"
@@ -438,30 +470,53 @@ cmd_containerd_configure() {
     fi
     cv=$(containerd_version)
     major=${cv%%.*}
-    plan=$(containerd_plan "$major" "$(config_file_version "$CONTAINERD_CONFIG")") || exit 1
-    version=${plan%% *} plugin=${plan#* }
-    table="plugins.\"$plugin\".containerd.runtimes.$runtime"
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
+    file_version=$(config_file_version "$CONTAINERD_CONFIG")
+    if [ "$file_version" != none ]; then
+        strip_managed_block "$CONTAINERD_CONFIG" > "$tmp/config.toml"
+    fi
+    if [ "$file_version" = 1 ] && upgrade_docker_default_config "$tmp/config.toml" > "$tmp/upgraded.toml"; then
+        log "$CONTAINERD_CONFIG is Docker's default (version 1, CRI disabled): rewriting it as version 2"
+        mv "$tmp/upgraded.toml" "$tmp/config.toml"
+        file_version=2
+    fi
+    plan=$(containerd_plan "$major" "$file_version") || exit 1
+    version=${plan%% *} plugin=${plan#* }
+    table="plugins.\"$plugin\".containerd.runtimes.$runtime"
 
+    [ -x "$prefix/containerd-shim-runsc-v1" ] || have containerd-shim-runsc-v1 ||
+        die "containerd-shim-runsc-v1 is not installed (release $(sed -n 's/^release=//p' "$STATE_DIR/install.state" 2>/dev/null) has none); pin a release that ships it or set gvisor-fleet:containerd to off"
     printf '%s' "$runsc_toml_b64" | base64 -d > "$tmp/runsc.toml" || die "cannot decode runsc.toml"
     check_runsc_flags "$prefix/runsc" "$tmp/runsc.toml"
 
-    if [ -f "$CONTAINERD_CONFIG" ]; then
-        strip_managed_block "$CONTAINERD_CONFIG" > "$tmp/config.toml"
-    else
-        echo "version = $version" > "$tmp/config.toml"
-    fi
+    [ "$file_version" != none ] || echo "version = $version" > "$tmp/config.toml"
     if grep -Fq "$table]" "$tmp/config.toml" || grep -Fq "$table.options]" "$tmp/config.toml"; then
         die "$CONTAINERD_CONFIG already defines [$table] outside this program's block; remove it or set gvisor-fleet:runtimeName to another name"
     fi
-    grep -q '^disabled_plugins.*"cri"' "$tmp/config.toml" && {
-        log "enabling the CRI plugin (disabled_plugins listed \"cri\")"
+    if grep -q '^disabled_plugins.*cri' "$tmp/config.toml"; then
+        log "enabling the CRI plugin (it was listed in disabled_plugins)"
         enable_cri "$tmp/config.toml"
-    }
+    fi
+    # A file that names no runtime relies on containerd's built-in default
+    # (runc); naming ours replaces the built-in map, and CRI then fails with
+    # "no corresponding runtime configured ... default_runtime_name". Keep it.
+    keep_default=""
+    if ! grep -q "^ *\[plugins\.\"$plugin\"\.containerd\.runtimes\." "$tmp/config.toml"; then
+        containerd --config "$tmp/config.toml" config dump > "$tmp/before.toml" 2>"$tmp/err" ||
+            die "containerd rejects $CONTAINERD_CONFIG as it is: $(tail -n 3 "$tmp/err"); fix it first"
+        keep_default=$(default_runtime "$tmp/before.toml")
+        keep_type=$(sed -n "/runtimes\.$keep_default\]/,/runtime_type/s/^ *runtime_type = //p" "$tmp/before.toml" | head -n 1)
+    fi
+
+    # The block starts on a line of its own, without adding a blank line each run.
+    [ -z "$(tail -c 1 "$tmp/config.toml")" ] || echo >> "$tmp/config.toml"
     {
-        echo
         echo "$BLOCK_BEGIN"
+        if [ -n "$keep_default" ] && [ -n "$keep_type" ]; then
+            echo "[plugins.\"$plugin\".containerd.runtimes.$keep_default]"
+            echo "  runtime_type = $keep_type"
+        fi
         echo "[$table]"
         echo "  runtime_type = \"io.containerd.runsc.v1\""
         echo "[$table.options]"
@@ -476,6 +531,9 @@ cmd_containerd_configure() {
         die "containerd rejects the merged config: $(tail -n 3 "$tmp/err"); nothing was changed"
     grep -Fq "ConfigPath = \"$runsc_toml\"" "$tmp/dump.toml" ||
         die "after merging, containerd's effective config has no runtime '$runtime': an imported file (imports = [...]) probably redefines the CRI plugin table and replaces it; move the CRI settings into $CONTAINERD_CONFIG. Nothing was changed"
+    default_rt=$(default_runtime "$tmp/dump.toml")
+    [ -z "$default_rt" ] || grep -Fq "runtimes.$default_rt]" "$tmp/dump.toml" ||
+        die "after merging, containerd's default runtime '$default_rt' has no runtime table; CRI would fail. Nothing was changed"
 
     if [ -f "$CONTAINERD_CONFIG" ] && cmp -s "$tmp/config.toml" "$CONTAINERD_CONFIG" &&
         [ -f "$runsc_toml" ] && cmp -s "$tmp/runsc.toml" "$runsc_toml" && containerd_serving; then
@@ -491,7 +549,8 @@ cmd_containerd_configure() {
     [ -f "$runsc_toml" ] && cp -p "$runsc_toml" "$tmp/previous-runsc.toml"
     replace_file "$tmp/runsc.toml" "$runsc_toml"
     replace_file "$tmp/config.toml" "$CONTAINERD_CONFIG"
-    if service_restart containerd && wait_for containerd 30 containerd_serving; then
+    if service_restart containerd && wait_for containerd 30 containerd_serving &&
+        wait_for "containerd's CRI plugin" 10 cri_ok; then
         sha512_of "$CONTAINERD_CONFIG" > "$STATE_DIR/config.toml.written"
         log "containerd restarted with runtime $runtime (config version $version, $plugin)"
         fact containerd configured
@@ -501,8 +560,7 @@ cmd_containerd_configure() {
     log "containerd did not come back; restoring the previous configuration"
     if [ -f "$tmp/previous-config.toml" ]; then replace_file "$tmp/previous-config.toml" "$CONTAINERD_CONFIG"; else rm -f "$CONTAINERD_CONFIG"; fi
     if [ -f "$tmp/previous-runsc.toml" ]; then replace_file "$tmp/previous-runsc.toml" "$runsc_toml"; else rm -f "$runsc_toml"; fi
-    service_restart containerd || true
-    wait_for containerd 30 containerd_serving || true
+    if service_restart containerd; then wait_for containerd 30 containerd_serving || true; fi
     die "containerd failed to start with runtime $runtime; previous configuration restored"
 }
 
@@ -536,18 +594,18 @@ cmd_containerd_restore() {
 PROBE='uname -r; dmesg 2>/dev/null | head -n 1; if cat /proc/kallsyms >/dev/null 2>&1; then echo kallsyms-readable; else echo kallsyms-absent; fi'
 
 report_probe() {
-    prefix=$1 out=$2 host_kernel=$3
+    label=$1 out=$2 host_kernel=$3
     sandbox_kernel=$(sed -n 1p "$out")
     banner=$(sed -n 2p "$out")
     kallsyms=$(sed -n 3p "$out")
-    fact "${prefix}_sandbox_kernel" "$sandbox_kernel"
-    fact "${prefix}_banner" "$banner"
-    fact "${prefix}_kallsyms" "${kallsyms#kallsyms-}"
+    fact "${label}_sandbox_kernel" "$sandbox_kernel"
+    fact "${label}_banner" "$banner"
+    fact "${label}_kallsyms" "${kallsyms#kallsyms-}"
     ok=true
     [ -n "$sandbox_kernel" ] && [ "$sandbox_kernel" != "$host_kernel" ] || ok=false
     case $banner in *"Starting gVisor"*) ;; *) ok=false ;; esac
     [ "$kallsyms" = kallsyms-absent ] || ok=false
-    fact "${prefix}_ok" "$ok"
+    fact "${label}_ok" "$ok"
     [ "$ok" = true ]
 }
 

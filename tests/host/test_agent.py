@@ -1,0 +1,384 @@
+"""The host agent against real runsc, dockerd and containerd (no mocks).
+
+Each test gets a fresh sandboxed machine (see sandbox/start.sh) with Debian's
+containerd 1.6 and Docker running, and a local mirror of gVisor releases built
+from a current runsc (gVisor's go branch) and Debian's 2022 runsc.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+
+import pytest
+
+from components.gvisor.agent import parse_facts
+from components.gvisor.runsc_config import effective_flags, render_runsc_toml
+from tests.host.conftest import MIRROR_URL, TEST_IMAGE
+from tests.host.mirror import Releases
+from tests.host.sandbox import AGENT, Sandbox
+
+pytestmark = pytest.mark.host
+
+PREFIX = "/usr/local/bin"
+RUNSC_TOML = "/etc/containerd/runsc.toml"
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    assert result.returncode == 0, f"agent failed ({result.returncode}):\n{result.stderr}"
+    return parse_facts(result.stdout)
+
+
+def failed(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0, f"agent should have failed:\n{result.stdout}\n{result.stderr}"
+    return result.stderr
+
+
+def install(host: Sandbox, release: str) -> subprocess.CompletedProcess[str]:
+    return host.agent("install", MIRROR_URL, release, PREFIX, "-")
+
+
+def toml_b64(**extra: object) -> str:
+    flags = effective_flags("systrap", "sandbox", extra)
+    return base64.b64encode(render_runsc_toml(flags).encode()).decode()
+
+
+def configure_containerd(host: Sandbox, **extra: object) -> subprocess.CompletedProcess[str]:
+    return host.agent("containerd-configure", "runsc", toml_b64(**extra), PREFIX, RUNSC_TOML)
+
+
+def downloads(host: Sandbox, name: str) -> int:
+    log = host.read("/var/log/mirror.log") or b""
+    return sum(1 for line in log.decode().splitlines() if f"/{name} HTTP" in line and '" 200 ' in line)
+
+
+def added_to_prefix(host: Sandbox) -> set[str]:
+    """Names in PREFIX that the sandbox added (the machine's own stay visible below)."""
+    return set(host.sh(f"ls -A {PREFIX}").split()) - set(os.listdir(PREFIX))
+
+
+def snapshot(host: Sandbox, *paths: str) -> dict[str, bytes | None]:
+    return {p: host.read(p) for p in paths}
+
+
+def test_preflight_reports_machine_facts(host: Sandbox):
+    facts = ok(host.agent("preflight", "x86_64", "systrap", "auto", "auto"))
+    assert facts["arch"] == "x86_64"
+    assert facts["kernel"] == host.sh("uname -r").strip()
+    assert facts["page_size"] == "4096"
+    assert facts["cgroup_version"] in {"1", "2"}
+    assert facts["containerd_version"].startswith("1.6")
+    assert facts["docker_version"].startswith("20.10")
+
+
+def test_preflight_rejects_wrong_arch_before_changing_anything(host: Sandbox):
+    err = failed(host.agent("preflight", "aarch64", "systrap", "auto", "auto"))
+    assert "reports architecture 'x86_64'" in err and "'aarch64'" in err
+
+
+def test_fresh_install_then_rerun_downloads_nothing(host: Sandbox, releases: Releases):
+    first = ok(install(host, releases.current))
+    assert first["changed"] == "true" and first["layout"] == "archive"
+    assert first["shim"] == "yes"
+    assert host.sh(f"{PREFIX}/runsc --version | head -n 1").strip() == f"runsc version {first['runsc_version']}"
+    assert downloads(host, "gvisor.tar.bz2") == 1
+
+    second = ok(install(host, releases.current))
+    assert second["changed"] == "false"
+    assert downloads(host, "gvisor.tar.bz2") == 1, "an unchanged re-run must not download again"
+    assert added_to_prefix(host) == {"containerd-shim-runsc-v1", "runsc"}, "staging directory left behind"
+
+
+def test_legacy_loose_layout_installs(host: Sandbox, releases: Releases):
+    facts = ok(install(host, releases.current_loose))
+    assert facts["layout"] == "loose" and facts["shim"] == "yes"
+    assert downloads(host, "runsc") == 1 and downloads(host, "containerd-shim-runsc-v1") == 1
+
+
+def test_tampered_checksum_aborts_and_leaves_host_unchanged(host: Sandbox, releases: Releases):
+    err = failed(install(host, releases.tampered))
+    assert "checksum mismatch" in err and f"{MIRROR_URL}/{releases.tampered}/x86_64/gvisor.tar.bz2" in err
+    assert added_to_prefix(host) == set()
+    assert host.read("/var/lib/gvisor-fleet/install.state") is None
+
+
+def test_tampered_upgrade_keeps_the_installed_release(host: Sandbox, releases: Releases):
+    ok(install(host, releases.current))
+    before = host.read(f"{PREFIX}/runsc")
+    failed(install(host, releases.tampered))
+    assert host.read(f"{PREFIX}/runsc") == before
+
+
+def test_missing_release_names_the_url(host: Sandbox, releases: Releases):
+    err = failed(install(host, releases.missing))
+    assert f"{MIRROR_URL}/{releases.missing}/x86_64/" in err
+    assert "gvisor-fleet:release" in err
+    assert added_to_prefix(host) == set()
+
+
+def test_pinned_checksum_mismatch_is_refused(host: Sandbox, releases: Releases):
+    err = failed(host.agent("install", MIRROR_URL, releases.current, PREFIX, "0" * 128))
+    assert "gvisor-fleet:sha512" in err
+    assert added_to_prefix(host) == set()
+
+
+def test_uninstall_restores_a_preexisting_runsc(host: Sandbox, releases: Releases):
+    host.sh(f"cp /usr/bin/runsc {PREFIX}/runsc")
+    original = host.read(f"{PREFIX}/runsc")
+    ok(install(host, releases.current))
+    assert host.read(f"{PREFIX}/runsc") != original
+    ok(host.agent("uninstall", PREFIX))
+    assert host.read(f"{PREFIX}/runsc") == original
+    assert host.read(f"{PREFIX}/containerd-shim-runsc-v1") is None
+
+
+def test_docker_merge_keeps_foreign_keys_and_destroy_restores_bytes(host: Sandbox, releases: Releases):
+    original = (
+        '{\n    "log-driver": "json-file",\n    "log-opts": {"max-size": "10m"},\n'
+        '    "runtimes": {"other": {"path": "/usr/bin/runc"}}\n}\n'
+    )
+    host.write("/etc/docker/daemon.json", original)
+    host.sh("systemctl restart docker")
+    ok(install(host, releases.current))
+
+    facts = ok(host.agent("docker-configure", "runsc", "false", PREFIX, "--platform=systrap", "--network=none"))
+    assert facts["docker"] == "configured"
+    merged = json.loads(host.read("/etc/docker/daemon.json") or b"")
+    assert merged["log-driver"] == "json-file" and merged["log-opts"] == {"max-size": "10m"}
+    assert merged["runtimes"]["other"] == {"path": "/usr/bin/runc"}
+    assert merged["runtimes"]["runsc"] == {
+        "path": f"{PREFIX}/runsc",
+        "runtimeArgs": ["--platform=systrap", "--network=none"],
+    }
+    assert "default-runtime" not in merged
+    assert "runsc" in host.sh("docker info --format '{{json .Runtimes}}'")
+
+    again = ok(host.agent("docker-configure", "runsc", "false", PREFIX, "--platform=systrap", "--network=none"))
+    assert again["docker"] == "unchanged"
+
+    ok(host.agent("docker-restore", "runsc", PREFIX))
+    assert host.read("/etc/docker/daemon.json") == original.encode()
+    assert "runsc" not in host.sh("docker info --format '{{json .Runtimes}}'")
+
+
+def test_docker_default_runtime_only_when_asked(host: Sandbox, releases: Releases):
+    ok(install(host, releases.current))
+    ok(host.agent("docker-configure", "runsc", "true", PREFIX, "--platform=systrap"))
+    assert json.loads(host.read("/etc/docker/daemon.json") or b"")["default-runtime"] == "runsc"
+    assert host.sh("docker info --format '{{.DefaultRuntime}}'").strip() == "runsc"
+    ok(host.agent("docker-restore", "runsc", PREFIX))
+    assert host.read("/etc/docker/daemon.json") is None, "there was no daemon.json before install"
+
+
+def test_docker_restore_keeps_later_user_edits(host: Sandbox, releases: Releases):
+    ok(install(host, releases.current))
+    ok(host.agent("docker-configure", "runsc", "true", PREFIX, "--platform=systrap"))
+    edited = json.loads(host.read("/etc/docker/daemon.json") or b"")
+    edited["debug"] = True
+    host.write("/etc/docker/daemon.json", json.dumps(edited, indent=2) + "\n")
+    ok(host.agent("docker-restore", "runsc", PREFIX))
+    after = json.loads(host.read("/etc/docker/daemon.json") or b"")
+    assert after.get("debug") is True
+    assert "runsc" not in after.get("runtimes", {}) and "default-runtime" not in after
+
+
+CUSTOM_CONTAINERD = """version = 2
+root = "/var/lib/containerd"
+
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "registry.example.test/pause:3.10"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = true
+"""
+
+
+def test_containerd_keeps_custom_settings_and_destroy_restores_bytes(host: Sandbox, releases: Releases):
+    host.write("/etc/containerd/config.toml", CUSTOM_CONTAINERD)
+    host.sh("systemctl restart containerd")
+    ok(install(host, releases.current))
+
+    facts = ok(configure_containerd(host, debug="true"))
+    assert facts["containerd"] == "configured" and facts["containerd_config_version"] == "2"
+    dump = host.sh("containerd config dump")
+    assert 'sandbox_image = "registry.example.test/pause:3.10"' in dump
+    assert "SystemdCgroup = true" in dump
+    assert '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]' in dump
+    assert 'runtime_type = "io.containerd.runsc.v1"' in dump
+    assert f'ConfigPath = "{RUNSC_TOML}"' in dump
+    assert (host.read(RUNSC_TOML) or b"").decode() == render_runsc_toml(
+        effective_flags("systrap", "sandbox", {"debug": "true"})
+    )
+    assert ok(configure_containerd(host, debug="true"))["containerd"] == "unchanged"
+
+    ok(host.agent("containerd-restore", RUNSC_TOML))
+    assert host.read("/etc/containerd/config.toml") == CUSTOM_CONTAINERD.encode()
+    assert host.read(RUNSC_TOML) is None
+    host.sh("ctr version >/dev/null")
+
+
+def test_containerd_import_that_would_drop_the_runtime_is_rolled_back(host: Sandbox, releases: Releases):
+    # containerd 1.x: an imported file with any CRI table replaces the main
+    # file's whole CRI section, so the runtime we add would silently vanish.
+    main = CUSTOM_CONTAINERD.replace('root = "/var/lib/containerd"', 'imports = ["/etc/containerd/conf.d/*.toml"]')
+    host.write("/etc/containerd/config.toml", main)
+    host.write(
+        "/etc/containerd/conf.d/10-registry.toml",
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/certs.d"\n',
+    )
+    host.sh("systemctl restart containerd")
+    ok(install(host, releases.current))
+    before = snapshot(host, "/etc/containerd/config.toml", RUNSC_TOML)
+
+    err = failed(configure_containerd(host))
+    assert "imports" in err and "Nothing was changed" in err
+    assert snapshot(host, "/etc/containerd/config.toml", RUNSC_TOML) == before
+    host.sh("ctr version >/dev/null")  # still serving
+
+
+def test_containerd_broken_user_config_is_not_swapped_in(host: Sandbox, releases: Releases):
+    # The runtime table already exists by hand: merging would define it twice.
+    manual = CUSTOM_CONTAINERD + (
+        '    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]\n'
+        '      runtime_type = "io.containerd.runsc.v1"\n'
+    )
+    host.write("/etc/containerd/config.toml", manual)
+    host.sh("systemctl restart containerd")
+    ok(install(host, releases.current))
+    err = failed(configure_containerd(host))
+    assert "gvisor-fleet:runtimeName" in err
+    assert host.read("/etc/containerd/config.toml") == manual.encode()
+    host.sh("ctr version >/dev/null")
+
+
+def test_config_containerd_cannot_start_with_is_rolled_back(host: Sandbox, releases: Releases):
+    # The file on disk was edited after containerd last started: it parses
+    # (so validation passes) but containerd cannot start with it, because its
+    # state directory is a regular file. The agent must notice the failed
+    # restart and put both files back exactly as they were before the step.
+    ok(install(host, releases.current))
+    host.sh("touch /run/not-a-directory")
+    edited = CUSTOM_CONTAINERD.replace('root = "/var/lib/containerd"', 'state = "/run/not-a-directory"')
+    host.write("/etc/containerd/config.toml", edited)
+
+    err = failed(configure_containerd(host))
+    assert "containerd failed to start with runtime runsc; previous configuration restored" in err
+    assert host.read("/etc/containerd/config.toml") == edited.encode()
+    assert host.read(RUNSC_TOML) is None
+
+
+DOCKER_CE_CONTAINERD = """#   Copyright 2018-2022 Docker Inc.
+#   (the file Docker CE's containerd.io package installs)
+
+disabled_plugins = ["cri"]
+
+#root = "/var/lib/containerd"
+#state = "/run/containerd"
+"""
+
+
+@pytest.mark.parametrize(
+    "config",
+    [DOCKER_CE_CONTAINERD, 'version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n'],
+    ids=["docker-ce-version-1", "version-2"],
+)
+def test_containerd_with_cri_disabled_gets_it_enabled(host: Sandbox, releases: Releases, config: str):
+    host.write("/etc/containerd/config.toml", config)
+    host.sh("systemctl restart containerd")
+    assert "cri" not in host.sh("ctr plugins ls | awk '$4 == \"ok\" {print $2}'").split()
+    ok(install(host, releases.current))
+    ok(configure_containerd(host))
+    assert "cri" in host.sh("ctr plugins ls | awk '$4 == \"ok\" {print $2}'").split()
+    assert f'ConfigPath = "{RUNSC_TOML}"' in host.sh("containerd config dump")
+    ok(host.agent("containerd-restore", RUNSC_TOML))
+    assert host.read("/etc/containerd/config.toml") == config.encode()
+
+
+def test_other_version_1_configs_are_left_for_their_owner(host: Sandbox, releases: Releases):
+    config = 'root = "/var/lib/containerd"\n[plugins.cri]\n  sandbox_image = "pause:3.10"\n'
+    host.write("/etc/containerd/config.toml", config)
+    ok(install(host, releases.current))
+    assert "containerd config migrate" in failed(configure_containerd(host))
+    assert host.read("/etc/containerd/config.toml") == config.encode()
+
+
+def test_flags_are_checked_against_the_installed_runsc(host: Sandbox, releases: Releases):
+    before = snapshot(host, "/etc/containerd/config.toml", RUNSC_TOML)
+    ok(install(host, releases.old))  # Debian's 2022 runsc: no directfs, no shim
+    err = failed(configure_containerd(host))
+    assert "containerd-shim-runsc-v1 is not installed" in err
+    host.sh(f"cp {PREFIX}/runsc /tmp/old-runsc")
+
+    ok(install(host, releases.current))
+    host.sh(f"cp /tmp/old-runsc {PREFIX}/runsc")  # old binary, shim present
+    err = failed(configure_containerd(host, directfs="false"))
+    assert "no flag 'directfs'" in err
+    assert snapshot(host, "/etc/containerd/config.toml", RUNSC_TOML) == before
+
+    ok(install(host, releases.current))  # the current release has it
+    assert ok(configure_containerd(host, directfs="false"))["containerd"] == "configured"
+    err = failed(configure_containerd(host, **{"no-such-flag": "1"}))
+    assert "no flag 'no-such-flag'" in err
+
+
+@pytest.mark.parametrize(
+    ("major", "file_version", "plan"),
+    [
+        ("1", "none", "2 io.containerd.grpc.v1.cri"),
+        ("1", "2", "2 io.containerd.grpc.v1.cri"),
+        ("2", "none", "3 io.containerd.cri.v1.runtime"),
+        ("2", "2", "2 io.containerd.grpc.v1.cri"),
+        ("2", "3", "3 io.containerd.cri.v1.runtime"),
+        ("2", "4", "4 io.containerd.cri.v1.runtime"),
+    ],
+)
+def test_containerd_plan_matches_version(major: str, file_version: str, plan: str):
+    assert plan_of(major, file_version).stdout.strip() == plan
+
+
+@pytest.mark.parametrize(("major", "file_version", "message"), [("1", "3", "cannot read"), ("1", "1", "migrate")])
+def test_containerd_plan_refuses_mismatches(major: str, file_version: str, message: str):
+    assert message in failed(plan_of(major, file_version))
+
+
+def plan_of(major: str, file_version: str) -> subprocess.CompletedProcess[str]:
+    """containerd-plan is pure: it reads and changes nothing, so it runs unsandboxed."""
+    return subprocess.run(
+        ["sh", "-s", "--", "containerd-plan", major, file_version],
+        input=AGENT.read_text(), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def test_full_converge_verifies_gvisor_and_destroy_restores(host: Sandbox, releases: Releases):
+    before = snapshot(host, "/etc/docker/daemon.json", "/etc/containerd/config.toml", RUNSC_TOML)
+    ok(install(host, releases.current))
+    ok(host.agent("docker-configure", "runsc", "false", PREFIX, "--network=none", "--platform=systrap"))
+    ok(configure_containerd(host))
+
+    facts = ok(host.agent("verify", "runsc", TEST_IMAGE, "auto", "auto"))
+    host_kernel = host.sh("uname -r").strip()
+    for runtime in ("docker", "containerd"):
+        assert facts[f"{runtime}_ok"] == "true", facts
+        assert facts[f"{runtime}_sandbox_kernel"] not in ("", host_kernel)
+        assert "Starting gVisor" in facts[f"{runtime}_banner"]
+        assert facts[f"{runtime}_kallsyms"] == "absent"
+
+    ok(host.agent("containerd-restore", RUNSC_TOML))
+    ok(host.agent("docker-restore", "runsc", PREFIX))
+    ok(host.agent("uninstall", PREFIX))
+    assert snapshot(host, "/etc/docker/daemon.json", "/etc/containerd/config.toml", RUNSC_TOML) == before
+    assert added_to_prefix(host) == set()
+
+
+def test_verify_fails_under_runc(host: Sandbox, releases: Releases):
+    # The same probe under plain runc sees the host kernel: verification must fail.
+    ok(install(host, releases.current))
+    facts_result = host.agent("verify", "runc", TEST_IMAGE, "auto", "off")
+    assert "gVisor verification failed for: docker" in failed(facts_result)
+    facts = parse_facts(facts_result.stdout)
+    assert facts["docker_ok"] == "false"
+    assert facts["docker_sandbox_kernel"] == host.sh("uname -r").strip()
