@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
+from components.fleet.specs import MachineSpec, arch_problem, parse_machines
 from components.gvisor.runsc_config import NETWORKS, PLATFORMS, flag_errors
 
 NS = "gvisor-fleet"
-ARCHES = ("x86_64", "aarch64")
 MODES = ("auto", "required", "off")
 
 DEFAULT_RELEASE = "20261116.0"
@@ -25,9 +25,8 @@ DEFAULT_BASE_URL = "https://storage.googleapis.com/gvisor/releases/release"
 DEFAULT_VERIFY_IMAGE = "docker.io/library/busybox:1.37"
 
 _RELEASE = re.compile(r"^(latest|\d{8}(\.\d+)?)$")
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _HEX512 = re.compile(r"^[0-9a-f]{128}$")
-_ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "x86-64": "x86_64", "arm": None}
 
 Mode = Literal["auto", "required", "off"]
 
@@ -60,19 +59,6 @@ class GvisorSettings:
 
 
 @dataclass(frozen=True)
-class MachineSpec:
-    """A machine as the stack describes it (before any backend makes it)."""
-
-    name: str
-    arch: str  # x86_64, aarch64, or "detect" for existing hosts
-    backend: str = "static"
-    address: str = ""
-    port: int = 22
-    user: str = "root"
-    host_key: str | None = None
-
-
-@dataclass(frozen=True)
 class Settings:
     gvisor: GvisorSettings
     machines: tuple[MachineSpec, ...]
@@ -81,16 +67,6 @@ class Settings:
 
 def _key(name: str) -> str:
     return f"{NS}:{name}"
-
-
-def _arch_problem(key: str, value: object, allow_detect: bool) -> str | None:
-    allowed = ARCHES + (("detect",) if allow_detect else ())
-    if value in allowed:
-        return None
-    hint = _ARCH_ALIASES.get(str(value))
-    if hint:
-        return f"{key}: '{value}' is not an architecture name gVisor uses; write '{hint}' (as `uname -m` prints)"
-    return f"{key}: unknown architecture '{value}'; use one of {', '.join(allowed)}"
 
 
 def _gvisor(raw: Mapping[str, object], problems: list[str]) -> GvisorSettings:
@@ -138,7 +114,7 @@ def _gvisor(raw: Mapping[str, object], problems: list[str]) -> GvisorSettings:
         problems.append(f"{_key('sha512')}: must be a map of arch to SHA-512 hex, e.g. {{x86_64: <hex>}}")
     else:
         for arch, digest in sha512_raw.items():
-            p = _arch_problem(f"{_key('sha512')}.{arch}", arch, allow_detect=False)
+            p = arch_problem(f"{_key('sha512')}.{arch}", arch, allow_detect=False)
             if p:
                 problems.append(p)
             elif not isinstance(digest, str) or not _HEX512.match(digest.lower()):
@@ -180,7 +156,7 @@ def _gvisor(raw: Mapping[str, object], problems: list[str]) -> GvisorSettings:
         problems.append(f"{_key('defaultRuntime')}: true needs Docker; set {_key('docker')} to auto or required")
 
     runtime_name = text("runtimeName", d.runtime_name)
-    if not _NAME.match(runtime_name):
+    if not NAME.match(runtime_name):
         problems.append(
             f"{_key('runtimeName')}: '{runtime_name}' must be lower-case letters, digits and '-' "
             "(it names the containerd runtime table and the RuntimeClass handler)"
@@ -207,61 +183,6 @@ def _gvisor(raw: Mapping[str, object], problems: list[str]) -> GvisorSettings:
     )
 
 
-def _machines(raw: Mapping[str, object], has_private_key: bool, problems: list[str]) -> tuple[MachineSpec, ...]:
-    key = _key("machines")
-    items = raw.get("machines") or []
-    if not isinstance(items, list):
-        problems.append(f"{key}: must be a list of machines, e.g. [{{name: web1, address: 192.0.2.10}}]")
-        return ()
-    specs: list[MachineSpec] = []
-    seen: set[str] = set()
-    for i, item in enumerate(items):
-        at = f"{key}[{i}]"
-        if not isinstance(item, Mapping):
-            problems.append(f"{at}: must be an object with at least name and address")
-            continue
-        name = item.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            problems.append(f"{at}.name: '{name}' must be a lower-case DNS label (letters, digits, '-')")
-            continue
-        if name in seen:
-            problems.append(f"{at}.name: '{name}' is used twice; machine names must be unique")
-        seen.add(name)
-        backend = item.get("backend", "static")
-        if backend != "static":
-            problems.append(f"{at}.backend: '{backend}' is not supported; use 'static'")
-            continue
-        address = item.get("address")
-        if not isinstance(address, str) or not address:
-            problems.append(f"{at}.address: missing; give the host name or IP that SSH reaches")
-            continue
-        port = item.get("port", 22)
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            problems.append(f"{at}.port: '{port}' must be a TCP port number")
-            port = 22
-        user = item.get("user", "root")
-        if not isinstance(user, str) or not user:
-            problems.append(f"{at}.user: must be a user name")
-            user = "root"
-        arch = item.get("arch", "detect")
-        p = _arch_problem(f"{at}.arch", arch, allow_detect=True)
-        if p:
-            problems.append(p)
-        host_key = item.get("hostKey")
-        if host_key is not None and (not isinstance(host_key, str) or not host_key.startswith(("ssh-", "ecdsa-"))):
-            problems.append(
-                f"{at}.hostKey: must be an OpenSSH public key line, e.g. from `ssh-keyscan -t ed25519 HOST`"
-            )
-            host_key = None
-        specs.append(MachineSpec(name=name, arch=str(arch), address=address, port=port, user=user, host_key=host_key))
-    if specs and not has_private_key:
-        problems.append(
-            f"{_key('sshPrivateKey')}: missing; machines {', '.join(s.name for s in specs)} need an "
-            "SSH key: `pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`"
-        )
-    return tuple(specs)
-
-
 KNOWN_KEYS = (
     "release", "baseUrl", "sha512", "installDir", "platform", "dockerNetwork",
     "containerdNetwork", "runscFlags", "docker", "containerd", "defaultRuntime",
@@ -273,7 +194,7 @@ def load_settings(raw: Mapping[str, object], has_private_key: bool) -> Settings:
     """Validate raw config values (plain Python data) into Settings."""
     problems: list[str] = []
     gvisor = _gvisor(raw, problems)
-    machines = _machines(raw, has_private_key, problems)
+    machines = parse_machines(raw.get("machines"), has_private_key, problems)
     if problems:
         raise SettingsError(problems)
     return Settings(gvisor=gvisor, machines=machines, has_private_key=has_private_key)

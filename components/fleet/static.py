@@ -6,7 +6,7 @@ import pulumi
 from pulumi_command import remote
 
 from components.fleet.machine import Machine
-from components.settings import MachineSpec
+from components.fleet.specs import MachineSpec
 
 
 def static_machine(spec: MachineSpec, private_key: pulumi.Input[str]) -> Machine:

@@ -73,7 +73,9 @@ class GvisorHost(pulumi.ComponentResource):
         commands = host_commands(machine, settings)
 
         def step(
-            step_name: str, depends_on: Sequence[pulumi.Resource], triggers: Sequence[pulumi.Input[str | None]] | None = None
+            step_name: str,
+            depends_on: Sequence[pulumi.Resource],
+            triggers: Sequence[pulumi.Input[str | None]] | None = None,
         ) -> remote.Command:
             create, delete = commands[step_name]
             return remote.Command(

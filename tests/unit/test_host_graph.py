@@ -5,9 +5,10 @@ import shlex
 import pulumi
 import pytest
 
+from components.fleet.specs import MachineSpec
 from components.fleet.static import static_machine
 from components.gvisor.host import GvisorHost, host_commands
-from components.settings import GvisorSettings, MachineSpec
+from components.settings import GvisorSettings
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-material\n-----END OPENSSH PRIVATE KEY-----\n"
 SPEC = MachineSpec(name="m1", arch="x86_64", address="127.0.0.1", port=2222, host_key="ssh-ed25519 AAAA")
@@ -61,9 +62,9 @@ def test_connection_key_is_secret_and_host_key_pinned(mocks):
         assert host_key == "ssh-ed25519 AAAA"
         assert port == 2222
 
-    return pulumi.Output.all(
-        pulumi.Output.from_input(conn.private_key).is_secret(), conn.host_key, conn.port
-    ).apply(check)
+    return pulumi.Output.all(pulumi.Output.from_input(conn.private_key).is_secret(), conn.host_key, conn.port).apply(
+        check
+    )
 
 
 def test_docker_off_removes_the_step_and_verify_skips_it():
