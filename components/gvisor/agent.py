@@ -38,6 +38,5 @@ def parse_facts(stdout: str) -> dict[str, str]:
 
 def checks_passed(facts: Mapping[str, str]) -> bool:
     """True when every runtime the agent verified behaved like gVisor."""
-    results = [facts.get(k) for k in ("docker_ok", "containerd_ok")]
-    ran = [r for r in results if r != "skipped"]
-    return bool(ran) and all(r == "true" for r in ran)
+    results = [facts.get(k) for k in ("runsc_ok", "docker_ok", "containerd_ok")]
+    return results[0] == "true" and all(r in ("true", "skipped") for r in results[1:])

@@ -55,9 +55,7 @@ def _loose(files: dict[str, Path], dest: Path) -> None:
 def build_mirror(root: Path, gvisor_go: Path, debian_runsc: Path) -> Releases:
     """Builds the mirror once per gVisor build (cached under root)."""
     day = release_name((gvisor_go / "VERSION").read_text().strip())
-    releases = Releases(
-        current=f"{day}.0", current_loose=f"{day}.1", old="20221219.0", tampered=f"{day}.9"
-    )
+    releases = Releases(current=f"{day}.0", current_loose=f"{day}.1", old="20221219.0", tampered=f"{day}.9")
     stamp = hashlib.sha256(
         "".join(f"{p}:{p.stat().st_mtime_ns}" for p in sorted(gvisor_go.rglob("*"))).encode()
     ).hexdigest()[:16]

@@ -63,9 +63,7 @@ class Sandbox:
         return self.run(["sh", "-s", "--", *args], stdin=AGENT.read_text())
 
     def read(self, path: str) -> bytes | None:
-        r = subprocess.run(
-            ["nsenter", "-t", str(self.pid), "-m", "--", "cat", path], capture_output=True, timeout=30
-        )
+        r = subprocess.run(["nsenter", "-t", str(self.pid), "-m", "--", "cat", path], capture_output=True, timeout=30)
         return r.stdout if r.returncode == 0 else None
 
     def write(self, path: str, content: str) -> None:

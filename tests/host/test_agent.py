@@ -359,7 +359,7 @@ def test_full_converge_verifies_gvisor_and_destroy_restores(host: Sandbox, relea
     ok(host.agent("docker-configure", "runsc", "false", PREFIX, "--network=none", "--platform=systrap"))
     ok(configure_containerd(host))
 
-    facts = ok(host.agent("verify", "runsc", TEST_IMAGE, "auto", "auto"))
+    facts = ok(host.agent("verify", "runsc", TEST_IMAGE, "auto", "auto", PREFIX))
     host_kernel = host.sh("uname -r").strip()
     for runtime in ("docker", "containerd"):
         assert facts[f"{runtime}_ok"] == "true", facts
@@ -377,7 +377,7 @@ def test_full_converge_verifies_gvisor_and_destroy_restores(host: Sandbox, relea
 def test_verify_fails_under_runc(host: Sandbox, releases: Releases):
     # The same probe under plain runc sees the host kernel: verification must fail.
     ok(install(host, releases.current))
-    facts_result = host.agent("verify", "runc", TEST_IMAGE, "auto", "off")
+    facts_result = host.agent("verify", "runc", TEST_IMAGE, "auto", "off", PREFIX)
     assert "gVisor verification failed for: docker" in failed(facts_result)
     facts = parse_facts(facts_result.stdout)
     assert facts["docker_ok"] == "false"

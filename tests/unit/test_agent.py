@@ -22,10 +22,12 @@ def test_parse_facts_ignores_noise():
     }
 
 
-def test_checks_passed_needs_every_ran_check_true():
-    assert checks_passed({"docker_ok": "true", "containerd_ok": "skipped"})
-    assert not checks_passed({"docker_ok": "true", "containerd_ok": "false"})
-    assert not checks_passed({"docker_ok": "skipped", "containerd_ok": "skipped"})
+def test_checks_passed_needs_runsc_and_every_engine_that_ran():
+    assert checks_passed({"runsc_ok": "true", "docker_ok": "true", "containerd_ok": "skipped"})
+    assert checks_passed({"runsc_ok": "true", "docker_ok": "skipped", "containerd_ok": "skipped"})
+    assert not checks_passed({"runsc_ok": "true", "docker_ok": "true", "containerd_ok": "false"})
+    assert not checks_passed({"runsc_ok": "false", "docker_ok": "true", "containerd_ok": "true"})
+    assert not checks_passed({"docker_ok": "true"})
     assert not checks_passed({})
 
 

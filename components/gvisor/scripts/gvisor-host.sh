@@ -620,12 +620,21 @@ ensure_ctr_image() {
 }
 
 cmd_verify() {
-    runtime=$1 image=$2 docker_mode=$3 containerd_mode=$4
+    runtime=$1 image=$2 docker_mode=$3 containerd_mode=$4 prefix=$5
     host_kernel=$(uname -r)
     fact host_kernel "$host_kernel"
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     failed=""
+    # runsc itself, no container engine or image needed: the host's own
+    # file system, read-only, inside a sandbox.
+    if "$prefix/runsc" --network=none "do" sh -c "$PROBE" > "$tmp/do.out" 2>"$tmp/do.err"; then
+        report_probe runsc "$tmp/do.out" "$host_kernel" || failed="$failed runsc"
+    else
+        log "runsc do failed: $(tail -n 3 "$tmp/do.err")"
+        fact runsc_ok false
+        failed="$failed runsc"
+    fi
     if [ "$docker_mode" != off ] && have docker; then
         if ! docker image inspect "$image" >/dev/null 2>&1; then
             docker pull -q "$image" >/dev/null 2>&1 || log "cannot pull $image for Docker"
@@ -647,6 +656,9 @@ cmd_verify() {
             report_probe containerd "$tmp/ctr.out" "$host_kernel" || failed="$failed containerd"
         else
             log "ctr run --runtime io.containerd.runsc.v1 failed: $(tail -n 3 "$tmp/ctr.err")"
+            if grep -q 'dial unix {' "$tmp/ctr.err"; then
+                log "this gVisor release's shim speaks containerd 2's shim protocol, which containerd $(containerd_version) does not; upgrade containerd or pin an older gVisor release"
+            fi
             ctr -n "$CTR_NAMESPACE" containers rm "$name" >/dev/null 2>&1 || true
             fact containerd_ok false
             failed="$failed containerd"
