@@ -102,9 +102,9 @@ def runtime_class(s: KubeSettings) -> Manifest:
 
 def namespace(s: KubeSettings) -> Manifest:
     """A namespace where Pod Security Admission enforces the restricted profile."""
-    psa = {
-        f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")
-    } | {f"pod-security.kubernetes.io/{mode}-version": "latest" for mode in ("enforce", "audit", "warn")}
+    psa = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")} | {
+        f"pod-security.kubernetes.io/{mode}-version": "latest" for mode in ("enforce", "audit", "warn")
+    }
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -216,9 +216,12 @@ def verify_job(s: KubeSettings, arch: str) -> Manifest:
     }
 
 
-def node_label_patch(s: KubeSettings, node: str, verified: bool) -> Manifest:
-    """The label the RuntimeClass selects on, set on one node."""
-    value = NODE_LABEL_VALUE if verified else NODE_LABEL_UNVERIFIED
+def node_label_value(verified: bool) -> str:
+    return NODE_LABEL_VALUE if verified else NODE_LABEL_UNVERIFIED
+
+
+def node_label_patch(s: KubeSettings, node: str, value: Any) -> Manifest:
+    """The label the RuntimeClass selects on, for one node (value: see node_label_value)."""
     return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node, "labels": {s.node_label: value}}}
 
 

@@ -370,7 +370,9 @@ def parse_kube_settings(raw: object, runtime_name: str, problems: list[str]) -> 
 
     sample_image = r.text("sampleImage", DEFAULT_SAMPLE_IMAGE)
     if not _IMAGE.match(sample_image):
-        problems.append(f"{r.key('sampleImage')}: '{sample_image}' is not an image reference like {DEFAULT_SAMPLE_IMAGE}")
+        problems.append(
+            f"{r.key('sampleImage')}: '{sample_image}' is not an image reference like {DEFAULT_SAMPLE_IMAGE}"
+        )
     kernel = r.text("sandboxKernelRelease", DEFAULT_SANDBOX_KERNEL)
     if not re.match(r"^[0-9A-Za-z._+-]+$", kernel):
         problems.append(f"{r.key('sandboxKernelRelease')}: '{kernel}' is not a kernel release like 4.4.0")

@@ -1,0 +1,296 @@
+"""The Kubernetes side as resources: a thin shell over `manifests` and `k3s`.
+
+`deploy_kubernetes` is the one entry point. It checks the settings against
+the fleet (a problem stops `pulumi preview`, naming the config key), then
+builds:
+
+- `K3sCluster` (cluster: k3s): k3s on the machines, the gVisor runtime in
+  k3s's containerd, the kubeconfig as a secret;
+- `KubeDeployment`: node labels (set only where gVisor was verified), the
+  RuntimeClass, the restricted namespace with a default-deny NetworkPolicy,
+  one sample pod and one verification Job per architecture.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pulumi_command import remote
+
+from components.fleet.specs import MachineSpec
+from components.gvisor.agent import parse_facts
+from components.kube import k3s as k3s_plan
+from components.kube.manifests import (
+    default_deny,
+    job_result,
+    kube_arch,
+    namespace,
+    node_label_patch,
+    node_label_value,
+    node_verified,
+    runtime_class,
+    sample_pod,
+    verify_job,
+)
+from components.kube.settings import KEY, K3sSettings, KubeSettings, fleet_problems
+
+if TYPE_CHECKING:
+    from components.fleet.machine import Machine
+    from components.gvisor.host import GvisorHost
+    from components.settings import GvisorSettings
+
+Hosts = Mapping[str, "tuple[Machine, GvisorHost]"]
+
+
+def deployment_problems(settings: KubeSettings, hosts: Hosts, gvisor: GvisorSettings) -> list[str]:
+    """What stops the deployment before any resource exists, one line per problem."""
+    specs = []
+    for name, (machine, _) in hosts.items():
+        host = machine.connection.host
+        specs.append(MachineSpec(name=name, arch=machine.arch, address=host if isinstance(host, str) else ""))
+    problems = fleet_problems(settings, specs, gvisor.containerd)
+    if settings.handler != gvisor.runtime_name:
+        problems.append(
+            f"gvisor-fleet:runtimeName: the RuntimeClass handler '{settings.handler}' differs from the "
+            f"runtime '{gvisor.runtime_name}' written into containerd; parse {KEY} with the same runtimeName"
+        )
+    return problems
+
+
+def deploy_kubernetes(
+    settings: KubeSettings,
+    hosts: Hosts,
+    kubeconfig: pulumi.Output[str] | None,
+    opts: pulumi.ResourceOptions | None = None,
+    *,
+    gvisor: GvisorSettings,
+) -> KubeDeployment:
+    """RuntimeClass, sandboxed samples and their proof on the fleet's cluster.
+
+    `kubeconfig` is used for cluster 'existing' (None: the provider reads
+    KUBECONFIG or ~/.kube/config); cluster 'k3s' makes its own.
+    """
+    problems = deployment_problems(settings, hosts, gvisor)
+    if problems:
+        body = "\n".join(f"  - {p}" for p in problems)
+        raise pulumi.RunError(f"invalid stack configuration:\n{body}")
+    return KubeDeployment("kubernetes", settings, hosts, kubeconfig, gvisor, opts)
+
+
+def _agent_install(node: k3s_plan.K3sNode, k3s: K3sSettings, outs: Sequence[Any]) -> str:
+    join_url, token = outs
+    return k3s_plan.install_command(node, k3s, str(join_url), "-", token=str(token).strip())
+
+
+def _facts(outs: Sequence[Any]) -> dict[str, str]:
+    host_facts, stdout = outs
+    return {**dict(host_facts), **parse_facts(stdout)}
+
+
+class K3sCluster(pulumi.ComponentResource):
+    """k3s on the fleet: the first machine serves, the others join as agents."""
+
+    kubeconfig: pulumi.Output[str]
+    node_facts: dict[str, pulumi.Output[dict[str, str]]]
+    nodes_ready: remote.Command
+
+    def __init__(
+        self,
+        name: str,
+        k3s: K3sSettings,
+        hosts: Hosts,
+        gvisor: GvisorSettings,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("gvisor-fleet:kube:K3sCluster", name, None, opts)
+        script = k3s_plan.node_script()
+        items = list(hosts.items())
+        nodes = k3s_plan.plan_nodes([(n, m.arch, m.user) for n, (m, _) in items])
+        server, (server_machine, _) = nodes[0], items[0][1]
+        server_host = pulumi.Output.from_input(server_machine.connection.host)
+
+        def command(
+            step: str,
+            machine: Machine,
+            create: pulumi.Input[str],
+            delete: str | None = None,
+            depends_on: Sequence[pulumi.Resource] = (),
+            triggers: Sequence[pulumi.Input[str | None]] | None = None,
+            secret_stdout: bool = False,
+        ) -> remote.Command:
+            return remote.Command(
+                f"{name}-{step}",
+                connection=machine.connection,
+                create=create,
+                delete=delete,
+                stdin=script,
+                triggers=list(triggers) if triggers else None,
+                logging=remote.Logging.STDERR if secret_stdout else None,
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    depends_on=list(depends_on),
+                    additional_secret_outputs=["stdout"] if secret_stdout else None,
+                ),
+            )
+
+        installs: dict[str, remote.Command] = {}
+        server_create = server_host.apply(
+            lambda h: k3s_plan.install_command(server, k3s, "-", k3s_plan.tls_san(k3s, h))
+        )
+        installs[server.name] = command(
+            f"{server.name}-install",
+            server_machine,
+            server_create,
+            k3s_plan.uninstall_command(server),
+            depends_on=[items[0][1][1]],
+        )
+        token = command(
+            "token",
+            server_machine,
+            k3s_plan.token_command(server),
+            depends_on=[installs[server.name]],
+            triggers=[installs[server.name].create],
+            secret_stdout=True,
+        )
+        join_url = server_host.apply(lambda h: k3s_plan.server_url(k3s, h))
+        for node, (_, (machine, host)) in zip(nodes[1:], items[1:], strict=True):
+            create = pulumi.Output.all(join_url, token.stdout).apply(functools.partial(_agent_install, node, k3s))
+            installs[node.name] = command(
+                f"{node.name}-install",
+                machine,
+                pulumi.Output.secret(create),
+                k3s_plan.uninstall_command(node),
+                depends_on=[host, token],
+            )
+
+        runtimes: dict[str, remote.Command] = {}
+        for node, (_, (machine, host)) in zip(nodes, items, strict=True):
+            create_rt, delete_rt = k3s_plan.runtime_commands(node, gvisor, k3s)
+            runtimes[node.name] = command(
+                f"{node.name}-runtime", machine, create_rt, delete_rt, depends_on=[installs[node.name], host]
+            )
+        self.nodes_ready = command(
+            "nodes-ready",
+            server_machine,
+            k3s_plan.wait_nodes_command(server, nodes),
+            depends_on=list(runtimes.values()),
+            triggers=[r.create for r in runtimes.values()],
+        )
+        kubeconfig = command(
+            "kubeconfig",
+            server_machine,
+            server_host.apply(lambda h: k3s_plan.kubeconfig_command(server, k3s_plan.api_url(k3s, h))),
+            depends_on=[installs[server.name]],
+            triggers=[installs[server.name].create],
+            secret_stdout=True,
+        )
+        self.kubeconfig = pulumi.Output.secret(kubeconfig.stdout)
+        self.node_facts = {n: pulumi.Output.all(hosts[n][1].facts, runtimes[n].stdout).apply(_facts) for n in runtimes}
+        self.register_outputs({"kubeconfig": self.kubeconfig, "nodeFacts": self.node_facts})
+
+
+class KubeDeployment(pulumi.ComponentResource):
+    """gVisor as a RuntimeClass, with sandboxed samples and in-cluster proof per architecture."""
+
+    verification: pulumi.Output[dict[str, Any]]
+    kubeconfig: pulumi.Output[str] | None
+    runtime_class_name: pulumi.Output[str]
+    node_labels: dict[str, pulumi.Output[str]]
+
+    def __init__(
+        self,
+        name: str,
+        settings: KubeSettings,
+        hosts: Hosts,
+        kubeconfig: pulumi.Output[str] | None,
+        gvisor: GvisorSettings,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("gvisor-fleet:kube:KubeDeployment", name, None, opts)
+        s = settings
+        ready: dict[str, Sequence[pulumi.Resource]]
+        if s.cluster == "k3s":
+            cluster = K3sCluster(f"{name}-k3s", s.k3s, hosts, gvisor, pulumi.ResourceOptions(parent=self))
+            self.kubeconfig = cluster.kubeconfig
+            facts = cluster.node_facts
+            ready = {n: [cluster.nodes_ready] for n in hosts}
+        else:
+            self.kubeconfig = pulumi.Output.secret(kubeconfig) if kubeconfig is not None else None
+            facts = {n: host.facts for n, (_, host) in hosts.items()}
+            ready = {n: [host] for n, (_, host) in hosts.items()}
+
+        provider = k8s.Provider(
+            f"{name}-provider",
+            kubeconfig=self.kubeconfig,
+            enable_server_side_apply=True,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+        def opts_(depends_on: Sequence[pulumi.Resource] = (), replace: bool = False) -> pulumi.ResourceOptions:
+            # Objects with fixed names must go before their replacement comes.
+            return pulumi.ResourceOptions(
+                parent=self, provider=provider, depends_on=list(depends_on), delete_before_replace=replace
+            )
+
+        # Label each node only once its runtime passed verification; the
+        # RuntimeClass schedules onto that label and nothing else.
+        patches: dict[str, list[pulumi.Resource]] = {}
+        self.node_labels = {}
+        for machine_name, (machine, _) in hosts.items():
+            value = facts[machine_name].apply(lambda f: node_label_value(node_verified(f, s.cluster)))
+            self.node_labels[s.node_name(machine_name)] = value
+            patch = node_label_patch(s, s.node_name(machine_name), value)
+            patch["metadata"]["annotations"] = {"pulumi.com/patchForce": "true"}
+            resource = k8s.core.v1.NodePatch(
+                f"{name}-{machine_name}-label", metadata=patch["metadata"], opts=opts_(ready[machine_name])
+            )
+            patches.setdefault(kube_arch(machine.arch), []).append(resource)
+
+        rc = runtime_class(s)
+        runtime = k8s.node.v1.RuntimeClass(
+            f"{name}-runtime-class",
+            metadata=rc["metadata"],
+            handler=rc["handler"],
+            overhead=rc.get("overhead"),
+            scheduling=rc["scheduling"],
+            opts=opts_(replace=True),
+        )
+        ns = namespace(s)
+        sandbox_ns = k8s.core.v1.Namespace(f"{name}-namespace", metadata=ns["metadata"], opts=opts_())
+        deny = default_deny(s)
+        policy = k8s.networking.v1.NetworkPolicy(
+            f"{name}-default-deny", metadata=deny["metadata"], spec=deny["spec"], opts=opts_([sandbox_ns])
+        )
+
+        jobs: dict[str, k8s.batch.v1.Job] = {}
+        arches = sorted({m.arch for m, _ in hosts.values()})
+        for arch in arches:
+            ka = kube_arch(arch)
+            deps: list[pulumi.Resource] = [runtime, sandbox_ns, policy, *patches[ka]]
+            pod = sample_pod(s, arch)
+            k8s.core.v1.Pod(f"{name}-sample-{ka}", metadata=pod["metadata"], spec=pod["spec"], opts=opts_(deps, True))
+            job = verify_job(s, arch)
+            jobs[ka] = k8s.batch.v1.Job(
+                f"{name}-verify-{ka}", metadata=job["metadata"], spec=job["spec"], opts=opts_(deps, True)
+            )
+
+        def results(statuses: dict[str, Any]) -> dict[str, Any]:
+            return {
+                ka: {"job": f"{s.namespace}/{verify_job(s, arch)['metadata']['name']}", **job_result(statuses[ka])}
+                for arch in arches
+                for ka in [kube_arch(arch)]
+            }
+
+        self.verification = pulumi.Output.all(**{ka: job.status for ka, job in jobs.items()}).apply(results)
+        self.runtime_class_name = runtime.metadata.apply(lambda m: m.name or s.runtime_class_name)
+        self.register_outputs(
+            {
+                "verification": self.verification,
+                "runtimeClassName": self.runtime_class_name,
+                "nodeLabels": self.node_labels,
+            }
+        )
