@@ -122,13 +122,16 @@ class K3sCluster(pulumi.ComponentResource):
             triggers: Sequence[pulumi.Input[str | None]] | None = None,
             secret_stdout: bool = False,
         ) -> remote.Command:
+            # A machine created anew (replaced VM) needs every step again.
+            instance = getattr(machine, "instance", None)
+            all_triggers = [*(triggers or []), *([instance] if instance is not None else [])]
             return remote.Command(
                 f"{name}-{step}",
                 connection=machine.connection,
                 create=create,
                 delete=delete,
                 stdin=script,
-                triggers=list(triggers) if triggers else None,
+                triggers=all_triggers or None,
                 logging=remote.Logging.STDERR if secret_stdout else None,
                 opts=pulumi.ResourceOptions(
                     parent=self,

@@ -253,15 +253,24 @@ def cluster_manifests(s: KubeSettings, arches: Iterable[str]) -> list[Manifest]:
 
 
 def job_result(status: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A verification Job's outcome from its status, for the stack output."""
+    """A verification Job's outcome from its status, for the stack output.
+
+    Takes the status as the API returns it (camelCase) or as the Pulumi SDK
+    hands it over (its output type, snake_case keys).
+    """
     status = status or {}
+
+    def get(camel: str, snake: str) -> Any:
+        return status.get(camel, status.get(snake))
+
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if isinstance(c, Mapping)}
     complete = conditions.get("Complete", {}).get("status") == "True"
     failed = conditions.get("Failed", {})
     passed = complete or int(status.get("succeeded") or 0) > 0
     result: dict[str, Any] = {"passed": passed}
-    if status.get("completionTime"):
-        result["completed"] = status["completionTime"]
+    completed = get("completionTime", "completion_time")
+    if completed:
+        result["completed"] = completed
     if not passed and failed.get("status") == "True":
         result["reason"] = failed.get("reason") or "Failed"
     return result

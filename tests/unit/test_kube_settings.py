@@ -201,5 +201,7 @@ def test_k3s_agents_cannot_join_a_loopback_server_address():
     local = MachineSpec(name="m1", arch="x86_64", address="127.0.0.1", port=2222)
     (p,) = fleet_problems(settings(cluster="k3s"), [local, ARM], "auto")
     assert p.startswith("gvisor-fleet:kubernetes.k3s.serverUrl:")
-    assert fleet_problems(settings(cluster="k3s", k3s={"serverUrl": "https://10.0.2.2:6443"}), [local, ARM], "auto") == []
+    assert (
+        fleet_problems(settings(cluster="k3s", k3s={"serverUrl": "https://10.0.2.2:6443"}), [local, ARM], "auto") == []
+    )
     assert fleet_problems(settings(cluster="k3s"), [local], "auto") == []
