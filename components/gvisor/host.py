@@ -51,7 +51,10 @@ def host_commands(machine: Machine, gv: GvisorSettings) -> dict[str, tuple[str, 
             cmd("containerd-configure", gv.runtime_name, runsc_toml, gv.install_dir, gv.runsc_config_path),
             cmd("containerd-restore", gv.runsc_config_path),
         )
-    steps["verify"] = (cmd("verify", gv.runtime_name, gv.verify_image, gv.docker, gv.containerd, gv.install_dir), None)
+    steps["verify"] = (
+        cmd("verify", gv.runtime_name, gv.verify_image, gv.docker, gv.containerd, gv.install_dir, gv.runsc_config_path),
+        None,
+    )
     return steps
 
 

@@ -70,11 +70,20 @@ def image_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tar_path
 
 
-@pytest.fixture
-def host(tmp_path: Path, releases: Releases, image_tar: Path) -> Iterator[Sandbox]:
-    """A fresh machine: Debian's containerd and Docker running, the mirror served."""
-    sandbox = Sandbox(tmp_path / "host")
+@pytest.fixture(scope="session")
+def containerd2_bin() -> Path:
+    script = REPO / "tests/toolchain/build-containerd.sh"
+    out = Path(subprocess.run(["sh", str(script), "--print-dir"], capture_output=True, text=True).stdout.strip())
+    if not (out / "containerd").exists():
+        subprocess.run(["sh", str(script)], check=True)
+    return out
+
+
+def _start(work: Path, image_tar: Path, before_start: str = "") -> Sandbox:
+    sandbox = Sandbox(work)
     try:
+        if before_start:
+            sandbox.sh(before_start)
         sandbox.sh("systemctl start containerd && systemctl start docker")
         sandbox.sh(
             f"nohup python3 -m http.server {MIRROR_PORT} --bind 127.0.0.1 --directory {CACHE / 'mirror'}"
@@ -82,6 +91,26 @@ def host(tmp_path: Path, releases: Releases, image_tar: Path) -> Iterator[Sandbo
         )
         sandbox.sh(f"docker import {image_tar} {TEST_IMAGE} >/dev/null")
         sandbox.sh(f"i=0; until curl -fs {MIRROR_URL}/ >/dev/null; do i=$((i+1)); [ $i -lt 50 ]; sleep 0.1; done")
-        yield sandbox
-    finally:
+    except BaseException:
         sandbox.close()
+        raise
+    return sandbox
+
+
+@pytest.fixture
+def host(tmp_path: Path, releases: Releases, image_tar: Path) -> Iterator[Sandbox]:
+    """A fresh machine: Debian's containerd 1.6 and Docker running, the mirror served."""
+    sandbox = _start(tmp_path / "host", image_tar)
+    yield sandbox
+    sandbox.close()
+
+
+@pytest.fixture(params=["no-config", "debian-version-2-config"])
+def host2(request: pytest.FixtureRequest, tmp_path: Path, releases: Releases, image_tar: Path, containerd2_bin: Path):
+    """A fresh machine with containerd 2.x (built from source) instead of Debian's 1.6."""
+    setup = f"cp {containerd2_bin}/* /usr/local/sbin/"
+    if request.param == "no-config":
+        setup += " && rm /etc/containerd/config.toml"
+    sandbox = _start(tmp_path / "host", image_tar, setup)
+    yield sandbox
+    sandbox.close()

@@ -359,9 +359,15 @@ def test_full_converge_verifies_gvisor_and_destroy_restores(host: Sandbox, relea
     ok(host.agent("docker-configure", "runsc", "false", PREFIX, "--network=none", "--platform=systrap"))
     ok(configure_containerd(host))
 
-    facts = ok(host.agent("verify", "runsc", TEST_IMAGE, "auto", "auto", PREFIX))
+    # containerd 1.6 cannot start the current shim (containerd 2's bootstrap
+    # protocol): verification must say so rather than pass.
+    result = host.agent("verify", "runsc", TEST_IMAGE, "auto", "auto", PREFIX, RUNSC_TOML)
+    assert "speaks containerd 2's shim protocol" in failed(result)
+    assert parse_facts(result.stdout)["containerd_ok"] == "false"
+
+    facts = ok(host.agent("verify", "runsc", TEST_IMAGE, "auto", "off", PREFIX, RUNSC_TOML))
     host_kernel = host.sh("uname -r").strip()
-    for runtime in ("docker", "containerd"):
+    for runtime in ("runsc", "docker"):
         assert facts[f"{runtime}_ok"] == "true", facts
         assert facts[f"{runtime}_sandbox_kernel"] not in ("", host_kernel)
         assert "Starting gVisor" in facts[f"{runtime}_banner"]
@@ -377,8 +383,25 @@ def test_full_converge_verifies_gvisor_and_destroy_restores(host: Sandbox, relea
 def test_verify_fails_under_runc(host: Sandbox, releases: Releases):
     # The same probe under plain runc sees the host kernel: verification must fail.
     ok(install(host, releases.current))
-    facts_result = host.agent("verify", "runc", TEST_IMAGE, "auto", "off", PREFIX)
+    facts_result = host.agent("verify", "runc", TEST_IMAGE, "auto", "off", PREFIX, RUNSC_TOML)
     assert "gVisor verification failed for: docker" in failed(facts_result)
     facts = parse_facts(facts_result.stdout)
     assert facts["docker_ok"] == "false"
     assert facts["docker_sandbox_kernel"] == host.sh("uname -r").strip()
+
+
+def test_containerd2_runs_gvisor_through_its_own_config_version(host2: Sandbox, releases: Releases):
+    assert host2.sh("containerd --version").split()[2].startswith("v2.")
+    had_config = host2.read("/etc/containerd/config.toml")
+    ok(install(host2, releases.current))
+    facts = ok(configure_containerd(host2))
+    assert facts["containerd_config_version"] == ("3" if had_config is None else "2")
+    assert "cri" in host2.sh("ctr plugins ls | awk '$4 == \"ok\" {print $2}'").split()
+
+    verified = ok(host2.agent("verify", "runsc", TEST_IMAGE, "off", "required", PREFIX, RUNSC_TOML))
+    assert verified["containerd_ok"] == "true", verified
+    assert "Starting gVisor" in verified["containerd_banner"]
+    assert verified["containerd_sandbox_kernel"] != host2.sh("uname -r").strip()
+
+    ok(host2.agent("containerd-restore", RUNSC_TOML))
+    assert host2.read("/etc/containerd/config.toml") == had_config

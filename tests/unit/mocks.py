@@ -10,7 +10,10 @@ AGENT_OUTPUT = {
     "install": "changed=true\nrelease=20261116.0\nrunsc_version=release-20261116.0\n",
     "docker-configure": "docker=configured\n",
     "containerd-configure": "containerd=configured\ncontainerd_config_version=2\n",
-    "verify": "host_kernel=6.1.0-28-amd64\nrunsc_ok=true\ndocker_sandbox_kernel=4.4.0\ndocker_ok=true\ncontainerd_ok=true\n",
+    "verify": (
+        "host_kernel=6.1.0-28-amd64\nrunsc_ok=true\nrunsc_sandbox_kernel=4.4.0\n"
+        "docker_sandbox_kernel=4.4.0\ndocker_ok=true\ncontainerd_ok=true\n"
+    ),
 }
 
 

@@ -444,7 +444,7 @@ enable_cri() {
 }
 
 default_runtime() {
-    sed -n 's/^ *default_runtime_name = "\(.*\)"/\1/p' "$1" | head -n 1
+    sed -n "s/^ *default_runtime_name = [\"']\\([^\"']*\\)[\"'].*/\\1/p" "$1" | head -n 1
 }
 
 # CRI serves unless the config disables it; we never do, so it must be "ok".
@@ -491,7 +491,7 @@ cmd_containerd_configure() {
     check_runsc_flags "$prefix/runsc" "$tmp/runsc.toml"
 
     [ "$file_version" != none ] || echo "version = $version" > "$tmp/config.toml"
-    if grep -Fq "$table]" "$tmp/config.toml" || grep -Fq "$table.options]" "$tmp/config.toml"; then
+    if grep -Eq "^ *\[plugins\.[\"']${plugin}[\"']\.containerd\.runtimes\.$runtime(\.options)?\]" "$tmp/config.toml"; then
         die "$CONTAINERD_CONFIG already defines [$table] outside this program's block; remove it or set gvisor-fleet:runtimeName to another name"
     fi
     if grep -q '^disabled_plugins.*cri' "$tmp/config.toml"; then
@@ -502,7 +502,7 @@ cmd_containerd_configure() {
     # (runc); naming ours replaces the built-in map, and CRI then fails with
     # "no corresponding runtime configured ... default_runtime_name". Keep it.
     keep_default=""
-    if ! grep -q "^ *\[plugins\.\"$plugin\"\.containerd\.runtimes\." "$tmp/config.toml"; then
+    if ! grep -Eq "^ *\[plugins\.[\"']${plugin}[\"']\.containerd\.runtimes\." "$tmp/config.toml"; then
         containerd --config "$tmp/config.toml" config dump > "$tmp/before.toml" 2>"$tmp/err" ||
             die "containerd rejects $CONTAINERD_CONFIG as it is: $(tail -n 3 "$tmp/err"); fix it first"
         keep_default=$(default_runtime "$tmp/before.toml")
@@ -529,7 +529,7 @@ cmd_containerd_configure() {
     # runtime must survive imports (on 1.x an imported CRI table replaces ours).
     containerd --config "$tmp/config.toml" config dump > "$tmp/dump.toml" 2>"$tmp/err" ||
         die "containerd rejects the merged config: $(tail -n 3 "$tmp/err"); nothing was changed"
-    grep -Fq "ConfigPath = \"$runsc_toml\"" "$tmp/dump.toml" ||
+    grep -Eq "ConfigPath = [\"']${runsc_toml}[\"']" "$tmp/dump.toml" ||
         die "after merging, containerd's effective config has no runtime '$runtime': an imported file (imports = [...]) probably redefines the CRI plugin table and replaces it; move the CRI settings into $CONTAINERD_CONFIG. Nothing was changed"
     default_rt=$(default_runtime "$tmp/dump.toml")
     [ -z "$default_rt" ] || grep -Fq "runtimes.$default_rt]" "$tmp/dump.toml" ||
@@ -620,7 +620,7 @@ ensure_ctr_image() {
 }
 
 cmd_verify() {
-    runtime=$1 image=$2 docker_mode=$3 containerd_mode=$4 prefix=$5
+    runtime=$1 image=$2 docker_mode=$3 containerd_mode=$4 prefix=$5 runsc_toml=$6
     host_kernel=$(uname -r)
     fact host_kernel "$host_kernel"
     tmp=$(mktemp -d)
@@ -652,11 +652,13 @@ cmd_verify() {
     if [ "$containerd_mode" != off ] && have containerd && have ctr; then
         name="gvisor-fleet-verify-$$"
         if ensure_ctr_image "$image" 2>"$tmp/ctr.err" &&
-            ctr -n "$CTR_NAMESPACE" run --rm --runtime io.containerd.runsc.v1 "$image" "$name" sh -c "$PROBE" > "$tmp/ctr.out" 2>>"$tmp/ctr.err"; then
+            ctr -n "$CTR_NAMESPACE" run --rm --runtime io.containerd.runsc.v1 --runtime-config-path "$runsc_toml" \
+                "$image" "$name" sh -c "$PROBE" > "$tmp/ctr.out" 2>>"$tmp/ctr.err"; then
             report_probe containerd "$tmp/ctr.out" "$host_kernel" || failed="$failed containerd"
         else
             log "ctr run --runtime io.containerd.runsc.v1 failed: $(tail -n 3 "$tmp/ctr.err")"
-            if grep -q 'dial unix {' "$tmp/ctr.err"; then
+            # containerd 1.6 tries to dial the JSON bootstrap reply as a socket path.
+            if grep -aq 'dial unix.*"protocol":"ttrpc"' "$tmp/ctr.err"; then
                 log "this gVisor release's shim speaks containerd 2's shim protocol, which containerd $(containerd_version) does not; upgrade containerd or pin an older gVisor release"
             fi
             ctr -n "$CTR_NAMESPACE" containers rm "$name" >/dev/null 2>&1 || true
