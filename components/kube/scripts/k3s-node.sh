@@ -75,7 +75,8 @@ service_active() {
 }
 
 installed_role() {
-    sed -n 's/^role=//p' "$STATE_DIR/install.state" 2>/dev/null
+    [ -f "$STATE_DIR/install.state" ] || return 0
+    sed -n 's/^role=//p' "$STATE_DIR/install.state"
 }
 
 k3s_arch() {
