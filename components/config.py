@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import json
+
 import pulumi
 
-from components.settings import KNOWN_KEYS
+from components.settings import OBJECT_KEYS, SCALAR_KEYS
 
 
 def read_raw_config(config: pulumi.Config) -> dict[str, object]:
-    """Plain values of every known key that the stack sets (JSON-decoded)."""
+    """Every known key the stack sets: scalars as strings, objects decoded.
+
+    Values are checked by `load_settings`, which names the key in any error;
+    an object key holding text that is not JSON is passed on as that text.
+    """
     raw: dict[str, object] = {}
-    for key in KNOWN_KEYS:
-        value = config.get_object(key)
+    for key in SCALAR_KEYS:
+        value = config.get(key)
         if value is not None:
             raw[key] = value
+    for key in OBJECT_KEYS:
+        text = config.get(key)
+        if text is None:
+            continue
+        try:
+            raw[key] = json.loads(text)
+        except json.JSONDecodeError:
+            raw[key] = text
     return raw

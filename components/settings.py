@@ -149,6 +149,8 @@ def _gvisor(raw: Mapping[str, object], problems: list[str]) -> GvisorSettings:
     docker = cast(Mode, choice("docker", d.docker, MODES))
     containerd = cast(Mode, choice("containerd", d.containerd, MODES))
     default_runtime = raw.get("defaultRuntime", False)
+    if isinstance(default_runtime, str) and default_runtime in ("true", "false"):
+        default_runtime = default_runtime == "true"
     if not isinstance(default_runtime, bool):
         problems.append(f"{_key('defaultRuntime')}: must be true or false")
         default_runtime = False
@@ -183,11 +185,11 @@ def _gvisor(raw: Mapping[str, object], problems: list[str]) -> GvisorSettings:
     )
 
 
-KNOWN_KEYS = (
-    "release", "baseUrl", "sha512", "installDir", "platform", "dockerNetwork",
-    "containerdNetwork", "runscFlags", "docker", "containerd", "defaultRuntime",
-    "runtimeName", "runscConfigPath", "verifyImage", "machines",
+SCALAR_KEYS = (
+    "release", "baseUrl", "installDir", "platform", "dockerNetwork", "containerdNetwork",
+    "docker", "containerd", "defaultRuntime", "runtimeName", "runscConfigPath", "verifyImage",
 )  # fmt: skip
+OBJECT_KEYS = ("sha512", "runscFlags", "machines")
 
 
 def load_settings(raw: Mapping[str, object], has_private_key: bool) -> Settings:

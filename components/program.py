@@ -1,0 +1,40 @@
+"""The whole program as one importable function; __main__.py only exports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from components.config import read_raw_config
+from components.fleet.static import static_machine
+from components.gvisor.host import GvisorHost
+from components.settings import Settings, SettingsError, load_settings
+
+
+@dataclass(frozen=True)
+class Program:
+    settings: Settings
+    hosts: dict[str, GvisorHost]
+
+    def outputs(self) -> dict[str, object]:
+        return {
+            "gvisorRelease": self.settings.gvisor.release,
+            "machines": {name: host.facts for name, host in self.hosts.items()},
+            "allChecksPassed": pulumi.Output.all(*[h.checks_passed for h in self.hosts.values()]).apply(all),
+        }
+
+
+def build(config: pulumi.Config) -> Program:
+    """Reads and validates stack config, then declares every resource."""
+    private_key = config.get_secret("sshPrivateKey")
+    try:
+        settings = load_settings(read_raw_config(config), has_private_key=private_key is not None)
+    except SettingsError as err:
+        raise pulumi.RunError(str(err)) from None
+
+    hosts: dict[str, GvisorHost] = {}
+    for spec in settings.machines:
+        assert private_key is not None  # load_settings demands it for static machines
+        hosts[spec.name] = GvisorHost(spec.name, static_machine(spec, private_key), settings.gvisor)
+    return Program(settings=settings, hosts=hosts)

@@ -1,0 +1,58 @@
+"""The whole program under mocks, driven by stack config like `pulumi preview`."""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pytest
+from pulumi.runtime.config import set_all_config
+
+from components.program import build
+
+KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret\n-----END OPENSSH PRIVATE KEY-----\n"
+
+
+def configure(**values: object) -> None:
+    config = {f"gvisor-fleet:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+    set_all_config(config, secret_keys=["gvisor-fleet:sshPrivateKey"])
+
+
+@pulumi.runtime.test
+def test_every_machine_gets_a_verified_gvisor_host(mocks):
+    machines = [
+        {"name": "amd", "address": "192.0.2.1", "arch": "x86_64"},
+        {"name": "arm", "address": "192.0.2.2", "arch": "aarch64", "user": "admin"},
+    ]
+    configure(machines=machines, sshPrivateKey=KEY, platform="systrap")
+    program = build(pulumi.Config("gvisor-fleet"))
+    assert set(program.hosts) == {"amd", "arm"}
+    outputs = program.outputs()
+
+    def check(args):
+        machines_out, all_ok = args
+        assert set(machines_out) == {"amd", "arm"}
+        assert all_ok is True
+        hosts = {r.name for r in mocks.of_type("gvisor-fleet:gvisor:GvisorHost")}
+        assert hosts == {"amd", "arm"}
+        arm_steps = [r for r in mocks.of_type("command:remote:Command") if r.name.startswith("arm-")]
+        assert all(r.inputs["create"].startswith("sudo -n sh -s -- ") for r in arm_steps)
+        for r in mocks.of_type("command:remote:Command"):
+            assert KEY not in json.dumps(r.inputs.get("create")), r.name
+
+    return pulumi.Output.all(outputs["machines"], outputs["allChecksPassed"]).apply(check)
+
+
+def test_bad_config_stops_the_program_with_every_key_named(mocks):
+    configure(platform="ptrace", release="release-20261116.0", machines=[{"name": "a", "address": "h"}])
+    with pytest.raises(pulumi.RunError) as err:
+        build(pulumi.Config("gvisor-fleet"))
+    text = str(err.value)
+    for key in ("gvisor-fleet:platform", "gvisor-fleet:release", "gvisor-fleet:sshPrivateKey"):
+        assert key in text
+    assert mocks.resources == [], "nothing may be declared when the config is invalid"
+
+
+def test_no_machines_is_a_valid_empty_stack(mocks):
+    configure()
+    assert build(pulumi.Config("gvisor-fleet")).hosts == {}
