@@ -27,18 +27,23 @@ CONTAINER_RESOURCES = {
 }
 
 # Runs inside the verification pod. Fails unless the kernel answering is
-# gVisor's: its release is the one gVisor reports and its boot log opens with
-# gVisor's banner. Both can be read without any privilege under gVisor.
+# gVisor's: its release is one gVisor reports (EXPECTED_KERNEL_RELEASES, shell
+# patterns) and its boot log opens with gVisor's banner. Both can be read
+# without any privilege under gVisor.
 VERIFY_SCRIPT = """\
-set -u
+set -uf
 release=$(uname -r)
 log=$(dmesg 2>/dev/null || true)
 banner=$(printf '%s\\n' "$log" | head -n 1)
 echo "kernel_release=$release"
 echo "boot_banner=$banner"
 ok=true
-if [ "$release" != "$EXPECTED_KERNEL_RELEASE" ]; then
-  echo "FAIL: kernel release is '$release', not gVisor's '$EXPECTED_KERNEL_RELEASE'"
+known=false
+for pattern in $EXPECTED_KERNEL_RELEASES; do
+  case $release in $pattern) known=true ;; esac
+done
+if [ "$known" != true ]; then
+  echo "FAIL: kernel release is '$release', none of gVisor's ($EXPECTED_KERNEL_RELEASES)"
   ok=false
 fi
 case $log in
@@ -192,7 +197,7 @@ def verify_job(s: KubeSettings, arch: str) -> Manifest:
     container = {
         "name": "verify",
         "command": ["sh", "-c", VERIFY_SCRIPT],
-        "env": [{"name": "EXPECTED_KERNEL_RELEASE", "value": s.sandbox_kernel_release}],
+        "env": [{"name": "EXPECTED_KERNEL_RELEASES", "value": " ".join(s.sandbox_kernel_releases)}],
     }
     pod_labels = labels("verification", **{"gvisor-fleet/arch": ka})
     return {

@@ -27,8 +27,10 @@ DEFAULT_NAMESPACE = "gvisor-sandbox"
 DEFAULT_NODE_LABEL = "gvisor-fleet/gvisor"
 NODE_LABEL_VALUE = "verified"
 DEFAULT_SAMPLE_IMAGE = "docker.io/library/busybox:1.37"
-# What gVisor's sentry reports as the kernel release, whatever the host runs.
-DEFAULT_SANDBOX_KERNEL = "4.4.0"
+# What gVisor's sentry reports as the kernel release, whatever the host runs
+# (shell patterns): "4.4.0" for years, "4.19.0-gvisor" in builds since
+# mid-2026 (pkg/sentry/kernel/version).
+DEFAULT_SANDBOX_KERNELS = ("4.4.0", "*-gvisor")
 # Fixed per-pod cost of a gVisor sandbox (Sentry and Gofer processes), charged
 # by the scheduler and by ResourceQuota on top of the containers' requests.
 DEFAULT_OVERHEAD_CPU = "100m"
@@ -51,6 +53,7 @@ _NAME_PART = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
 _QUANTITY = re.compile(r"^(?P<num>[+-]?(\d+(\.\d*)?|\.\d+))(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
 _K3S_VERSION = re.compile(r"^v1\.(\d+)\.(\d+)\+k3s\d+$")
+_KERNEL_PATTERN = re.compile(r"^[0-9A-Za-z._+*?-]+$")
 _HEX256 = re.compile(r"^[0-9a-f]{64}$")
 _IMAGE = re.compile(r"^[a-z0-9]([a-z0-9._/:-]*[a-z0-9])?(@sha256:[0-9a-f]{64})?$")
 _SUFFIX = {
@@ -96,7 +99,7 @@ class KubeSettings:
     )
     taint: Taint | None = None
     sample_image: str = DEFAULT_SAMPLE_IMAGE
-    sandbox_kernel_release: str = DEFAULT_SANDBOX_KERNEL
+    sandbox_kernel_releases: tuple[str, ...] = DEFAULT_SANDBOX_KERNELS
     verify_timeout_seconds: int = 300
     k3s: K3sSettings = field(default_factory=K3sSettings)
 
@@ -106,7 +109,7 @@ class KubeSettings:
 
 KNOWN_KEYS = (
     "enabled", "cluster", "runtimeClassName", "namespace", "nodeLabel", "nodeNames", "overhead",
-    "taint", "sampleImage", "sandboxKernelRelease", "verifyTimeoutSeconds", "k3s",
+    "taint", "sampleImage", "sandboxKernelReleases", "verifyTimeoutSeconds", "k3s",
 )  # fmt: skip
 K3S_KEYS = ("version", "releaseUrl", "installScriptUrl", "sha256", "serverUrl", "apiUrl", "runscConfigPath")
 
@@ -373,9 +376,20 @@ def parse_kube_settings(raw: object, runtime_name: str, problems: list[str]) -> 
         problems.append(
             f"{r.key('sampleImage')}: '{sample_image}' is not an image reference like {DEFAULT_SAMPLE_IMAGE}"
         )
-    kernel = r.text("sandboxKernelRelease", DEFAULT_SANDBOX_KERNEL)
-    if not re.match(r"^[0-9A-Za-z._+-]+$", kernel):
-        problems.append(f"{r.key('sandboxKernelRelease')}: '{kernel}' is not a kernel release like 4.4.0")
+    kernels_raw = r.raw.get("sandboxKernelReleases", list(DEFAULT_SANDBOX_KERNELS))
+    kernels: tuple[str, ...] = DEFAULT_SANDBOX_KERNELS
+    if not isinstance(kernels_raw, list) or not kernels_raw:
+        problems.append(
+            f"{r.key('sandboxKernelReleases')}: must be a list of kernel releases or shell patterns, "
+            "e.g. ['4.4.0', '*-gvisor']"
+        )
+    elif not all(isinstance(k, str) and _KERNEL_PATTERN.match(k) for k in kernels_raw):
+        problems.append(
+            f"{r.key('sandboxKernelReleases')}: {kernels_raw} holds something that is not a kernel release "
+            "pattern (letters, digits, '.', '-', '+', '_', '*', '?')"
+        )
+    else:
+        kernels = tuple(kernels_raw)
     timeout = r.raw.get("verifyTimeoutSeconds", 300)
     if isinstance(timeout, bool) or not isinstance(timeout, int) or not 30 <= timeout <= 3600:
         problems.append(f"{r.key('verifyTimeoutSeconds')}: '{timeout}' must be a whole number from 30 to 3600")
@@ -391,7 +405,7 @@ def parse_kube_settings(raw: object, runtime_name: str, problems: list[str]) -> 
         overhead=_overhead(r),
         taint=_taint(r),
         sample_image=sample_image,
-        sandbox_kernel_release=kernel,
+        sandbox_kernel_releases=kernels,
         verify_timeout_seconds=timeout,
         k3s=_k3s(r, runtime_name, cluster),
     )

@@ -167,7 +167,7 @@ def test_pods_meet_the_restricted_profile(arch, which):
 
 
 def test_verification_job_fails_fast_and_is_bounded():
-    s = kube(verifyTimeoutSeconds=120, sandboxKernelRelease="4.4.0")
+    s = kube(verifyTimeoutSeconds=120, sandboxKernelReleases=["4.4.0", "*-gvisor"])
     job = verify_job(s, "x86_64")
     assert job["spec"]["backoffLimit"] == 0
     assert job["spec"]["activeDeadlineSeconds"] == 120
@@ -176,7 +176,7 @@ def test_verification_job_fails_fast_and_is_bounded():
     assert pod["restartPolicy"] == "Never"
     (container,) = pod["containers"]
     assert container["command"] == ["sh", "-c", VERIFY_SCRIPT]
-    assert container["env"] == [{"name": "EXPECTED_KERNEL_RELEASE", "value": "4.4.0"}]
+    assert container["env"] == [{"name": "EXPECTED_KERNEL_RELEASES", "value": "4.4.0 *-gvisor"}]
     assert "Starting gVisor" in VERIFY_SCRIPT and "uname -r" in VERIFY_SCRIPT
 
 

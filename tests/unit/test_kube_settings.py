@@ -43,7 +43,7 @@ def test_defaults_are_valid_and_the_handler_is_the_runtime_name():
     assert s.overhead == {"cpu": "100m", "memory": "64Mi"}
     assert s.taint is None
     assert s.k3s.version == DEFAULT_K3S_VERSION
-    assert s.sandbox_kernel_release == "4.4.0"
+    assert s.sandbox_kernel_releases == ("4.4.0", "*-gvisor")
 
 
 def test_true_alone_enables_with_defaults():
@@ -131,6 +131,8 @@ def test_quantity_grammar(text, value):
         ({"runtimeclassname": "gvisor"}, "gvisor-fleet:kubernetes.runtimeclassname", "runtimeClassName"),
         ({"handler": "runsc"}, "gvisor-fleet:kubernetes.handler", "known keys"),
         ({"sampleImage": "Busybox"}, "gvisor-fleet:kubernetes.sampleImage", "image reference"),
+        ({"sandboxKernelReleases": "4.4.0"}, "gvisor-fleet:kubernetes.sandboxKernelReleases", "list"),
+        ({"sandboxKernelReleases": ["4.4.0; rm -rf /"]}, "gvisor-fleet:kubernetes.sandboxKernelReleases", "pattern"),
         ({"verifyTimeoutSeconds": 5}, "gvisor-fleet:kubernetes.verifyTimeoutSeconds", "30 to 3600"),
         ({"nodeNames": {"m1": "Node_1"}}, "gvisor-fleet:kubernetes.nodeNames.m1", "kubectl get nodes"),
         ({"cluster": "k3s", "nodeNames": {"m1": "n1"}}, "gvisor-fleet:kubernetes.nodeNames", "k3s"),
