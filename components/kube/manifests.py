@@ -40,6 +40,7 @@ echo "boot_banner=$banner"
 ok=true
 known=false
 for pattern in $EXPECTED_KERNEL_RELEASES; do
+  # shellcheck disable=SC2254 # a pattern, on purpose
   case $release in $pattern) known=true ;; esac
 done
 if [ "$known" != true ]; then
