@@ -1,0 +1,52 @@
+#!/bin/sh
+# The test command: set-up (skipped when done), then every tier, fastest first.
+#
+#   sh tests/run.sh                 everything CI runs
+#   sh tests/run.sh unit host       only these tiers (set-up still runs)
+#   SKIP_SETUP=1 sh tests/run.sh    skip tests/setup.sh
+#
+# Tiers: lint (ruff, formatting, mypy, shellcheck), unit (Pulumi mocks, pure
+# functions, manifests against the Kubernetes schema), host (the host agent
+# against real runsc, dockerd, containerd in sandboxes), vm (x86_64 and
+# aarch64 QEMU VMs), e2e (the real Pulumi engine: preview, up, no-op, destroy).
+set -eu
+cd "$(dirname "$0")/.."
+
+tiers=${*:-lint unit host vm e2e}
+[ -n "${SKIP_SETUP:-}" ] || sh tests/setup.sh
+export PATH="$PWD/.venv/bin:$PATH:/usr/local/go/bin"
+
+banner() { printf '\n==================== %s ====================\n' "$*"; }
+failed=""
+run_tier() {
+    tier=$1
+    shift
+    banner "$tier"
+    start=$(date +%s)
+    if "$@"; then status=passed; else status=FAILED; failed="$failed $tier"; fi
+    echo "tier $tier: $status in $(($(date +%s) - start)) s"
+}
+
+lint() {
+    ruff check . && ruff format --check . && mypy &&
+        git ls-files -co --exclude-standard '*.sh' tests/host/sandbox/systemctl | xargs shellcheck &&
+        echo "lint: clean"
+}
+
+for tier in $tiers; do
+    case $tier in
+        lint) run_tier lint lint ;;
+        unit) run_tier unit python -m pytest -q tests/unit tests/kube ;;
+        host) run_tier host python -m pytest -q tests/host ;;
+        vm) run_tier vm python -m pytest -q tests/vm ;;
+        e2e) run_tier e2e python -m pytest -q tests/e2e ;;
+        *) echo "unknown tier '$tier' (lint unit host vm e2e)" >&2; exit 2 ;;
+    esac
+done
+
+banner "summary"
+if [ -n "$failed" ]; then
+    echo "failed tiers:$failed"
+    exit 1
+fi
+echo "all tiers passed: $tiers"

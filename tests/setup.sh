@@ -1,0 +1,46 @@
+#!/bin/sh
+# Installs everything the program and its tests need on a Debian 12 machine,
+# as root; safe to run again (each step skips what is already there).
+#
+#   sh tests/setup.sh           Debian packages, Python venv, Go-built toolchain
+#
+# First run on a fresh machine: about 15-20 minutes, most of it Go builds
+# (Pulumi engine ~7 min, current runsc + shim ~5 min, containerd 2 ~4 min).
+set -eu
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== setup: %s\n' "$*"; }
+
+[ "$(id -u)" = 0 ] || { echo "setup: run as root (apt-get, namespaces)" >&2; exit 1; }
+
+say "Debian packages"
+packages="runsc docker.io containerd runc busybox-static openssh-server openssh-client socat
+    shellcheck curl ca-certificates bzip2 iproute2 util-linux python3-venv"
+# The Go builds need a recent Go; this machine kind ships one in /usr/local/go.
+export PATH="$PATH:/usr/local/go/bin"
+command -v go >/dev/null 2>&1 || packages="$packages golang-go"
+missing=""
+for p in $packages; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "installing:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086 # a list of package names
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+else
+    echo "all present"
+fi
+sh tests/toolchain/install-vm-deps.sh
+
+say "Python virtualenv (.venv)"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+
+say "current runsc and containerd-shim-runsc-v1 (x86_64, aarch64) from gVisor's go branch"
+sh tests/toolchain/build-gvisor.sh
+say "containerd 2 (Debian ships 1.6)"
+sh tests/toolchain/build-containerd.sh
+say "Pulumi engine, language host and command provider"
+sh tests/toolchain/build-pulumi.sh >/dev/null
