@@ -15,5 +15,11 @@ class Machine:
     arch: str  # x86_64, aarch64, or "detect"
     user: str
     connection: remote.ConnectionArgs
-    # Resources that must exist before SSH works (e.g. the VM itself).
+    # Resources that must exist before SSH works (e.g. the VM itself). For
+    # machines the fleet creates, SSH already answers (with the pinned host
+    # key and the stack's login key) once these exist.
     ready: Sequence[pulumi.Resource] = field(default_factory=tuple)
+    # Changes whenever the machine is created anew (a replaced VM or instance):
+    # the host layer can use it as a trigger to install again. None for
+    # machines that exist outside the stack.
+    instance: pulumi.Input[str] | None = None
