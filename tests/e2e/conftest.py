@@ -1,0 +1,64 @@
+"""Fixtures for the end-to-end tests: the real Pulumi engine against SSH test machines."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import harness
+from tests.host.mirror import Releases
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "e2e: drives the real Pulumi engine (preview/up/destroy) against SSH test machines it starts",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def engine() -> Path:
+    """The Pulumi CLI, language host and command provider (built on first use)."""
+    why = harness.missing_prerequisites()
+    if why:
+        pytest.skip(why)
+    try:
+        return harness.build_pulumi()
+    except subprocess.CalledProcessError as err:
+        pytest.fail(f"tests/toolchain/build-pulumi.sh failed ({err.returncode}); see its output above")
+
+
+@pytest.fixture(scope="session")
+def mirror(engine: Path) -> Releases:
+    return harness.prepare_mirror()
+
+
+@pytest.fixture(scope="session")
+def image_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return harness.make_image_tar(tmp_path_factory.mktemp("image") / "busybox-rootfs.tar")
+
+
+@pytest.fixture(scope="session")
+def client_key(tmp_path_factory: pytest.TempPathFactory) -> harness.KeyPair:
+    return harness.make_key(tmp_path_factory.mktemp("client") / "id_ed25519", "gvisor-fleet-e2e")
+
+
+@pytest.fixture(scope="module")
+def fleet_work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield tmp_path_factory.mktemp("fleet")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if harness.TIMINGS:
+        steps = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in harness.TIMINGS.items())
+        terminalreporter.write_line(f"e2e engine wall times: {steps}")

@@ -1,0 +1,232 @@
+"""The real Pulumi engine, through a stack that uses the program as users do (no mocks).
+
+Test machines are sandboxes with their own file systems, real dockerd and
+containerd, and an OpenSSH server on 127.0.0.1 (see harness.py). The steps run
+in order, each on what the one before left: preview, up, a no-op up, a change
+of one runsc flag, destroy; then the state and every line the engine printed
+are searched for the SSH private key.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import harness
+from tests.e2e.harness import KeyPair, Machine, Stack
+from tests.host.mirror import Releases
+
+pytestmark = pytest.mark.e2e
+
+MACHINES = 2
+COMMAND = "command:remote:Command"
+HOST = "gvisor-fleet:gvisor:GvisorHost"
+# Files gvisor-fleet may change on a machine; destroy must leave them as found.
+WATCHED = (
+    "/etc/docker/daemon.json",
+    "/etc/containerd/config.toml",
+    "/etc/containerd/runsc.toml",
+    "/usr/local/bin/runsc",
+    "/usr/local/bin/containerd-shim-runsc-v1",
+)
+DEBUG_FLAGS = {"debug": True, "debug-log": "/var/log/runsc/"}
+
+
+@dataclass
+class Fleet:
+    machines: list[Machine]
+    stack: Stack
+    key: KeyPair
+    releases: Releases
+    containerd: bool
+    before: dict[str, dict[str, bytes | None]] = field(default_factory=dict)
+    done: set[str] = field(default_factory=set)
+    checkpoints: list[Path] = field(default_factory=list)
+
+    def steps(self) -> list[str]:
+        return ["preflight", "install", "docker", *(["containerd"] if self.containerd else []), "verify"]
+
+    def require(self, *steps: str) -> None:
+        for step in steps:
+            if step not in self.done:
+                pytest.skip(f"needs the '{step}' step, which failed or did not run")
+
+    def sessions(self) -> dict[str, int]:
+        return {m.name: m.sessions() for m in self.machines}
+
+    def keep_checkpoint(self, label: str) -> None:
+        """A copy of the state file as it is now, for the secret scan at the end."""
+        src = self.stack.state / ".pulumi" / "stacks" / "gvisor-fleet" / f"{self.stack.name}.json"
+        dest = self.stack.work / f"checkpoint-{label}.json"
+        shutil.copy2(src, dest)
+        self.checkpoints.append(dest)
+
+    def config(self, **overrides: object) -> dict[str, object]:
+        return harness.stack_config(self.machines, self.releases, self.containerd, overrides)
+
+
+def snapshot(machine: Machine) -> dict[str, bytes | None]:
+    return {path: machine.read(path) for path in WATCHED}
+
+
+def docker_runtimes(machine: Machine) -> dict[str, object]:
+    out = machine.sandbox.sh("docker info --format '{{json .Runtimes}}'")
+    runtimes = json.loads(out)
+    assert isinstance(runtimes, dict)
+    return runtimes
+
+
+def record(name: str, run: harness.Run) -> None:
+    harness.TIMINGS[name] = round(run.seconds, 2)
+
+
+@pytest.fixture(scope="module")
+def fleet(engine: Path, mirror: Releases, image_tar: Path, client_key: KeyPair, fleet_work: Path) -> Iterator[Fleet]:
+    containerd2 = harness.build_containerd2()
+    machines = harness.start_machines(MACHINES, fleet_work / "machines", client_key, image_tar, containerd2)
+    try:
+        stack = Stack(fleet_work / "stack")
+        fleet = Fleet(machines, stack, client_key, mirror, containerd=containerd2 is not None)
+        stack.init(fleet.config(), client_key.private_text)
+        fleet.before = {m.name: snapshot(m) for m in machines}
+        yield fleet
+    finally:
+        for m in machines:
+            m.close()
+
+
+def test_preview_lists_the_expected_resources(fleet: Fleet) -> None:
+    sessions = fleet.sessions()
+    run = fleet.stack.pulumi("preview", events=True).check()
+    record("preview", run)
+
+    expected = {f"{m.name}-{step}" for m in fleet.machines for step in fleet.steps()}
+    assert run.ops(COMMAND) == {name: {"create"} for name in expected}
+    assert run.ops(HOST) == {m.name: {"create"} for m in fleet.machines}
+    for name in expected:
+        assert f"{COMMAND} {name} create" in run.stdout, run.stdout
+    assert fleet.sessions() == sessions, "preview must not run anything on the machines"
+    fleet.done.add("preview")
+
+
+def test_up_installs_and_verifies_gvisor_on_every_machine(fleet: Fleet) -> None:
+    fleet.require("preview")
+    sessions = fleet.sessions()
+    run = fleet.stack.pulumi("up", "--yes", events=True).check()
+    record("up", run)
+    fleet.keep_checkpoint("up")
+
+    assert run.ops(COMMAND) == {f"{m.name}-{s}": {"create"} for m in fleet.machines for s in fleet.steps()}
+    outputs = fleet.stack.outputs()
+    assert outputs["gvisorRelease"] == fleet.releases.current
+    assert outputs["allChecksPassed"] is True
+    facts_by_machine = outputs["machines"]
+    assert isinstance(facts_by_machine, dict)
+    assert set(facts_by_machine) == {m.name for m in fleet.machines}
+    runtimes = ["runsc", "docker", *(["containerd"] if fleet.containerd else [])]
+    for m in fleet.machines:
+        facts = facts_by_machine[m.name]
+        host_kernel = m.sandbox.sh("uname -r").strip()
+        assert facts["host_kernel"] == host_kernel
+        assert facts["release"] == fleet.releases.current
+        assert facts["arch"] == "x86_64"
+        for rt in runtimes:
+            assert facts[f"{rt}_ok"] == "true", (m.name, rt, facts)
+            assert facts[f"{rt}_sandbox_kernel"] not in ("", host_kernel), (m.name, rt, facts)
+            assert "Starting gVisor" in facts[f"{rt}_banner"], (m.name, rt, facts)
+        if not fleet.containerd:
+            assert facts["containerd_ok"] == "skipped"
+        # Independently of the agent: Docker on the machine runs containers under gVisor.
+        assert "runsc" in docker_runtimes(m)
+        sandbox_kernel = m.sandbox.sh(f"docker run --rm --runtime=runsc {harness.TEST_IMAGE} uname -r").strip()
+        assert sandbox_kernel and sandbox_kernel != host_kernel
+    steps = len(fleet.steps())
+    assert {k: v - sessions[k] for k, v in fleet.sessions().items()} == {m.name: steps for m in fleet.machines}
+    fleet.done.add("up")
+
+
+def test_second_up_changes_nothing_and_runs_no_remote_command(fleet: Fleet) -> None:
+    fleet.require("up")
+    sessions = fleet.sessions()
+    run = fleet.stack.pulumi("up", "--yes", "--expect-no-changes", events=True).check()
+    record("no-op up", run)
+
+    ops = run.ops()
+    assert ops and all(op == {"same"} for op in ops.values()), ops
+    assert fleet.sessions() == sessions, "a no-op up must not run any remote command"
+    fleet.done.add("no-op up")
+
+
+def test_changing_a_runsc_flag_updates_only_the_affected_steps(fleet: Fleet) -> None:
+    fleet.require("up")
+    for m in fleet.machines:
+        assert not m.sandbox.sh("ls -A /var/log/runsc 2>/dev/null || true").strip()
+    fleet.stack.set_config(fleet.config(runscFlags=DEBUG_FLAGS))
+    sessions = fleet.sessions()
+    run = fleet.stack.pulumi("up", "--yes", events=True).check()
+    record("flag change up", run)
+    fleet.keep_checkpoint("flag-change")
+
+    changed = {"docker", *(["containerd"] if fleet.containerd else [])}
+    expected: dict[str, set[str]] = {}
+    for m in fleet.machines:
+        expected[f"{m.name}-preflight"] = {"same"}
+        expected[f"{m.name}-install"] = {"same"}
+        expected.update({f"{m.name}-{s}": {"update"} for s in changed})
+        # verify's triggers are the configure commands: it is replaced, so it runs again.
+        expected[f"{m.name}-verify"] = {"create-replacement", "replace", "delete-replaced"}
+    assert run.ops(COMMAND) == expected
+    ran = {k: v - sessions[k] for k, v in fleet.sessions().items()}
+    assert ran == {m.name: len(changed) + 1 for m in fleet.machines}
+
+    assert fleet.stack.outputs()["allChecksPassed"] is True
+    for m in fleet.machines:
+        args = docker_runtimes(m)["runsc"]
+        assert isinstance(args, dict)
+        assert {"--debug=true", "--debug-log=/var/log/runsc/"} <= set(args.get("runtimeArgs", [])), args
+        # In effect, not just written: the verify step's containers logged there.
+        assert m.sandbox.sh("ls -A /var/log/runsc/").split(), f"no runsc debug logs on {m.name}"
+        if fleet.containerd:
+            toml = (m.read("/etc/containerd/runsc.toml") or b"").decode()
+            assert 'debug = "true"' in toml and 'debug-log = "/var/log/runsc/"' in toml, toml
+    fleet.done.add("flag change")
+
+
+def test_destroy_puts_docker_and_containerd_configs_back(fleet: Fleet) -> None:
+    fleet.require("up")
+    run = fleet.stack.pulumi("destroy", "--yes", events=True).check()
+    record("destroy", run)
+
+    ops = run.ops(COMMAND)
+    assert ops == {f"{m.name}-{s}": {"delete"} for m in fleet.machines for s in fleet.steps()}
+    assert not fleet.stack.checkpoint()["checkpoint"].get("latest", {}).get("resources")
+    for m in fleet.machines:
+        assert snapshot(m) == fleet.before[m.name], f"{m.name} differs from before `pulumi up`"
+        assert "runsc" not in docker_runtimes(m)
+    fleet.done.add("destroy")
+
+
+def test_no_private_key_in_state_or_engine_output(fleet: Fleet) -> None:
+    fleet.require("up")
+    shown = fleet.stack.pulumi("config", "--show-secrets", "--json").check()
+    secret_values = [str(v["value"]) for v in json.loads(shown.stdout).values() if v.get("secret")]
+    assert fleet.key.private_text.strip() in [s.strip() for s in secret_values]
+
+    texts: list[tuple[str, str]] = []
+    files = [*fleet.stack.state_files(), *fleet.checkpoints, *fleet.stack.logs.iterdir(), fleet.stack.config_file]
+    texts += [(str(p), p.read_text(errors="replace")) for p in files]
+    texts += [(f"`pulumi {' '.join(r.args)}` output", r.output) for r in fleet.stack.runs if r is not shown]
+    assert not harness.leaks(secret_values, texts)
+    # The scan itself finds the key where state would hold it (JSON-escaped).
+    assert harness.leaks(secret_values, [("probe", json.dumps({"privateKey": fleet.key.private_text}))])
+    # The key is there, encrypted: each step's connection is a secret in the state.
+    resources = json.loads(fleet.checkpoints[0].read_text())["checkpoint"]["latest"]["resources"]
+    for res in resources:
+        if res["type"] == COMMAND:
+            connection = res["outputs"]["connection"]
+            assert harness.secret_values(connection) and "ciphertext" in connection, res["urn"]
