@@ -33,6 +33,7 @@ from components.kube.manifests import (
     node_label_value,
     node_verified,
     runtime_class,
+    runtime_fingerprint,
     sample_pod,
     verify_job,
 )
@@ -276,7 +277,9 @@ class KubeDeployment(pulumi.ComponentResource):
             deps: list[pulumi.Resource] = [runtime, sandbox_ns, policy, *patches[ka]]
             pod = sample_pod(s, arch)
             k8s.core.v1.Pod(f"{name}-sample-{ka}", metadata=pod["metadata"], spec=pod["spec"], opts=opts_(deps, True))
-            job = verify_job(s, arch)
+            same_arch = [facts[n] for n, (m, _) in hosts.items() if m.arch == arch]
+            fingerprint = pulumi.Output.all(*same_arch).apply(runtime_fingerprint)
+            job = verify_job(s, arch, fingerprint)
             jobs[ka] = k8s.batch.v1.Job(
                 f"{name}-verify-{ka}", metadata=job["metadata"], spec=job["spec"], opts=opts_(deps, True)
             )

@@ -7,6 +7,8 @@ JSON schema, without a cluster.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -192,8 +194,23 @@ def sample_pod(s: KubeSettings, arch: str) -> Manifest:
     }
 
 
-def verify_job(s: KubeSettings, arch: str) -> Manifest:
-    """A Job that succeeds only if its pod, on this architecture, runs under gVisor."""
+def runtime_fingerprint(node_facts: Iterable[Mapping[str, str]]) -> str:
+    """A short digest of the gVisor (and k3s) builds on some nodes.
+
+    Stable across runs that change nothing, different after an upgrade, so a
+    Job carrying it in its pod template is replaced, and so re-run, then.
+    """
+    keys = ("release", "runsc_version", "k3s_version", "k3s_template")
+    rows = sorted(json.dumps([f.get(k, "") for k in keys]) for f in node_facts)
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+
+
+def verify_job(s: KubeSettings, arch: str, fingerprint: Any = None) -> Manifest:
+    """A Job that succeeds only if its pod, on this architecture, runs under gVisor.
+
+    `fingerprint` (see runtime_fingerprint) goes into the pod template, which
+    Kubernetes cannot change in place: a new value re-runs the verification.
+    """
     ka = kube_arch(arch)
     container = {
         "name": "verify",
@@ -215,7 +232,8 @@ def verify_job(s: KubeSettings, arch: str) -> Manifest:
             "backoffLimit": 0,
             "activeDeadlineSeconds": s.verify_timeout_seconds,
             "template": {
-                "metadata": {"labels": pod_labels},
+                "metadata": {"labels": pod_labels}
+                | ({"annotations": {"gvisor-fleet/runtime": fingerprint}} if fingerprint is not None else {}),
                 "spec": pod_spec(s, arch, container, "Never"),
             },
         },

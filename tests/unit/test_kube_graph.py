@@ -145,6 +145,11 @@ def test_existing_cluster_graph(kmocks, runtime_name):
         jobs = by_name(kmocks, "kubernetes:batch/v1:Job")
         assert set(pods) == {"kubernetes-sample-amd64", "kubernetes-sample-arm64"}
         assert set(jobs) == {"kubernetes-verify-amd64", "kubernetes-verify-arm64"}
+        # The verification re-runs when the gVisor build on the nodes changes.
+        fingerprints = {
+            j.inputs["spec"]["template"]["metadata"]["annotations"]["gvisor-fleet/runtime"] for j in jobs.values()
+        }
+        assert len(fingerprints) == 1 and len(fingerprints.pop()) == 16
         for r in [*pods.values(), *(j.inputs["spec"]["template"] for j in jobs.values())]:
             spec = r.inputs["spec"] if hasattr(r, "inputs") else r["spec"]
             assert spec["runtimeClassName"] == "gvisor", r

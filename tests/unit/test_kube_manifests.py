@@ -22,6 +22,7 @@ from components.kube.manifests import (
     node_label_value,
     node_verified,
     runtime_class,
+    runtime_fingerprint,
     sample_pod,
     verify_job,
 )
@@ -58,6 +59,8 @@ def all_manifests() -> list[tuple[str, dict[str, Any]]]:
     for variant, s in VARIANTS.items():
         for m in cluster_manifests(s, ARCHES):
             out.append((f"{variant}:{m['kind']}/{m['metadata']['name']}", m))
+        job = verify_job(s, "aarch64", runtime_fingerprint([{"release": "20261116.0"}]))
+        out.append((f"{variant}:Job/fingerprinted", job))
         for verified in (True, False):
             out.append((f"{variant}:Node/m1-{verified}", node_label_patch(s, "m1", node_label_value(verified))))
     return out
@@ -210,3 +213,14 @@ def test_job_result_reads_the_job_status():
     failed = {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}
     assert job_result(failed) == {"passed": False, "reason": "BackoffLimitExceeded"}
     assert job_result(None) == {"passed": False}
+
+
+def test_runtime_fingerprint_changes_only_with_the_builds():
+    a = {"release": "20261116.0", "runsc_version": "release-20261116.0", "changed": "true", "arch": "x86_64"}
+    b = {"release": "20261109.0", "runsc_version": "release-20261109.0"}
+    assert runtime_fingerprint([a, b]) == runtime_fingerprint([b, {**a, "changed": "false"}])
+    assert runtime_fingerprint([a, b]) != runtime_fingerprint([a, {**b, "release": "20261116.0"}])
+    assert runtime_fingerprint([a]) != runtime_fingerprint([{**a, "k3s_version": "v1.36.4+k3s1"}])
+    job = verify_job(kube(), "x86_64", "abc")
+    assert job["spec"]["template"]["metadata"]["annotations"] == {"gvisor-fleet/runtime": "abc"}
+    assert "annotations" not in verify_job(kube(), "x86_64")["spec"]["template"]["metadata"]
