@@ -189,6 +189,8 @@ def sample_pod(s: KubeSettings, arch: str) -> Manifest:
             "name": sample_pod_name(arch),
             "namespace": s.namespace,
             "labels": labels("sample", **{"gvisor-fleet/arch": ka}),
+            # No verified node of this architecture leaves it Pending: fail within the same bound as the Job.
+            "annotations": {"pulumi.com/timeoutSeconds": str(s.verify_timeout_seconds + 60)},
         },
         "spec": pod_spec(s, arch, {"name": "sample", "command": ["sh", "-c", SAMPLE_SCRIPT]}, "Always"),
     }
