@@ -1,0 +1,123 @@
+"""Benchmark (not a test): the real Pulumi engine against 1 and against 4 SSH test machines.
+
+For each fleet size, a fresh stack (the end-to-end tests' machines and stack,
+see tests/e2e/harness.py) goes through preview, up, a no-op up and destroy.
+Writes tests/bench/results/engine.json with, per fleet size:
+- seconds: wall time of each `pulumi` command (median over --repeat rounds);
+- remote_commands_per_machine: SSH sessions that ran a command on each
+  machine during each command (from each machine's sshd log);
+and ratio_4_to_1 per command: near 1 when machines converge in parallel,
+near 4 when one after the other.
+
+    .venv/bin/python -m tests.bench.bench_engine [--machines 1,4] [--repeat 1]
+
+Needs root and what tests/setup.sh installs (as the end-to-end tests do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.e2e import harness
+from tests.host.mirror import Releases
+
+RESULTS = Path(__file__).parent / "results" / "engine.json"
+PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("preview", ("preview",)),
+    ("up", ("up", "--yes")),
+    ("no-op up", ("up", "--yes", "--expect-no-changes")),
+    ("destroy", ("destroy", "--yes")),
+)
+
+
+@dataclass
+class Round:
+    machine_setup_seconds: float
+    seconds: dict[str, float]
+    remote_commands_per_machine: dict[str, dict[str, int]]
+
+
+def one_round(count: int, work: Path, key: harness.KeyPair, image_tar: Path, releases: Releases) -> Round:
+    start = time.monotonic()
+    machines = harness.start_machines(count, work / "machines", key, image_tar)
+    setup = time.monotonic() - start
+    try:
+        stack = harness.Stack(work / "stack")
+        stack.init(harness.stack_config(machines, releases, containerd=False), key.private_text)
+        result = Round(round(setup, 2), {}, {})
+        for phase, args in PHASES:
+            before = {m.name: m.sessions() for m in machines}
+            run = stack.pulumi(*args).check()
+            result.seconds[phase] = round(run.seconds, 2)
+            ran = {m.name: m.sessions() - before[m.name] for m in machines}
+            result.remote_commands_per_machine[phase] = ran
+            print(f"  {count} machine(s): {phase} {run.seconds:.1f}s, remote commands {ran}", flush=True)
+        return result
+    finally:
+        for m in machines:
+            m.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--machines", default="1,4", help="fleet sizes, comma-separated (default 1,4)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds per fleet size; the median is kept")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    why = harness.missing_prerequisites()
+    if why:
+        print(f"bench_engine: cannot run: {why}", file=sys.stderr)
+        return 2
+    bin_dir = harness.build_pulumi()
+    engine = subprocess.run([str(bin_dir / "pulumi"), "version"], capture_output=True, text=True).stdout.strip()
+    releases = harness.prepare_mirror()
+    sizes = [int(n) for n in args.machines.split(",")]
+    results: dict[str, object] = {
+        "engine": f"pulumi {engine} (file backend, passphrase secrets, stand-in command provider 1.2.1)",
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "repeat": args.repeat,
+        # Other work on the machine skews wall times: the 1-minute load when the run started.
+        "load_average_at_start": round(os.getloadavg()[0], 2),
+    }
+    fleets: dict[str, dict[str, object]] = {}
+    medians: dict[int, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
+        work = Path(tmp)
+        key = harness.make_key(work / "client" / "id_ed25519", "gvisor-fleet-bench")
+        image_tar = harness.make_image_tar(work / "busybox-rootfs.tar")
+        for count in sizes:
+            rounds = [one_round(count, work / f"{count}-{i}", key, image_tar, releases) for i in range(args.repeat)]
+            medians[count] = {
+                phase: round(statistics.median(r.seconds[phase] for r in rounds), 2) for phase, _ in PHASES
+            }
+            fleets[str(count)] = {
+                "seconds": medians[count],
+                "remote_commands_per_machine": rounds[-1].remote_commands_per_machine,
+                "machine_setup_seconds": rounds[-1].machine_setup_seconds,
+                "rounds": [r.seconds for r in rounds],
+            }
+    results["fleets"] = fleets
+    if 1 in medians and 4 in medians:
+        results["ratio_4_to_1"] = {
+            phase: round(medians[4][phase] / medians[1][phase], 2) for phase, _ in PHASES if medians[1][phase]
+        }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
