@@ -390,18 +390,20 @@ def test_verify_fails_under_runc(host: Sandbox, releases: Releases):
     assert facts["docker_sandbox_kernel"] == host.sh("uname -r").strip()
 
 
-def test_containerd2_runs_gvisor_through_its_own_config_version(host2: Sandbox, releases: Releases):
+def test_containerd2_gets_the_table_of_its_config_version(host2: Sandbox, releases: Releases):
     assert host2.sh("containerd --version").split()[2].startswith("v2.")
     had_config = host2.read("/etc/containerd/config.toml")
     ok(install(host2, releases.current))
-    facts = ok(configure_containerd(host2))
+    facts = ok(configure_containerd(host2, debug="true"))
+    # No file: containerd 2 gets version 3; Debian's version 2 file keeps its version.
     assert facts["containerd_config_version"] == ("3" if had_config is None else "2")
+    written = (host2.read("/etc/containerd/config.toml") or b"").decode()
+    plugin = "io.containerd.cri.v1.runtime" if had_config is None else "io.containerd.grpc.v1.cri"
+    assert f'[plugins."{plugin}".containerd.runtimes.runsc]' in written
+    dump = host2.sh("containerd config dump")
+    assert f"ConfigPath = '{RUNSC_TOML}'" in dump
     assert "cri" in host2.sh("ctr plugins ls | awk '$4 == \"ok\" {print $2}'").split()
-
-    verified = ok(host2.agent("verify", "runsc", TEST_IMAGE, "off", "required", PREFIX, RUNSC_TOML))
-    assert verified["containerd_ok"] == "true", verified
-    assert "Starting gVisor" in verified["containerd_banner"]
-    assert verified["containerd_sandbox_kernel"] != host2.sh("uname -r").strip()
+    assert ok(configure_containerd(host2, debug="true"))["containerd"] == "unchanged"
 
     ok(host2.agent("containerd-restore", RUNSC_TOML))
     assert host2.read("/etc/containerd/config.toml") == had_config
