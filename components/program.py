@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import pulumi
 
 from components.config import read_raw_config
+from components.fleet.machine import Machine
 from components.fleet.static import static_machine
 from components.gvisor.host import GvisorHost
+from components.kube.deploy import KubeDeployment, deploy_kubernetes
 from components.settings import Settings, SettingsError, load_settings
 
 
@@ -16,13 +18,19 @@ from components.settings import Settings, SettingsError, load_settings
 class Program:
     settings: Settings
     hosts: dict[str, GvisorHost]
+    kubernetes: KubeDeployment | None = None
 
     def outputs(self) -> dict[str, object]:
-        return {
+        outputs: dict[str, object] = {
             "gvisorRelease": self.settings.gvisor.release,
             "machines": {name: host.facts for name, host in self.hosts.items()},
             "allChecksPassed": pulumi.Output.all(*[h.checks_passed for h in self.hosts.values()]).apply(all),
         }
+        if self.kubernetes:
+            outputs["kubernetesVerification"] = self.kubernetes.verification
+            if self.kubernetes.kubeconfig is not None:
+                outputs["kubeconfig"] = self.kubernetes.kubeconfig
+        return outputs
 
 
 def build(config: pulumi.Config) -> Program:
@@ -33,8 +41,13 @@ def build(config: pulumi.Config) -> Program:
     except SettingsError as err:
         raise pulumi.RunError(str(err)) from None
 
-    hosts: dict[str, GvisorHost] = {}
+    machines: dict[str, tuple[Machine, GvisorHost]] = {}
     for spec in settings.machines:
         assert private_key is not None  # load_settings demands it for static machines
-        hosts[spec.name] = GvisorHost(spec.name, static_machine(spec, private_key), settings.gvisor)
-    return Program(settings=settings, hosts=hosts)
+        machine = static_machine(spec, private_key)
+        machines[spec.name] = (machine, GvisorHost(spec.name, machine, settings.gvisor))
+
+    kube = None
+    if settings.kubernetes:
+        kube = deploy_kubernetes(settings.kubernetes, machines, config.get_secret("kubeconfig"), gvisor=settings.gvisor)
+    return Program(settings=settings, hosts={n: h for n, (_, h) in machines.items()}, kubernetes=kube)

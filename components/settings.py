@@ -16,6 +16,7 @@ from typing import Literal, cast
 
 from components.fleet.specs import MachineSpec, arch_problem, parse_machines
 from components.gvisor.runsc_config import NETWORKS, PLATFORMS, flag_errors
+from components.kube.settings import KubeSettings, fleet_problems, parse_kube_settings
 
 NS = "gvisor-fleet"
 MODES = ("auto", "required", "off")
@@ -63,6 +64,7 @@ class Settings:
     gvisor: GvisorSettings
     machines: tuple[MachineSpec, ...]
     has_private_key: bool = False
+    kubernetes: KubeSettings | None = None
 
 
 def _key(name: str) -> str:
@@ -189,7 +191,7 @@ SCALAR_KEYS = (
     "release", "baseUrl", "installDir", "platform", "dockerNetwork", "containerdNetwork",
     "docker", "containerd", "defaultRuntime", "runtimeName", "runscConfigPath", "verifyImage",
 )  # fmt: skip
-OBJECT_KEYS = ("sha512", "runscFlags", "machines")
+OBJECT_KEYS = ("sha512", "runscFlags", "machines", "kubernetes")
 
 
 def load_settings(raw: Mapping[str, object], has_private_key: bool) -> Settings:
@@ -197,6 +199,9 @@ def load_settings(raw: Mapping[str, object], has_private_key: bool) -> Settings:
     problems: list[str] = []
     gvisor = _gvisor(raw, problems)
     machines = parse_machines(raw.get("machines"), has_private_key, problems)
+    kube = parse_kube_settings(raw.get("kubernetes"), gvisor.runtime_name, problems)
+    if kube:
+        problems.extend(fleet_problems(kube, machines, gvisor.containerd))
     if problems:
         raise SettingsError(problems)
-    return Settings(gvisor=gvisor, machines=machines, has_private_key=has_private_key)
+    return Settings(gvisor=gvisor, machines=machines, has_private_key=has_private_key, kubernetes=kube)

@@ -56,3 +56,35 @@ def test_bad_config_stops_the_program_with_every_key_named(mocks):
 def test_no_machines_is_a_valid_empty_stack(mocks):
     configure()
     assert build(pulumi.Config("gvisor-fleet")).hosts == {}
+
+
+@pulumi.runtime.test
+def test_kubernetes_layer_uses_the_hosts_runtime_name(mocks):
+    machines = [
+        {"name": "amd", "address": "192.0.2.1", "arch": "x86_64"},
+        {"name": "arm", "address": "192.0.2.2", "arch": "aarch64"},
+    ]
+    configure(
+        machines=machines,
+        sshPrivateKey=KEY,
+        runtimeName="gvisor-rt",
+        kubernetes={"enabled": True, "cluster": "existing"},
+    )
+    program = build(pulumi.Config("gvisor-fleet"))
+    outputs = program.outputs()
+    assert "kubernetesVerification" in outputs
+
+    def check(_):
+        (runtime_class,) = mocks.of_type("kubernetes:node.k8s.io/v1:RuntimeClass")
+        assert runtime_class.inputs["handler"] == "gvisor-rt"
+        containerd_steps = [r for r in mocks.of_type("command:remote:Command") if r.name.endswith("-containerd")]
+        assert len(containerd_steps) == 2
+        assert all(" containerd-configure gvisor-rt " in r.inputs["create"] for r in containerd_steps)
+
+    return outputs["kubernetesVerification"].apply(check)
+
+
+def test_kubernetes_without_machines_fails_at_preview(mocks):
+    configure(kubernetes={"enabled": True, "cluster": "k3s"})
+    with pytest.raises(pulumi.RunError, match="gvisor-fleet:kubernetes"):
+        build(pulumi.Config("gvisor-fleet"))
