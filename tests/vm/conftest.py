@@ -1,0 +1,48 @@
+"""Fixtures for the VM tests: one x86_64 and one aarch64 VM, booted together, no mocks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.vm.harness import Vm, describe_failure, ensure_images, ensure_mirror, missing_prerequisite, serve, start_all
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "vm: boots real x86_64 and aarch64 QEMU VMs through the qemu backend (minutes; needs root)"
+    )
+
+
+@pytest.fixture(scope="session")
+def images() -> dict[str, Path]:
+    why = missing_prerequisite()
+    if why:
+        pytest.skip(why)
+    return ensure_images()
+
+
+@pytest.fixture(scope="session")
+def mirror(images: dict[str, Path]) -> Iterator[tuple[str, str]]:
+    """(base URL as the guests see it, release) of a local gVisor mirror served on the host's 127.0.0.1."""
+    root, release = ensure_mirror()
+    with serve(root) as port:
+        yield f"http://10.0.2.2:{port}", release
+
+
+@pytest.fixture(scope="session")
+def vms(images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Vm]]:
+    """Both VMs, started at the same time; each answers SSH with its pinned host key."""
+    work = tmp_path_factory.mktemp("vms")
+    machines = {arch: Vm(name=f"vm-{arch.replace('_', '-')}", arch=arch, images=images[arch], work=work / arch)
+                for arch in images}  # fmt: skip
+    try:
+        results = start_all(list(machines.values()))
+        for vm in machines.values():
+            assert results[vm.name].returncode == 0, describe_failure(vm, results[vm.name])
+        yield machines
+    finally:
+        for vm in machines.values():
+            vm.stop()

@@ -1,0 +1,220 @@
+"""Real VMs for the VM tests and the VM benchmark, started by the qemu backend's own code.
+
+The QEMU command line comes from `components.fleet.qemu.qemu_argv`, the
+accelerator from `choose_accel` with the real KVM probe, the seed from
+`components.fleet.cloudinit`, the keys from `components.fleet.keys`, and the
+VM is started and stopped by `components/fleet/scripts/qemu-vm.sh`: the same
+path `pulumi up` takes, minus the engine. Images come from
+tests/toolchain/build-vm-images.sh (Debian packages, cached outside the repo);
+every VM boots a throwaway overlay in its own directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from components.fleet.cloudinit import meta_data, user_data
+from components.fleet.keys import KeyPair, generate_ed25519, key_material
+from components.fleet.qemu import SCRIPT, choose_accel, kvm_works, launcher_command, parse_launcher_facts, qemu_argv
+from components.fleet.specs import QemuOptions, local_arch
+
+REPO = Path(__file__).parents[2]
+CACHE = Path(os.environ.get("GVISOR_FLEET_CACHE") or Path.home() / ".cache" / "gvisor-fleet")
+BUILD_IMAGES = REPO / "tests" / "toolchain" / "build-vm-images.sh"
+BUILD_GVISOR = REPO / "tests" / "toolchain" / "build-gvisor.sh"
+AGENT = REPO / "components" / "gvisor" / "scripts" / "gvisor-host.sh"
+ARCHES = ("x86_64", "aarch64")
+GUEST_HOST = "10.0.2.2"  # QEMU user networking: the host's 127.0.0.1 as the guest sees it
+USER = "fleet"
+TOOLS = (
+    "qemu-system-x86_64", "qemu-system-aarch64", "qemu-img", "mmdebstrap", "mkfs.ext4", "genisoimage",
+    "ssh", "ssh-keyscan", "curl",
+)  # fmt: skip
+
+
+def missing_prerequisite() -> str | None:
+    """Why the VM tests cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "VM tests need root (mmdebstrap builds the images)"
+    for tool in TOOLS:
+        if shutil.which(tool) is None:
+            return f"VM tests need '{tool}': run sh tests/toolchain/install-vm-deps.sh"
+    if shutil.which("go") is None and not (gvisor_dir() / "VERSION").exists():
+        return "VM tests need Go to build runsc (tests/toolchain/build-gvisor.sh)"
+    return None
+
+
+def image_dir() -> Path:
+    out = subprocess.run(["sh", str(BUILD_IMAGES), "--print-dir"], capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
+def ensure_images(arches: tuple[str, ...] = ARCHES) -> dict[str, Path]:
+    """Builds the missing images (x86_64 ~3 min, aarch64 ~8-15 min on 2 cores) and returns arch -> dir."""
+    root = image_dir()
+    if not all((root / a / ".complete").exists() for a in arches):
+        subprocess.run(["sh", str(BUILD_IMAGES), *arches], check=True)
+    return {a: root / a for a in arches}
+
+
+def gvisor_dir() -> Path:
+    out = subprocess.run(["sh", str(BUILD_GVISOR), "--print-dir"], capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
+def ensure_mirror() -> tuple[Path, str]:
+    """A mirror laid out like gVisor's bucket (<release>/<arch>/gvisor.tar.bz2 + .sha512) from a current runsc."""
+    src = gvisor_dir()
+    if not (src / "VERSION").exists():
+        subprocess.run(["sh", str(BUILD_GVISOR)], check=True)
+    version = (src / "VERSION").read_text().strip()
+    release = version.split("-")[1][:8] + ".0"  # the module's commit date, like a dated release
+    root = CACHE / "vm-mirror"
+    stamp = root / f".complete-{hashlib.sha256(version.encode()).hexdigest()[:12]}"
+    if not stamp.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        for arch in ARCHES:
+            dest = root / release / arch
+            dest.mkdir(parents=True)
+            tarball = dest / "gvisor.tar.bz2"
+            with tarfile.open(tarball, "w:bz2", compresslevel=1) as tar:
+                for name in ("runsc", "containerd-shim-runsc-v1"):
+                    tar.add(src / arch / name, arcname=name)
+            digest = hashlib.sha512(tarball.read_bytes()).hexdigest()
+            (dest / "gvisor.tar.bz2.sha512").write_text(f"{digest}  gvisor.tar.bz2\n")
+        stamp.touch()
+    return root, release
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def serve(root: Path) -> Iterator[int]:
+    """Serves `root` on 127.0.0.1 (a free port) for the length of the block; yields the port."""
+    handler = lambda *a, **kw: _QuietHandler(*a, directory=str(root), **kw)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Vm:
+    """One VM as the qemu backend makes it, plus an SSH client pinned to its host key."""
+
+    name: str
+    arch: str
+    images: Path
+    work: Path
+    port: int = field(default_factory=free_port)
+    login: KeyPair = field(default_factory=lambda: generate_ed25519("vm-test login"))
+    host_key: KeyPair = field(default_factory=lambda: generate_ed25519("vm-test host key"))
+    accel: str = ""
+    facts: dict[str, str] = field(default_factory=dict)
+    boot_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.vm_dir = str(self.work / "vm")
+        self.key_file = self.work / "id_ed25519"
+        self.key_file.write_text(self.login.private_key)
+        self.key_file.chmod(0o600)
+        self.known_hosts = self.work / "known_hosts"
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {key_material(self.host_key.public_key)}\n")
+        self.accel = choose_accel("auto", self.arch, local_arch(), kvm_works(self.arch))
+        self.options = QemuOptions(
+            image=str(self.images / "disk.qcow2"),
+            kernel=str(self.images / "vmlinuz"),
+            initrd=str(self.images / "initrd.img"),
+            ssh_port=self.port,
+            boot_timeout=int(os.environ.get("GVISOR_FLEET_VM_BOOT_TIMEOUT", "900")),
+        )
+
+    def launcher(self, action: str) -> list[str]:
+        """The backend's own launcher line, with the script's absolute path."""
+        line = launcher_command(
+            action, self.name, self.vm_dir, script=str(SCRIPT), opts=self.options,
+            host_key=self.host_key.public_key, meta=meta_data(f"vm-test-{self.name}", self.name),
+            cache_dir=str(CACHE / "qemu-images"),
+            argv=qemu_argv(self.name, self.arch, self.accel, self.options, self.vm_dir),
+        )  # fmt: skip
+        return ["sh", "-c", line]
+
+    def seed(self) -> str:
+        return user_data(self.name, USER, self.login.public_key, self.host_key.private_key, self.host_key.public_key)
+
+    def start(self) -> subprocess.CompletedProcess[str]:
+        started = time.monotonic()
+        result = subprocess.run(self.launcher("start"), input=self.seed(), capture_output=True, text=True)
+        if result.returncode == 0 and not self.boot_seconds:
+            self.boot_seconds = time.monotonic() - started
+        self.facts = parse_launcher_facts(result.stdout)
+        return result
+
+    def stop(self) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.launcher("stop"), capture_output=True, text=True)
+
+    def ssh_argv(self, known_hosts: Path | None = None) -> list[str]:
+        return [
+            "ssh", "-i", str(self.key_file), "-p", str(self.port),
+            "-o", f"UserKnownHostsFile={known_hosts or self.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "StrictHostKeyChecking=yes", "-o", "HostKeyAlgorithms=ssh-ed25519",
+            "-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR",
+            f"{USER}@127.0.0.1",
+        ]  # fmt: skip
+
+    def ssh(self, command: str, stdin: str = "", timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.ssh_argv(), command], input=stdin, capture_output=True, text=True, timeout=timeout)
+
+    def agent(self, command_line: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        """One host-layer command line (as GvisorHost runs it) with the agent script on stdin."""
+        return self.ssh(command_line, stdin=AGENT.read_text(), timeout=timeout)
+
+    def serial_tail(self, lines: int = 30) -> str:
+        log = Path(self.vm_dir) / "serial.log"
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no serial log)"
+
+
+def start_all(vms: list[Vm]) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Starts every VM at once (as `pulumi up` would) and waits for all; name -> launcher result."""
+    results: dict[str, subprocess.CompletedProcess[str]] = {}
+    threads = [threading.Thread(target=lambda v=v: results.__setitem__(v.name, v.start())) for v in vms]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def describe_failure(vm: Vm, result: subprocess.CompletedProcess[str]) -> str:
+    return (
+        f"{vm.name} ({vm.arch}, accel {vm.accel}) launcher exit {result.returncode}\n"
+        f"command: {shlex.join(vm.launcher('start'))[:400]}...\nstderr:\n{result.stderr[-3000:]}\n"
+        f"serial:\n{vm.serial_tail()}"
+    )
