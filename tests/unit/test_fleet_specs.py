@@ -196,3 +196,23 @@ def _local() -> str:
     from components.fleet.specs import local_arch
 
     return local_arch()
+
+
+@pytest.mark.parametrize("stack", ["local", "aws", "static"])
+def test_example_stacks_parse(stack: str):
+    import os
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).parents[2] / "stacks" / f"Pulumi.{stack}.yaml"
+    config = yaml.safe_load(path.read_text())["config"]
+    problems: list[str] = []
+    specs = parse_machines(
+        config["gvisor-fleet:machines"], True, problems, host_arch="x86_64", exists=lambda p: os.path.isabs(p)
+    )
+    assert problems == [], problems
+    arches = sorted(s.arch for s in specs)
+    if stack != "static":
+        assert arches == ["aarch64", "x86_64"], f"{stack}: one machine per architecture"
+        assert {s.backend for s in specs} == {"local": {"qemu"}, "aws": {"aws"}}[stack]
