@@ -1,11 +1,11 @@
 #!/bin/sh
-# Builds the Pulumi engine pieces that the integration tests run, from the Go
+# Builds the Pulumi engine pieces that the end-to-end tests run, from the Go
 # module proxy (no GitHub, no get.pulumi.com), into a cache outside the repo:
 #
 #   pulumi                        the real CLI/engine (module pulumi/pkg/v3)
-#   pulumi-language-python        Python language host (source beside this script)
+#   pulumi-language-python        STAND-IN Python language host (source beside this script)
 #   pulumi-language-python-exec   the upstream exec shim, from the sdk/v3 module
-#   pulumi-resource-command       stand-in "command" provider (source beside this script),
+#   pulumi-resource-command       STAND-IN "command" provider (source beside this script),
 #                                 also installed into $PULUMI_HOME/plugins
 #
 #   sh tests/toolchain/build-pulumi.sh                  build what is missing, print the bin dir
@@ -13,17 +13,26 @@
 #
 # Then: . tests/toolchain/pulumi-env.sh   (PATH, local state, no downloads)
 #
-# Versions. The proxy serves github.com/pulumi/pulumi/pkg/v3 only at some
-# versions (v3.274.0, v3.274.1, v3.275.0, v3.276.0; not v3.272.0), so the CLI
-# is v3.274.1, the nearest one above the pinned Python SDK (pulumi==3.272.0);
-# a newer engine runs older SDKs. GVISOR_FLEET_PULUMI_VERSION (pulumi-env.sh)
-# picks another served version. The proxy does not serve the upstream
-# language host (github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3)
-# nor the command provider (github.com/pulumi/pulumi-command/provider), so the
-# two small Go programs under pulumi-language-python/ and
-# pulumi-resource-command/ stand in for them; both build against sdk/v3 at
-# the CLI's version. Each binary is skipped when present (the two local ones
-# are rebuilt when their source changes).
+# Versions follow the pins in requirements.txt where the proxy allows:
+# - CLI: the proxy serves github.com/pulumi/pulumi/pkg/v3 only at some
+#   versions (v3.260.0, v3.274.0, v3.274.1, v3.275.0, ...; it answers 403 for
+#   v3.272.0), so the CLI is v3.274.1, the nearest one above the pinned Python
+#   SDK (pulumi==3.272.0); a newer engine runs older SDKs.
+#   GVISOR_FLEET_PULUMI_VERSION (pulumi-env.sh) picks another served version.
+# - Language host: the proxy refuses (403) the upstream module
+#   github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3, so
+#   pulumi-language-python/ here stands in for it, built against sdk/v3 at the
+#   CLI's version, with the upstream pulumi-language-python-exec shim of that
+#   sdk/v3. (sdk/v3 v3.272.0 is served, but not its dependency
+#   github.com/pulumi/pulumi-cloud-sdk/go v1.20260918.0, so it does not build;
+#   the exec shim is the same file in v3.272.0 and v3.274.1.)
+# - Command provider: the proxy refuses (403) github.com/pulumi/pulumi-command/provider,
+#   so pulumi-resource-command/ here stands in for it: the resource types and
+#   properties of pulumi-command at the pinned version (pulumi-command==1.2.1),
+#   reporting that version, so the unmodified pulumi_command package drives it.
+#   It is NOT the upstream provider: what differs is listed in its main.go.
+# Each binary is skipped when present (the two stand-ins are rebuilt when their
+# source or versions change).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,7 +40,17 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/pulumi-env.sh"
 version=$GVISOR_FLEET_PULUMI_VERSION
 bin_dir=$GVISOR_FLEET_PULUMI_BIN
-command_version=1.2.1 # the pulumi-command release whose Python SDK the project pins
+
+# pin NAME: the version requirements.txt pins for a Python package.
+pin() {
+    sed -n "s/^$1==\([0-9][0-9.]*\).*/\1/p" "$here/../../requirements.txt" | head -n 1
+}
+sdk_version=$(pin pulumi)
+command_version=$(pin pulumi-command)
+if [ -z "$sdk_version" ] || [ -z "$command_version" ]; then
+    echo "build-pulumi: requirements.txt must pin pulumi==X and pulumi-command==Y" >&2
+    exit 1
+fi
 
 case ${1:-} in
     --print-bin-dir)
@@ -66,9 +85,18 @@ module_field() {
         sed -n "s/^[[:space:]]*\"$2\": \"\\(.*\\)\",\{0,1\}\$/\\1/p"
 }
 
-# src_stamp DIR: a checksum of the Go sources in DIR plus the versions used.
+# src_stamp DIR SDK VERSION: a checksum of the module in DIR plus the versions used.
 src_stamp() {
-    cat "$1"/*.go | cksum | { read -r sum size; echo "$sum-$size-v$version-$command_version"; }
+    cat "$1"/*.go "$1/go.mod" "$1/go.sum" | cksum | { read -r sum size; echo "$sum-$size-sdk$2-v$3"; }
+}
+
+# note_refused MODULE: says, from the proxy's own answer, why a stand-in is built.
+note_refused() {
+    if answer=$(go list -m -versions "$1" 2>&1); then
+        say "NOTE: the proxy now serves $1 ($answer); the stand-in could be replaced by it"
+    else
+        say "using a stand-in: the Go module proxy refuses $1 ($(printf '%s' "$answer" | grep -o '[0-9][0-9][0-9] [A-Za-z ]*' | head -n 1))"
+    fi
 }
 
 elapsed() { echo "$(($(date +%s) - $1))s"; }
@@ -113,35 +141,40 @@ build_cli() {
     say "built $bin_dir/pulumi in $(elapsed "$start")"
 }
 
-# --- local Go programs (language host, command provider) -------------------
-# build_local NAME VERSION_STRING: builds $here/NAME/*.go against sdk/v3.
+# --- stand-ins (language host, command provider) ---------------------------
+# build_local NAME SDK_VERSION VERSION_STRING UPSTREAM_MODULE: builds
+# $here/NAME/*.go against sdk/v3 at SDK_VERSION.
 build_local() {
-    name=$1
-    stamp=$(src_stamp "$here/$name")
+    name=$1 sdk=$2 reported=$3 upstream=$4
+    stamp=$(src_stamp "$here/$name" "$sdk" "$reported")
     if [ -x "$bin_dir/$name" ] && [ "$(cat "$bin_dir/.$name.stamp" 2>/dev/null)" = "$stamp" ]; then
-        say "cached: $bin_dir/$name"
+        say "cached: $bin_dir/$name (stand-in, reports $reported, sdk/v3 v$sdk)"
         return
     fi
-    say "building $name $2 against sdk/v3 v$version..."
+    note_refused "$upstream"
+    say "building STAND-IN $name (reports version $reported) against sdk/v3 v$sdk..."
     start=$(date +%s)
     mod="$scratch/$name"
     mkdir -p "$mod"
-    cp "$here/$name"/*.go "$mod/"
-    printf 'module gvisor-fleet.local/%s\n\ngo 1.26\n\nrequire github.com/pulumi/pulumi/sdk/v3 v%s\n' \
-        "$name" "$version" >"$mod/go.mod"
-    (cd "$mod" && go mod tidy)
-    (cd "$mod" && go build -trimpath -ldflags "-s -w -X main.version=$2" -o "$bin_dir/.$name.tmp" .)
+    # go.mod/go.sum pin every dependency (checksummed); another sdk/v3 version re-resolves them.
+    cp "$here/$name"/*.go "$here/$name/go.mod" "$here/$name/go.sum" "$mod/"
+    if ! grep -q "github.com/pulumi/pulumi/sdk/v3 v$sdk\$" "$mod/go.mod"; then
+        (cd "$mod" && go mod edit -require="github.com/pulumi/pulumi/sdk/v3@v$sdk" && go mod tidy)
+    fi
+    (cd "$mod" && go build -trimpath -ldflags "-s -w -X main.version=$reported" -o "$bin_dir/.$name.tmp" .)
     mv "$bin_dir/.$name.tmp" "$bin_dir/$name"
     echo "$stamp" >"$bin_dir/.$name.stamp"
     say "built $bin_dir/$name in $(elapsed "$start")"
 }
 
+# install_exec_script SDK_VERSION: the upstream exec shim from sdk/v3.
 install_exec_script() {
-    if [ -f "$bin_dir/pulumi-language-python-exec" ]; then
-        say "cached: $bin_dir/pulumi-language-python-exec"
+    if [ -f "$bin_dir/pulumi-language-python-exec" ] &&
+        [ "$(cat "$bin_dir/.pulumi-language-python-exec.sdk" 2>/dev/null)" = "$1" ]; then
+        say "cached: $bin_dir/pulumi-language-python-exec (sdk/v3 v$1)"
         return
     fi
-    sdk_dir=$(module_field "github.com/pulumi/pulumi/sdk/v3@v$version" Dir)
+    sdk_dir=$(module_field "github.com/pulumi/pulumi/sdk/v3@v$1" Dir)
     script="$sdk_dir/python/cmd/pulumi-language-python-exec"
     [ -f "$script" ] || {
         say "pulumi-language-python-exec not found in $sdk_dir"
@@ -150,7 +183,8 @@ install_exec_script() {
     cp "$script" "$bin_dir/.pulumi-language-python-exec.tmp"
     chmod 755 "$bin_dir/.pulumi-language-python-exec.tmp"
     mv "$bin_dir/.pulumi-language-python-exec.tmp" "$bin_dir/pulumi-language-python-exec"
-    say "installed $bin_dir/pulumi-language-python-exec (sdk/v3 v$version)"
+    echo "$1" >"$bin_dir/.pulumi-language-python-exec.sdk"
+    say "installed $bin_dir/pulumi-language-python-exec (upstream, sdk/v3 v$1)"
 }
 
 # The provider also goes into $PULUMI_HOME's plugin cache: pulumi-env.sh sets
@@ -168,9 +202,12 @@ install_provider_plugin() {
         --file "$bin_dir/pulumi-resource-command" >&2
 }
 
+say "into $bin_dir: pulumi CLI v$version (Python SDK pinned: $sdk_version)," \
+    "stand-in language host and command provider $command_version (both on sdk/v3 v$version)"
 build_cli
-install_exec_script
-build_local pulumi-language-python "$version"
-build_local pulumi-resource-command "$command_version"
+install_exec_script "$version"
+build_local pulumi-language-python "$version" "$version" \
+    github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3
+build_local pulumi-resource-command "$version" "$command_version" github.com/pulumi/pulumi-command/provider
 install_provider_plugin
 printf '%s\n' "$bin_dir"
