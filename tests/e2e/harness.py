@@ -50,7 +50,20 @@ PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt", "components")
 # Settings a machine's owner had before gvisor-fleet came: destroy must put them back.
 USER_DAEMON_JSON = '{\n  "log-level": "warn",\n  "max-concurrent-downloads": 2\n}\n'
 
-_TOOLS = ("unshare", "nsenter", "dockerd", "containerd", "ctr", "runc", "busybox", "curl", "socat", "ssh-keygen", "ssh")
+_TOOLS = (
+    "unshare",
+    "nsenter",
+    "ip",
+    "dockerd",
+    "containerd",
+    "ctr",
+    "runc",
+    "busybox",
+    "curl",
+    "socat",
+    "ssh-keygen",
+    "ssh",
+)
 
 
 def missing_prerequisites() -> str | None:
@@ -420,7 +433,10 @@ class Stack:
     def config_file(self) -> Path:
         return self.dir / "stacks" / f"Pulumi.{self.name}.yaml"
 
-    def pulumi(self, *args: str, stdin: str | None = None, timeout: float = 900, events: bool = False) -> Run:
+    def pulumi(
+        self, *args: str, stdin: str | None = None, timeout: float = 900, events: bool = False, offline: bool = False
+    ) -> Run:
+        """Runs `pulumi ARGS` in the project copy; offline=True runs it in a network namespace with only loopback."""
         argv = [*args, "--non-interactive", "--color", "never"]
         event_log = None
         if events:
@@ -431,8 +447,9 @@ class Stack:
         if event_log:
             env["PULUMI_DEBUG_COMMANDS"] = "true"  # --event-log is one of the debug flags
         start = time.monotonic()
+        prefix = ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"] if offline else []
         proc = subprocess.Popen(
-            ["pulumi", *argv],
+            [*prefix, "pulumi", *argv],
             cwd=self.dir,
             env=env,
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
