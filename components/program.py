@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pulumi
 
@@ -10,8 +11,10 @@ from components.config import read_raw_config
 from components.fleet.machine import Machine
 from components.fleet.static import static_machine
 from components.gvisor.host import GvisorHost
-from components.kube.deploy import KubeDeployment, deploy_kubernetes
 from components.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from components.kube.deploy import KubeDeployment
 
 
 @dataclass(frozen=True)
@@ -49,5 +52,8 @@ def build(config: pulumi.Config) -> Program:
 
     kube = None
     if settings.kubernetes:
+        # pulumi_kubernetes takes a while to import: only stacks that use it pay.
+        from components.kube.deploy import deploy_kubernetes
+
         kube = deploy_kubernetes(settings.kubernetes, machines, config.get_secret("kubeconfig"), gvisor=settings.gvisor)
     return Program(settings=settings, hosts={n: h for n, (_, h) in machines.items()}, kubernetes=kube)
