@@ -6,8 +6,12 @@ Writes tests/bench/results/engine.json with, per fleet size:
 - seconds: wall time of each `pulumi` command (median over --repeat rounds);
 - remote_commands_per_machine: SSH sessions that ran a command on each
   machine during each command (from each machine's sshd log);
-and ratio_4_to_1 per command: near 1 when machines converge in parallel,
-near 4 when one after the other.
+ratio_4_to_1 per command, and for fleets of more than one machine a second
+up with `--parallel 1` (one resource operation at a time, then destroyed):
+parallel_speedup = that serial up / the default up. On 2 cores the machines'
+installs (unpacking, first sandboxes) compete for CPU, so a 4-machine up
+takes longer than a 1-machine up even when all machines converge at once;
+the serial up shows what one-after-the-other would cost.
 
     .venv/bin/python -m tests.bench.bench_engine [--machines 1,4] [--repeat 1]
 
@@ -38,6 +42,10 @@ PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("no-op up", ("up", "--yes", "--expect-no-changes")),
     ("destroy", ("destroy", "--yes")),
 )
+SERIAL: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("up --parallel 1", ("up", "--yes", "--parallel", "1")),
+    ("destroy after serial up", ("destroy", "--yes")),
+)
 
 
 @dataclass
@@ -55,7 +63,7 @@ def one_round(count: int, work: Path, key: harness.KeyPair, image_tar: Path, rel
         stack = harness.Stack(work / "stack")
         stack.init(harness.stack_config(machines, releases, containerd=False), key.private_text)
         result = Round(round(setup, 2), {}, {})
-        for phase, args in PHASES:
+        for phase, args in PHASES + (SERIAL if count > 1 else ()):
             before = {m.name: m.sessions() for m in machines}
             run = stack.pulumi(*args).check()
             result.seconds[phase] = round(run.seconds, 2)
@@ -100,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         for count in sizes:
             rounds = [one_round(count, work / f"{count}-{i}", key, image_tar, releases) for i in range(args.repeat)]
             medians[count] = {
-                phase: round(statistics.median(r.seconds[phase] for r in rounds), 2) for phase, _ in PHASES
+                phase: round(statistics.median(r.seconds[phase] for r in rounds), 2) for phase in rounds[0].seconds
             }
             fleets[str(count)] = {
                 "seconds": medians[count],
@@ -108,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
                 "machine_setup_seconds": rounds[-1].machine_setup_seconds,
                 "rounds": [r.seconds for r in rounds],
             }
+            if "up --parallel 1" in medians[count]:
+                speedup = medians[count]["up --parallel 1"] / medians[count]["up"]
+                fleets[str(count)]["parallel_speedup"] = round(speedup, 2)
     results["fleets"] = fleets
     if 1 in medians and 4 in medians:
         results["ratio_4_to_1"] = {
