@@ -1,0 +1,501 @@
+"""The policy rules as pure functions over plain resource data.
+
+Nothing here imports Pulumi or pulumi_policy: each rule takes `Resource`
+records (URN, type, name, properties as plain dicts, parent URN) and a
+`PolicyConfig`, and returns `Violation`s. `__main__.py` turns what the engine
+sends into these records; tests build them by hand or from the program run
+under Pulumi mocks.
+
+What the rules read:
+
+- the host steps' command lines (`command:remote:Command` `create`), which
+  the program builds as `[sudo -n] sh -s -- <subcommand> <args...>`:
+  `install <baseUrl> <release> <installDir> <sha512|->`,
+  `docker-configure <runtimeName> <defaultRuntime true|false> <installDir> --flags...`,
+  `containerd-configure <runtimeName> <b64 runsc.toml> <installDir> <runscConfigPath>`,
+  and k3s nodes' `runtime-configure <runtimeName> <shim> <b64 runsc.toml> <path>`;
+- Kubernetes objects: RuntimeClass (`handler`), Namespace (labels), and
+  every kind that carries a pod spec (Pod, Deployment, Job, CronJob, ...);
+- the stack's name, from any URN (`urn:pulumi:<stack>::<project>::...`).
+
+A value the engine does not know yet during a preview arrives as `UNKNOWN`;
+a rule that needs it says it could not check instead of passing silently.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+COMMAND_TYPE: Final = "command:remote:Command"
+HOST_TYPE: Final = "gvisor-fleet:gvisor:GvisorHost"
+RUNTIME_CLASS_TYPE: Final = "kubernetes:node.k8s.io/v1:RuntimeClass"
+NAMESPACE_TYPE: Final = "kubernetes:core/v1:Namespace"
+
+# The labels components/kube/manifests.py puts on what it makes.
+APP_LABEL: Final = "app.kubernetes.io/name"
+APP_NAME: Final = "gvisor-fleet"
+COMPONENT_LABEL: Final = "app.kubernetes.io/component"
+SANDBOX_NAMESPACE_COMPONENT: Final = "sandbox-namespace"
+
+# Defaults of the product (components/kube/settings.py), used when the stack
+# itself declares no RuntimeClass or sandbox Namespace.
+DEFAULT_RUNTIME_CLASS: Final = "gvisor"
+DEFAULT_SANDBOX_NAMESPACE: Final = "gvisor-sandbox"
+
+# Component output (GvisorHost.register_outputs) by which a machine says it
+# builds container images; see README-ci.md, "Image-build hosts".
+BUILDS_IMAGES_OUTPUT: Final = "buildsImages"
+
+DATED_RELEASE = re.compile(r"^\d{8}(\.\d+)?$")
+
+# Where a pod spec sits, per kind (apiVersion-independent).
+POD_SPEC_PATHS: Final[Mapping[str, tuple[str, ...]]] = {
+    "Pod": ("spec",),
+    "PodTemplate": ("template", "spec"),
+    "ReplicationController": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+_K8S_TYPE = re.compile(
+    r"^kubernetes:(?P<group>[a-z0-9.]+)/(?P<version>v[a-z0-9]+):(?P<kind>[A-Za-z]+?)(?P<patch>Patch)?$"
+)
+
+
+class _Unknown:
+    """A value the engine cannot know during a preview."""
+
+    _instance: _Unknown | None = None
+
+    def __new__(cls) -> _Unknown:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Final = _Unknown()
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One resource as a policy sees it; `props` holds plain Python data."""
+
+    urn: str
+    type: str
+    name: str
+    props: Mapping[str, Any]
+    parent: str | None = None
+
+
+@dataclass(frozen=True)
+class Violation:
+    message: str
+    urn: str | None = None
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The pack's settings (`--policy-pack-config`, see README-ci.md)."""
+
+    # Stacks (fnmatch patterns) on which an unpinned gVisor release is allowed.
+    dev_stacks: tuple[str, ...] = ("dev", "dev-*", "*-dev")
+    # Machines (fnmatch patterns) that build container images.
+    image_builders: tuple[str, ...] = ()
+    # Namespaces whose workloads must run under gVisor, on top of the
+    # sandbox Namespaces the stack itself creates.
+    sandbox_namespaces: tuple[str, ...] = (DEFAULT_SANDBOX_NAMESPACE,)
+    # RuntimeClass names that count as gVisor, on top of those the stack creates.
+    runtime_class_names: tuple[str, ...] = ()
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _patterns(raw: Mapping[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = raw.get(key)
+    if value is None:
+        return default
+    if isinstance(value, str) or not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"policy config '{key}' must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def parse_config(raw: Mapping[str, Any] | None) -> PolicyConfig:
+    """PolicyConfig from one policy's config object (camelCase keys, all optional)."""
+    raw = raw or {}
+    d = PolicyConfig()
+    return PolicyConfig(
+        dev_stacks=_patterns(raw, "devStacks", d.dev_stacks),
+        image_builders=_patterns(raw, "imageBuilders", d.image_builders),
+        sandbox_namespaces=_patterns(raw, "sandboxNamespaces", d.sandbox_namespaces),
+        runtime_class_names=_patterns(raw, "runtimeClassNames", d.runtime_class_names),
+    )
+
+
+# --- reading what the program declared ----------------------------------------
+
+
+def stack_of(urn: str) -> str:
+    """The stack name in `urn:pulumi:<stack>::<project>::<type>::<name>`."""
+    if not urn.startswith("urn:pulumi:"):
+        raise ValueError(f"not a Pulumi URN: {urn!r}")
+    return urn[len("urn:pulumi:") :].split("::", 1)[0]
+
+
+def name_of(urn: str) -> str:
+    """The resource name, the URN's last `::` part."""
+    return urn.rsplit("::", 1)[-1]
+
+
+def type_of(urn: str) -> str:
+    """The resource's own type in a URN whose type part may be qualified by its parents' (`A$B$type`)."""
+    parts = urn.split("::")
+    return parts[2].rsplit("$", 1)[-1] if len(parts) >= 4 else ""
+
+
+def matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def get_path(props: Any, path: Sequence[str]) -> Any:
+    """props[path[0]][path[1]]...; None where a key is missing, UNKNOWN where a value is unknown."""
+    value = props
+    for key in path:
+        if value is UNKNOWN:
+            return UNKNOWN
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+@dataclass(frozen=True)
+class AgentCall:
+    """A host agent command line split up: `[sudo -n] sh -s -- <subcommand> <args...>`."""
+
+    subcommand: str
+    args: tuple[str, ...]
+
+    def arg(self, index: int) -> str | None:
+        return self.args[index] if index < len(self.args) else None
+
+
+def agent_call(create: object) -> AgentCall | None:
+    """The agent subcommand and its arguments, or None for any other command line."""
+    if not isinstance(create, str):
+        return None
+    try:
+        words = shlex.split(create)
+    except ValueError:
+        return None
+    if words[:2] == ["sudo", "-n"]:
+        words = words[2:]
+    if words[:3] != ["sh", "-s", "--"] or len(words) < 4:
+        return None
+    return AgentCall(words[3], tuple(words[4:]))
+
+
+@dataclass(frozen=True)
+class HostStep:
+    """One host step of one machine, with the machine it runs on."""
+
+    resource: Resource
+    machine: str
+    call: AgentCall
+
+
+def machine_of(resource: Resource, step: str) -> str:
+    """The machine a host step runs on.
+
+    GvisorHost steps are `<machine>-<step>` under a GvisorHost named after the
+    machine; k3s steps are `<cluster>-<machine>-<step>` under the K3sCluster.
+    """
+    if resource.parent and type_of(resource.parent) == HOST_TYPE:
+        return name_of(resource.parent)
+    name = resource.name
+    if resource.parent:
+        prefix = f"{name_of(resource.parent)}-"
+        name = name.removeprefix(prefix)
+    return name.removesuffix(f"-{step}")
+
+
+def host_steps(resources: Iterable[Resource], subcommands: Iterable[str]) -> list[HostStep]:
+    wanted = set(subcommands)
+    steps = []
+    for r in resources:
+        if r.type != COMMAND_TYPE:
+            continue
+        call = agent_call(r.props.get("create"))
+        if call and call.subcommand in wanted:
+            step = call.subcommand.removesuffix("-configure")
+            steps.append(HostStep(r, machine_of(r, step), call))
+    return steps
+
+
+def k8s_kind(resource_type: str) -> tuple[str, bool] | None:
+    """(kind, is_patch) for a Kubernetes resource type token, else None."""
+    m = _K8S_TYPE.match(resource_type)
+    return (m.group("kind"), bool(m.group("patch"))) if m else None
+
+
+def _labels(props: Mapping[str, Any]) -> Mapping[str, Any]:
+    value = get_path(props, ("metadata", "labels"))
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+# --- the rules ----------------------------------------------------------------
+
+
+def release_pinned(resource: Resource, config: PolicyConfig) -> list[Violation]:
+    """The install step pins a dated gVisor release, except on dev stacks.
+
+    `latest` (and the nightly channel) changes under a stack without any
+    change to the stack: a preview then shows no diff for what `up` would
+    install, and two hosts installed a day apart may differ.
+    """
+    if resource.type != COMMAND_TYPE:
+        return []
+    call = agent_call(resource.props.get("create"))
+    if call is None or call.subcommand != "install":
+        return []
+    stack = stack_of(resource.urn)
+    if matches(stack, config.dev_stacks):
+        return []
+    base_url, release = call.arg(0) or "", call.arg(1) or ""
+    machine = machine_of(resource, "install")
+    if "/nightly" in base_url:
+        return [
+            Violation(
+                f"machine '{machine}' installs gVisor from the nightly channel ({base_url}) on stack '{stack}'; "
+                "use the release bucket and a dated release",
+                resource.urn,
+            )
+        ]
+    if DATED_RELEASE.match(release):
+        return []
+    return [
+        Violation(
+            f"machine '{machine}' installs gVisor release '{release}' on stack '{stack}'; pin a dated release "
+            "(gvisor-fleet:release, e.g. 20261116.0), or list the stack in this policy's devStacks",
+            resource.urn,
+        )
+    ]
+
+
+def image_builders(resources: Sequence[Resource], config: PolicyConfig) -> set[str]:
+    """Machines that build images: named in the config, or whose GvisorHost says `buildsImages: true`."""
+    builders = set()
+    for r in resources:
+        if r.type == HOST_TYPE and r.props.get(BUILDS_IMAGES_OUTPUT) is True:
+            builders.add(r.name)
+    for step in host_steps(resources, ("docker-configure",)):
+        if matches(step.machine, config.image_builders):
+            builders.add(step.machine)
+    return builders
+
+
+def no_default_runtime_on_image_builders(resources: Sequence[Resource], config: PolicyConfig) -> list[Violation]:
+    """Docker's `default-runtime` is never runsc on a machine that builds images.
+
+    With runsc as the default, BuildKit `RUN` steps are still not sandboxed,
+    Docker's embedded DNS on user-defined networks (Compose) is unreachable
+    from gVisor's netstack, and image builds that need the host kernel break.
+    """
+    builders = image_builders(resources, config)
+    violations = []
+    for step in host_steps(resources, ("docker-configure",)):
+        default_runtime = step.call.arg(1)
+        if default_runtime == "true" and step.machine in builders:
+            violations.append(
+                Violation(
+                    f"machine '{step.machine}' builds images but would get runsc as Docker's default-runtime; "
+                    "set gvisor-fleet:defaultRuntime to false (run sandboxed containers with --runtime="
+                    f"{step.call.arg(0)}), or move the image builds to a machine without gVisor as default",
+                    step.resource.urn,
+                )
+            )
+        elif default_runtime not in ("true", "false"):
+            violations.append(
+                Violation(
+                    f"cannot read default-runtime from the docker step of machine '{step.machine}' "
+                    f"(got {default_runtime!r}); expected docker-configure <runtimeName> <true|false> ...",
+                    step.resource.urn,
+                )
+            )
+    return violations
+
+
+def host_runtime_names(resources: Sequence[Resource]) -> dict[str, dict[str, str]]:
+    """{machine: {"docker"|"containerd"|"k3s": runtime name}} from the host steps."""
+    names: dict[str, dict[str, str]] = {}
+    kinds = {"docker-configure": "docker", "containerd-configure": "containerd", "runtime-configure": "k3s"}
+    for step in host_steps(resources, kinds):
+        name = step.call.arg(0)
+        if name:
+            names.setdefault(step.machine, {})[kinds[step.call.subcommand]] = name
+    return names
+
+
+def gvisor_runtime_classes(resources: Sequence[Resource], config: PolicyConfig) -> list[Resource]:
+    """The stack's RuntimeClasses that stand for gVisor: made by gvisor-fleet, or named in the config."""
+    found = []
+    for r in resources:
+        if r.type != RUNTIME_CLASS_TYPE:
+            continue
+        name = _text(get_path(r.props, ("metadata", "name")))
+        if _labels(r.props).get(APP_LABEL) == APP_NAME or (name and name in config.runtime_class_names):
+            found.append(r)
+    return found
+
+
+def runtime_names_match_handler(resources: Sequence[Resource], config: PolicyConfig) -> list[Violation]:
+    """Docker's runtime name, containerd's runtime table and the RuntimeClass handler are one name.
+
+    A RuntimeClass whose handler names no containerd runtime leaves every pod
+    that uses it failing with `no runtime for "<handler>" is configured`.
+    """
+    violations: list[Violation] = []
+    per_machine = host_runtime_names(resources)
+    for machine, names in sorted(per_machine.items()):
+        if len(set(names.values())) > 1:
+            listed = ", ".join(f"{k} '{v}'" for k, v in sorted(names.items()))
+            violations.append(
+                Violation(f"machine '{machine}' registers gVisor under different runtime names: {listed}")
+            )
+    node_runtimes = {m: names.get("k3s", names.get("containerd")) for m, names in per_machine.items()}
+    for rc in gvisor_runtime_classes(resources, config):
+        rc_name = get_path(rc.props, ("metadata", "name"))
+        handler = rc.props.get("handler")
+        if handler is UNKNOWN:
+            violations.append(Violation(f"RuntimeClass '{rc_name}': handler is not known during preview", rc.urn))
+            continue
+        for machine, runtime in sorted(node_runtimes.items()):
+            if runtime is None:
+                violations.append(
+                    Violation(
+                        f"RuntimeClass '{rc_name}' (handler '{handler}') has no containerd runtime on machine "
+                        f"'{machine}': its containerd step is off; set gvisor-fleet:containerd to auto or required",
+                        rc.urn,
+                    )
+                )
+            elif runtime != handler:
+                violations.append(
+                    Violation(
+                        f"RuntimeClass '{rc_name}' has handler '{handler}', but machine '{machine}' registers "
+                        f"gVisor in containerd as '{runtime}'; the handler must be gvisor-fleet:runtimeName",
+                        rc.urn,
+                    )
+                )
+    return violations
+
+
+def sandbox_namespaces(resources: Sequence[Resource], config: PolicyConfig) -> set[str]:
+    names = set(config.sandbox_namespaces)
+    for r in resources:
+        if r.type != NAMESPACE_TYPE:
+            continue
+        labels = _labels(r.props)
+        name = _text(get_path(r.props, ("metadata", "name")))
+        if name and labels.get(APP_LABEL) == APP_NAME and labels.get(COMPONENT_LABEL) == SANDBOX_NAMESPACE_COMPONENT:
+            names.add(name)
+    return names
+
+
+def runtime_class_names(resources: Sequence[Resource], config: PolicyConfig) -> set[str]:
+    names = set(config.runtime_class_names)
+    for rc in gvisor_runtime_classes(resources, config):
+        name = _text(get_path(rc.props, ("metadata", "name")))
+        if name:
+            names.add(name)
+    return names or {DEFAULT_RUNTIME_CLASS}
+
+
+def sandbox_workloads_use_gvisor(resources: Sequence[Resource], config: PolicyConfig) -> list[Violation]:
+    """Every Pod, and every workload's pod template, in a sandbox namespace sets a gVisor RuntimeClass.
+
+    The sandbox namespace is where untrusted code is meant to run; a pod
+    there without `runtimeClassName` runs on the node's default runtime,
+    straight on the host kernel.
+    """
+    namespaces = sandbox_namespaces(resources, config)
+    classes = runtime_class_names(resources, config)
+    wanted = " or ".join(f"'{c}'" for c in sorted(classes))
+    violations = []
+    for r in resources:
+        kind_patch = k8s_kind(r.type)
+        if kind_patch is None or kind_patch[0] not in POD_SPEC_PATHS:
+            continue
+        kind, is_patch = kind_patch
+        namespace = get_path(r.props, ("metadata", "namespace"))
+        name = get_path(r.props, ("metadata", "name"))
+        what = f"{kind} '{namespace}/{name}'"
+        if namespace is UNKNOWN:
+            violations.append(Violation(f"{what}: namespace is not known during preview; cannot check it", r.urn))
+            continue
+        if namespace not in namespaces:
+            continue
+        path = POD_SPEC_PATHS[kind]
+        runtime_class = get_path(r.props, (*path, "runtimeClassName"))
+        if runtime_class is None and is_patch:
+            continue  # a patch that leaves runtimeClassName alone
+        if runtime_class is UNKNOWN:
+            violations.append(Violation(f"{what}: runtimeClassName is not known during preview", r.urn))
+        elif runtime_class not in classes:
+            field_path = ".".join((*path, "runtimeClassName"))
+            got = "is not set" if runtime_class is None else f"is '{runtime_class}'"
+            violations.append(
+                Violation(
+                    f"{what} is in sandbox namespace '{namespace}' but {field_path} {got}; set it to {wanted} "
+                    "so the pod runs under gVisor, not on the host kernel",
+                    r.urn,
+                )
+            )
+    return violations
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    name: str
+    description: str
+    enforcement: str = "mandatory"
+    config_keys: tuple[str, ...] = field(default_factory=tuple)
+
+
+RULES: Final = (
+    RuleInfo(
+        "gvisor-release-pinned",
+        "The gVisor release is a dated release (not 'latest' or nightly) on every stack but dev stacks.",
+        config_keys=("devStacks",),
+    ),
+    RuleInfo(
+        "no-default-runtime-on-image-builders",
+        "Docker's default-runtime is never runsc on a machine that builds images.",
+        config_keys=("imageBuilders",),
+    ),
+    RuleInfo(
+        "runtime-names-match-handler",
+        "Docker's runtime name, containerd's runtime table and the gVisor RuntimeClass handler are the same name.",
+        config_keys=("runtimeClassNames",),
+    ),
+    RuleInfo(
+        "sandbox-workloads-use-gvisor",
+        "Every Pod and workload in a sandbox namespace sets a gVisor RuntimeClass.",
+        config_keys=("sandboxNamespaces", "runtimeClassNames"),
+    ),
+)
