@@ -1,0 +1,147 @@
+"""`pulumi preview --policy-pack components/policy` with the real Pulumi engine.
+
+Uses the engine that tests/toolchain/build-pulumi.sh builds (skipped when it
+is not built, e.g. on a runner that skipped tests/setup.sh). The engine runs
+a Python policy pack through the language host's RunPlugin call; a language
+host without it makes these tests skip with that reason. Nothing here dials a
+machine: remote commands do not run during a preview.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOLCHAIN = ROOT / "tests" / "toolchain"
+PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt", "components")
+MACHINES = [
+    {"name": "build-1", "address": "192.0.2.10", "arch": "x86_64"},
+    {"name": "edge-arm", "address": "192.0.2.11", "arch": "aarch64", "user": "admin"},
+]
+KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n-----END OPENSSH PRIVATE KEY-----\n"
+
+
+def engine_env() -> dict[str, str] | None:
+    """The environment tests/toolchain/pulumi-env.sh sets up, if the engine is built."""
+    out = subprocess.run(
+        ["sh", "-c", ". tests/toolchain/pulumi-env.sh && env -0"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    env = dict(line.split("=", 1) for line in out.decode().split("\0") if "=" in line)
+    bin_dir = Path(env["GVISOR_FLEET_PULUMI_BIN"])
+    if not (bin_dir / "pulumi").is_file() or not (bin_dir / "pulumi-language-python").is_file():
+        return None
+    return env
+
+
+@dataclass
+class Project:
+    dir: Path
+    env: dict[str, str]
+
+    def pulumi(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["pulumi", *args, "--non-interactive"],
+            cwd=self.dir,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    def stack(self, name: str) -> None:
+        """A new stack holding only the SSH key secret."""
+        assert self.pulumi("stack", "init", name).returncode == 0
+        done = self.pulumi("config", "set", "--secret", "sshPrivateKey", "--stack", name, stdin=KEY)
+        assert done.returncode == 0, done.stderr
+
+    def configure(self, stack: str, **config: object) -> None:
+        """Replaces the stack's config (keys without the project prefix), keeping its SSH key secret."""
+        path = self.dir / "stacks" / f"Pulumi.{stack}.yaml"
+        doc = yaml.safe_load(path.read_text())
+        key = doc["config"]["gvisor-fleet:sshPrivateKey"]
+        doc["config"] = {"gvisor-fleet:sshPrivateKey": key, **{f"gvisor-fleet:{k}": v for k, v in config.items()}}
+        path.write_text(yaml.safe_dump(doc))
+
+    def preview(self, stack: str, policy_config: dict[str, object] | None = None) -> tuple[int, str]:
+        args = ["preview", "--stack", stack, "--policy-pack", "components/policy"]
+        if policy_config is not None:
+            path = self.dir / f"policy-{stack}.json"
+            path.write_text(json.dumps(policy_config))
+            args += ["--policy-pack-config", str(path)]
+        done = self.pulumi(*args)
+        return done.returncode, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    env = engine_env()
+    if env is None:
+        pytest.skip("the Pulumi engine is not built (sh tests/toolchain/build-pulumi.sh)")
+    if not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("no .venv (sh tests/setup.sh)")
+    base = tmp_path_factory.mktemp("policy-engine")
+    project_dir = base / "project"
+    project_dir.mkdir()
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, project_dir / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, project_dir / name)
+    (project_dir / "stacks").mkdir()
+    (project_dir / ".venv").symlink_to(ROOT / ".venv")
+    state = base / "state"
+    state.mkdir()
+    env = {
+        **{k: v for k, v in env.items() if not k.startswith("PULUMI_BACKEND")},
+        "PULUMI_BACKEND_URL": f"file://{state}",
+        "PULUMI_CONFIG_PASSPHRASE": "policy-engine-test",
+    }
+    env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
+    project = Project(project_dir, env)
+    for stack in ("prod", "dev"):
+        project.stack(stack)
+    code, output = project.preview("prod")  # no machines: nothing to check, but the pack must start
+    if "RunPlugin not implemented" in output:
+        pytest.skip(
+            "the language host in tests/toolchain/pulumi-language-python does not implement RunPlugin, "
+            "which the engine uses to start Python policy packs"
+        )
+    assert code == 0, output
+    yield project
+
+
+def test_latest_release_fails_a_prod_preview(project: Project):
+    project.configure("prod", release="latest", machines=MACHINES)
+    code, output = project.preview("prod")
+    assert code != 0, output
+    assert "gvisor-release-pinned" in output
+    for machine in ("build-1", "edge-arm"):
+        assert f"machine '{machine}' installs gVisor release 'latest' on stack 'prod'" in output
+
+
+def test_latest_release_passes_on_a_dev_stack(project: Project):
+    project.configure("dev", release="latest", machines=MACHINES)
+    code, output = project.preview("dev")
+    assert code == 0, output
+    assert "gvisor-fleet@v0.1.0" in output  # the pack ran
+
+
+def test_default_runtime_on_a_configured_image_builder_fails(project: Project):
+    project.configure("prod", release="20261116.0", defaultRuntime=True, machines=MACHINES)
+    code, output = project.preview("prod")
+    assert code == 0, output
+    builders = {"no-default-runtime-on-image-builders": {"imageBuilders": ["build-*"]}}
+    code, output = project.preview("prod", builders)
+    assert code != 0, output
+    assert "machine 'build-1' builds images" in output
+    assert "edge-arm' builds images" not in output
