@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +71,7 @@ class Project:
         doc["config"] = {"gvisor-fleet:sshPrivateKey": key, **{f"gvisor-fleet:{k}": v for k, v in config.items()}}
         path.write_text(yaml.safe_dump(doc))
 
-    def preview(self, stack: str, policy_config: dict[str, object] | None = None) -> tuple[int, str]:
+    def preview(self, stack: str, policy_config: Mapping[str, object] | None = None) -> tuple[int, str]:
         args = ["preview", "--stack", stack, "--policy-pack", "components/policy"]
         if policy_config is not None:
             path = self.dir / f"policy-{stack}.json"
