@@ -4,8 +4,8 @@ For each fleet size, a fresh stack (the end-to-end tests' machines and stack,
 see tests/e2e/harness.py) goes through preview, up, a no-op up and destroy.
 Writes tests/bench/results/engine.json with, per fleet size:
 - seconds: wall time of each `pulumi` command (median over --repeat rounds);
-- remote_commands_per_machine: SSH sessions that ran a command on each
-  machine during each command (from each machine's sshd log);
+- remote_commands_per_machine: commands run over SSH on each machine during
+  each `pulumi` command (each machine's sshd logs every one);
 ratio_4_to_1 per command, and for fleets of more than one machine a second
 up with `--parallel 1` (one resource operation at a time, then destroyed):
 parallel_speedup = that serial up / the default up. On 2 cores the machines'
@@ -64,10 +64,10 @@ def one_round(count: int, work: Path, key: harness.KeyPair, image_tar: Path, rel
         stack.init(harness.stack_config(machines, releases, containerd=False), key.private_text)
         result = Round(round(setup, 2), {}, {})
         for phase, args in PHASES + (SERIAL if count > 1 else ()):
-            before = {m.name: m.sessions() for m in machines}
+            before = {m.name: m.remote_commands() for m in machines}
             run = stack.pulumi(*args).check()
             result.seconds[phase] = round(run.seconds, 2)
-            ran = {m.name: m.sessions() - before[m.name] for m in machines}
+            ran = {m.name: m.remote_commands() - before[m.name] for m in machines}
             result.remote_commands_per_machine[phase] = ran
             print(f"  {count} machine(s): {phase} {run.seconds:.1f}s, remote commands {ran}", flush=True)
         return result

@@ -225,8 +225,8 @@ class Machine:
     socat: subprocess.Popen[bytes]
     work: Path
 
-    def sessions(self) -> int:
-        """SSH sessions that ran a command on this machine so far."""
+    def remote_commands(self) -> int:
+        """Commands run on this machine so far over SSH (sshd logs each one)."""
         if not self.sshd_log.exists():
             return 0
         return sum("Starting session: command" in line for line in self.sshd_log.read_text().splitlines())

@@ -44,7 +44,7 @@ class Fleet:
     key: KeyPair
     releases: Releases
     containerd: bool
-    before: dict[str, dict[str, bytes | None]] = field(default_factory=dict)
+    as_found: dict[str, dict[str, bytes | None]] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)
     checkpoints: list[Path] = field(default_factory=list)
 
@@ -56,8 +56,8 @@ class Fleet:
             if step not in self.done:
                 pytest.skip(f"needs the '{step}' step, which failed or did not run")
 
-    def sessions(self) -> dict[str, int]:
-        return {m.name: m.sessions() for m in self.machines}
+    def remote_commands(self) -> dict[str, int]:
+        return {m.name: m.remote_commands() for m in self.machines}
 
     def keep_checkpoint(self, label: str) -> None:
         """A copy of the state file as it is now, for the secret scan at the end."""
@@ -93,7 +93,7 @@ def fleet(engine: Path, mirror: Releases, image_tar: Path, client_key: KeyPair, 
         stack = Stack(fleet_work / "stack")
         fleet = Fleet(machines, stack, client_key, mirror, containerd=containerd2 is not None)
         stack.init(fleet.config(), client_key.private_text)
-        fleet.before = {m.name: snapshot(m) for m in machines}
+        fleet.as_found = {m.name: snapshot(m) for m in machines}
         yield fleet
     finally:
         for m in machines:
@@ -101,7 +101,7 @@ def fleet(engine: Path, mirror: Releases, image_tar: Path, client_key: KeyPair, 
 
 
 def test_preview_lists_the_expected_resources(fleet: Fleet) -> None:
-    sessions = fleet.sessions()
+    before = fleet.remote_commands()
     # Without any network: engine, language host and provider need nothing from outside.
     run = fleet.stack.pulumi("preview", events=True, offline=True).check()
     record("preview", run)
@@ -111,13 +111,13 @@ def test_preview_lists_the_expected_resources(fleet: Fleet) -> None:
     assert run.ops(HOST) == {m.name: {"create"} for m in fleet.machines}
     for name in expected:
         assert f"{COMMAND} {name} create" in run.stdout, run.stdout
-    assert fleet.sessions() == sessions, "preview must not run anything on the machines"
+    assert fleet.remote_commands() == before, "preview must not run anything on the machines"
     fleet.done.add("preview")
 
 
 def test_up_installs_and_verifies_gvisor_on_every_machine(fleet: Fleet) -> None:
     fleet.require("preview")
-    sessions = fleet.sessions()
+    before = fleet.remote_commands()
     run = fleet.stack.pulumi("up", "--yes", events=True).check()
     record("up", run)
     fleet.keep_checkpoint("up")
@@ -147,19 +147,19 @@ def test_up_installs_and_verifies_gvisor_on_every_machine(fleet: Fleet) -> None:
         sandbox_kernel = m.sandbox.sh(f"docker run --rm --runtime=runsc {harness.TEST_IMAGE} uname -r").strip()
         assert sandbox_kernel and sandbox_kernel != host_kernel
     steps = len(fleet.steps())
-    assert {k: v - sessions[k] for k, v in fleet.sessions().items()} == {m.name: steps for m in fleet.machines}
+    assert {k: v - before[k] for k, v in fleet.remote_commands().items()} == {m.name: steps for m in fleet.machines}
     fleet.done.add("up")
 
 
 def test_second_up_changes_nothing_and_runs_no_remote_command(fleet: Fleet) -> None:
     fleet.require("up")
-    sessions = fleet.sessions()
+    before = fleet.remote_commands()
     run = fleet.stack.pulumi("up", "--yes", "--expect-no-changes", events=True).check()
     record("no-op up", run)
 
     ops = run.ops()
     assert ops and all(op == {"same"} for op in ops.values()), ops
-    assert fleet.sessions() == sessions, "a no-op up must not run any remote command"
+    assert fleet.remote_commands() == before, "a no-op up must not run any remote command"
     fleet.done.add("no-op up")
 
 
@@ -168,7 +168,7 @@ def test_changing_a_runsc_flag_updates_only_the_affected_steps(fleet: Fleet) -> 
     for m in fleet.machines:
         assert not m.sandbox.sh("ls -A /var/log/runsc 2>/dev/null || true").strip()
     fleet.stack.set_config(fleet.config(runscFlags=DEBUG_FLAGS))
-    sessions = fleet.sessions()
+    before = fleet.remote_commands()
     run = fleet.stack.pulumi("up", "--yes", events=True).check()
     record("flag change up", run)
     fleet.keep_checkpoint("flag-change")
@@ -182,7 +182,7 @@ def test_changing_a_runsc_flag_updates_only_the_affected_steps(fleet: Fleet) -> 
         # verify's triggers are the configure commands: it is replaced, so it runs again.
         expected[f"{m.name}-verify"] = {"create-replacement", "replace", "delete-replaced"}
     assert run.ops(COMMAND) == expected
-    ran = {k: v - sessions[k] for k, v in fleet.sessions().items()}
+    ran = {k: v - before[k] for k, v in fleet.remote_commands().items()}
     assert ran == {m.name: len(changed) + 1 for m in fleet.machines}
 
     assert fleet.stack.outputs()["allChecksPassed"] is True
@@ -207,7 +207,7 @@ def test_destroy_puts_docker_and_containerd_configs_back(fleet: Fleet) -> None:
     assert ops == {f"{m.name}-{s}": {"delete"} for m in fleet.machines for s in fleet.steps()}
     assert not fleet.stack.checkpoint()["checkpoint"].get("latest", {}).get("resources")
     for m in fleet.machines:
-        assert snapshot(m) == fleet.before[m.name], f"{m.name} differs from before `pulumi up`"
+        assert snapshot(m) == fleet.as_found[m.name], f"{m.name} differs from before `pulumi up`"
         assert "runsc" not in docker_runtimes(m)
     fleet.done.add("destroy")
 
