@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import pulumi
 
 from components.config import read_raw_config
+from components.fleet.build import build_fleet
 from components.fleet.machine import Machine
-from components.fleet.static import static_machine
 from components.gvisor.host import GvisorHost
 from components.settings import Settings, SettingsError, load_settings
 
@@ -45,10 +45,8 @@ def build(config: pulumi.Config) -> Program:
         raise pulumi.RunError(str(err)) from None
 
     machines: dict[str, tuple[Machine, GvisorHost]] = {}
-    for spec in settings.machines:
-        assert private_key is not None  # load_settings demands it for static machines
-        machine = static_machine(spec, private_key)
-        machines[spec.name] = (machine, GvisorHost(spec.name, machine, settings.gvisor))
+    for machine in build_fleet(settings.machines, private_key):
+        machines[machine.name] = (machine, GvisorHost(machine.name, machine, settings.gvisor))
 
     kube = None
     if settings.kubernetes:

@@ -20,10 +20,12 @@ from pathlib import Path
 import pulumi
 from pulumi.runtime.config import set_all_config
 
+from components.fleet.keys import generate_ed25519
 from components.program import build
 from tests.unit.mocks import RecordingMocks
 
 RESULTS = Path(__file__).parent / "results" / "program.json"
+KEY = generate_ed25519("bench").private_key
 
 
 def evaluate(machines: int) -> tuple[float, RecordingMocks]:
@@ -33,7 +35,7 @@ def evaluate(machines: int) -> tuple[float, RecordingMocks]:
         {"name": f"m{i}", "address": f"192.0.2.{i % 250 + 1}", "port": 22, "arch": "x86_64"} for i in range(machines)
     ]
     set_all_config(
-        {"gvisor-fleet:machines": json.dumps(specs), "gvisor-fleet:sshPrivateKey": "key"},
+        {"gvisor-fleet:machines": json.dumps(specs), "gvisor-fleet:sshPrivateKey": KEY},
         secret_keys=["gvisor-fleet:sshPrivateKey"],
     )
 

@@ -8,9 +8,10 @@ import pulumi
 import pytest
 from pulumi.runtime.config import set_all_config
 
+from components.fleet.keys import generate_ed25519
 from components.program import build
 
-KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret\n-----END OPENSSH PRIVATE KEY-----\n"
+KEY = generate_ed25519("test").private_key
 
 
 def configure(**values: object) -> None:
