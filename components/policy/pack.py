@@ -30,6 +30,7 @@ from pulumi_policy.proxy import (
     UNKNOWN_NUMBER_VALUE,
     UNKNOWN_OBJECT_VALUE,
     UNKNOWN_STRING_VALUE,
+    UnknownValueError,
 )
 
 from components.policy import rules
@@ -78,8 +79,19 @@ def _props(props: Any) -> dict[str, Any]:
 
 
 def _report(violations: Sequence[rules.Violation], report_violation: ReportViolation) -> None:
+    """Reports each broken rule; then, if a value was unknown, says so the way pulumi_policy does.
+
+    pulumi_policy turns UnknownValueError into an advisory "can't run policy
+    ... during preview" diagnostic; the violations reported before it stand.
+    """
     for v in violations:
-        report_violation(v.message, v.urn)
+        if not v.unknown:
+            report_violation(v.message, v.urn)
+    unknown = [v for v in violations if v.unknown]
+    if unknown:
+        error = UnknownValueError(UNKNOWN_STRING_VALUE, [])
+        error.message = "; ".join(f"{v.message} is not known yet" for v in unknown)
+        raise error
 
 
 def _config(args: ResourceValidationArgs | StackValidationArgs) -> rules.PolicyConfig:

@@ -100,8 +100,15 @@ class Resource:
 
 @dataclass(frozen=True)
 class Violation:
+    """A broken rule; with `unknown`, a rule that could not be checked because a value is not known yet.
+
+    The pack reports unknowns as advisory (the check runs again once the
+    value is known), as pulumi_policy does for unknown values itself.
+    """
+
     message: str
     urn: str | None = None
+    unknown: bool = False
 
 
 @dataclass(frozen=True)
@@ -383,7 +390,7 @@ def runtime_names_match_handler(resources: Sequence[Resource], config: PolicyCon
         rc_name = get_path(rc.props, ("metadata", "name"))
         handler = rc.props.get("handler")
         if handler is UNKNOWN:
-            violations.append(Violation(f"RuntimeClass '{rc_name}': handler is not known during preview", rc.urn))
+            violations.append(Violation(f"RuntimeClass '{rc_name}': handler", rc.urn, unknown=True))
             continue
         for machine, runtime in sorted(node_runtimes.items()):
             if runtime is None:
@@ -445,18 +452,18 @@ def sandbox_workloads_use_gvisor(resources: Sequence[Resource], config: PolicyCo
         namespace = get_path(r.props, ("metadata", "namespace"))
         name = get_path(r.props, ("metadata", "name"))
         what = f"{kind} '{namespace}/{name}'"
+        path = POD_SPEC_PATHS[kind]
+        runtime_class = get_path(r.props, (*path, "runtimeClassName"))
+        if runtime_class in classes or (runtime_class is None and is_patch):
+            continue  # sandboxed wherever it runs; or a patch that leaves runtimeClassName alone
         if namespace is UNKNOWN:
-            violations.append(Violation(f"{what}: namespace is not known during preview; cannot check it", r.urn))
+            violations.append(Violation(f"{kind} '{name}': metadata.namespace", r.urn, unknown=True))
             continue
         if namespace not in namespaces:
             continue
-        path = POD_SPEC_PATHS[kind]
-        runtime_class = get_path(r.props, (*path, "runtimeClassName"))
-        if runtime_class is None and is_patch:
-            continue  # a patch that leaves runtimeClassName alone
         if runtime_class is UNKNOWN:
-            violations.append(Violation(f"{what}: runtimeClassName is not known during preview", r.urn))
-        elif runtime_class not in classes:
+            violations.append(Violation(f"{what}: {'.'.join((*path, 'runtimeClassName'))}", r.urn, unknown=True))
+        else:
             field_path = ".".join((*path, "runtimeClassName"))
             got = "is not set" if runtime_class is None else f"is '{runtime_class}'"
             violations.append(

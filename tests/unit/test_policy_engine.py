@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.fleet.keys import generate_ed25519
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOLCHAIN = ROOT / "tests" / "toolchain"
 PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt", "components")
@@ -26,7 +28,7 @@ MACHINES = [
     {"name": "build-1", "address": "192.0.2.10", "arch": "x86_64"},
     {"name": "edge-arm", "address": "192.0.2.11", "arch": "aarch64", "user": "admin"},
 ]
-KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n-----END OPENSSH PRIVATE KEY-----\n"
+KEY = generate_ed25519("policy-engine-test").private_key
 
 
 def engine_env() -> dict[str, str] | None:

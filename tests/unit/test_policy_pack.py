@@ -34,12 +34,13 @@ from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
+from components.fleet.keys import generate_ed25519
 from components.policy import pack, rules
 from components.program import build
 from tests.unit.mocks import RecordingMocks
 
 ROOT = Path(__file__).resolve().parents[2]
-KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret\n-----END OPENSSH PRIVATE KEY-----\n"
+KEY = generate_ed25519("policy-test").private_key
 MACHINES = [
     {"name": "build-1", "address": "192.0.2.1", "arch": "x86_64"},
     {"name": "edge-arm", "address": "192.0.2.2", "arch": "aarch64", "user": "admin"},
@@ -260,17 +261,21 @@ def test_a_runtime_class_with_another_handler_fails(analyzer):
     assert "handler 'kata'" in diagnostics[0].message
 
 
-def test_unknown_values_are_reported_not_crashing_the_pack(analyzer):
+def test_unknown_values_are_advisory_and_real_violations_still_count(analyzer):
     configure(analyzer)
     typ = "kubernetes:core/v1:Pod"
-    pod = rules.Resource(
-        f"urn:pulumi:prod::gvisor-fleet::{typ}::p",
-        typ,
-        "p",
-        {"metadata": {"name": "p", "namespace": rules.DEFAULT_SANDBOX_NAMESPACE}, "spec": rules.UNKNOWN},
-    )
-    (d,) = analyze_stack(analyzer, [pod])
-    assert "not known during preview" in d.message
+
+    def pod(name: str, namespace: object) -> rules.Resource:
+        props = {"metadata": {"name": name, "namespace": namespace}, "spec": {"containers": []}}
+        return rules.Resource(f"urn:pulumi:prod::gvisor-fleet::{typ}::{name}", typ, name, props)
+
+    unknown, bare = pod("later", rules.UNKNOWN), pod("bare", rules.DEFAULT_SANDBOX_NAMESPACE)
+    diagnostics = analyze_stack(analyzer, [unknown, bare])
+    by_level = {d.enforcementLevel: d for d in diagnostics}
+    assert len(diagnostics) == 2
+    assert by_level[analyzer_pb2.MANDATORY].urn == bare.urn
+    advisory = by_level[analyzer_pb2.ADVISORY]
+    assert "during preview: Pod 'later': metadata.namespace is not known yet" in advisory.message
     step = rules.Resource(
         f"urn:pulumi:prod::gvisor-fleet::{rules.COMMAND_TYPE}::m-install", rules.COMMAND_TYPE, "m-install", {}
     )

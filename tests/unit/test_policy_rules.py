@@ -294,7 +294,8 @@ def test_unknown_handler_is_reported():
     rc = k8s(runtime_class(kube_settings("runsc")), "rc")
     rc = replace(rc, props={**rc.props, "handler": UNKNOWN})
     (v,) = rules.runtime_names_match_handler([*host_resources("a", GvisorSettings()), rc], PolicyConfig())
-    assert "not known during preview" in v.message
+    assert v.unknown
+    assert v.message == "RuntimeClass 'gvisor': handler"
 
 
 # --- sandbox-workloads-use-gvisor ---------------------------------------------------
@@ -388,9 +389,16 @@ def test_patches_that_leave_the_runtime_class_alone_pass_but_cannot_change_it():
 def test_unknown_namespace_or_runtime_class_is_reported_not_passed():
     pod = workload("Pod", "core/v1", rules.DEFAULT_SANDBOX_NAMESPACE, ("spec",), None)
     unknown_ns = replace(pod, props={**pod.props, "metadata": {"name": "w", "namespace": UNKNOWN}})
-    assert "namespace is not known" in messages(rules.sandbox_workloads_use_gvisor([unknown_ns], PolicyConfig()))
+    (v,) = rules.sandbox_workloads_use_gvisor([unknown_ns], PolicyConfig())
+    assert v.unknown and v.message == "Pod 'w': metadata.namespace"
     unknown_rc = replace(pod, props={**pod.props, "spec": {"runtimeClassName": UNKNOWN}})
-    assert "not known during preview" in messages(rules.sandbox_workloads_use_gvisor([unknown_rc], PolicyConfig()))
+    (v,) = rules.sandbox_workloads_use_gvisor([unknown_rc], PolicyConfig())
+    assert v.unknown and v.message.endswith("spec.runtimeClassName")
+    # A pod that names a gVisor class is sandboxed in whatever namespace it ends up.
+    sandboxed = replace(
+        unknown_ns, props={**unknown_ns.props, "spec": {"runtimeClassName": rules.DEFAULT_RUNTIME_CLASS}}
+    )
+    assert rules.sandbox_workloads_use_gvisor([sandboxed], PolicyConfig()) == []
 
 
 def test_every_rule_is_described():
