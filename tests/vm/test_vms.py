@@ -66,7 +66,7 @@ def test_a_different_host_key_is_refused(vms: dict[str, Vm], tmp_path: Path):
 
 def test_cloud_init_seeded_user_sudo_hostname_and_only_the_pinned_key(vms: dict[str, Vm]):
     for vm in vms.values():
-        out = vm.ssh("hostname; sudo -n id -u; ls /etc/ssh/ | grep '^ssh_host_' | sort | tr '\\n' ' '; "
+        out = vm.ssh("hostname; sudo -n id -u; ls /etc/ssh/ | grep '^ssh_host_' | sort | tr '\\n' ' '; echo; "
                      "sudo -n cat /etc/ssh/ssh_host_ed25519_key.pub")  # fmt: skip
         assert out.returncode == 0, f"{vm.name}: {out.stderr}"
         hostname, uid, host_files, host_pub = out.stdout.splitlines()
