@@ -94,8 +94,11 @@ def _report(violations: Sequence[rules.Violation], report_violation: ReportViola
         raise error
 
 
-def _config(args: ResourceValidationArgs | StackValidationArgs) -> rules.PolicyConfig:
-    return rules.parse_config(plain(args.get_config()))
+def _config(args: ResourceValidationArgs | StackValidationArgs, info: rules.RuleInfo) -> rules.PolicyConfig:
+    try:
+        return rules.parse_config(plain(args.get_config()), info.config_keys)
+    except rules.ConfigError as err:
+        raise rules.ConfigError(f"{info.name}: {err}") from None
 
 
 _STRING_LIST = {"type": "array", "items": {"type": "string"}}
@@ -140,7 +143,7 @@ def _resource_policy(
             props=_props(args.props),
             parent=args.opts.parent if args.opts else None,
         )
-        _report(rule(resource, _config(args)), report_violation)
+        _report(rule(resource, _config(args, info)), report_violation)
 
     return ResourceValidationPolicy(
         name=info.name,
@@ -165,7 +168,7 @@ def _stack_policy(
             )
             for r in args.resources
         ]
-        _report(rule(resources, _config(args)), report_violation)
+        _report(rule(resources, _config(args, info)), report_violation)
 
     return StackValidationPolicy(
         name=info.name,

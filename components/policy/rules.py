@@ -139,9 +139,21 @@ def _patterns(raw: Mapping[str, Any], key: str, default: tuple[str, ...]) -> tup
     return tuple(value)
 
 
-def parse_config(raw: Mapping[str, Any] | None) -> PolicyConfig:
-    """PolicyConfig from one policy's config object (camelCase keys, all optional)."""
+CONFIG_KEYS: Final = ("devStacks", "imageBuilders", "sandboxNamespaces", "runtimeClassNames")
+
+
+def parse_config(raw: Mapping[str, Any] | None, allowed: Iterable[str] = CONFIG_KEYS) -> PolicyConfig:
+    """PolicyConfig from one policy's config object (camelCase keys, all optional).
+
+    A key the policy does not read is an error, so a typo in the config file
+    cannot switch a check off unnoticed.
+    """
     raw = raw or {}
+    allowed = tuple(allowed)
+    unknown = sorted(str(k) for k in raw if k not in allowed and k != "enforcementLevel")
+    if unknown:
+        known = ", ".join(allowed) or "none"
+        raise ConfigError(f"policy config: unknown key(s) {', '.join(unknown)}; this policy reads: {known}")
     d = PolicyConfig()
     return PolicyConfig(
         dev_stacks=_patterns(raw, "devStacks", d.dev_stacks),

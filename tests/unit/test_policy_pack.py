@@ -288,3 +288,16 @@ def test_plain_turns_proxies_and_unknowns_into_plain_data():
 
     proxied = unknown_checking_proxy({"a": {"b": [1, UNKNOWN_STRING_VALUE]}, "c": UNKNOWN_STRING_VALUE})
     assert pack.plain(proxied) == {"a": {"b": [1, rules.UNKNOWN]}, "c": rules.UNKNOWN}
+
+
+def test_a_typo_in_the_policy_config_stops_the_preview(analyzer):
+    configure(analyzer, **{"gvisor-release-pinned": {"devStack": ["prod"]}})
+    step = rules.Resource(
+        f"urn:pulumi:prod::gvisor-fleet::{rules.COMMAND_TYPE}::m-install",
+        rules.COMMAND_TYPE,
+        "m-install",
+        {"create": "sh -s -- install https://example.invalid latest /usr/local/bin -"},
+    )
+    with pytest.raises(grpc.RpcError, match=r"gvisor-release-pinned: policy config: unknown key\(s\) devStack"):
+        analyze_each(analyzer, [step])
+    configure(analyzer)

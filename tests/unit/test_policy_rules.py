@@ -132,6 +132,10 @@ def test_config_parsing_and_errors():
     for bad in ({"devStacks": "dev"}, {"imageBuilders": [1]}, {"sandboxNamespaces": {"a": 1}}):
         with pytest.raises(rules.ConfigError, match="must be a list of strings"):
             rules.parse_config(bad)
+    with pytest.raises(rules.ConfigError, match=r"unknown key\(s\) devStack; this policy reads: devStacks"):
+        rules.parse_config({"devStack": ["x"]}, ("devStacks",))
+    with pytest.raises(rules.ConfigError, match="imageBuilders"):
+        rules.parse_config({"imageBuilders": ["x"]}, ("devStacks",))
 
 
 # --- gvisor-release-pinned ---------------------------------------------------------
