@@ -44,3 +44,5 @@ say "containerd 2 (Debian ships 1.6)"
 sh tests/toolchain/build-containerd.sh
 say "Pulumi engine, language host and command provider"
 sh tests/toolchain/build-pulumi.sh >/dev/null
+say "actionlint (GitHub Actions workflow linter)"
+sh tests/toolchain/build-actionlint.sh >/dev/null
