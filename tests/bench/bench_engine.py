@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             if "up --parallel 1" in medians[count]:
                 speedup = medians[count]["up --parallel 1"] / medians[count]["up"]
                 fleets[str(count)]["parallel_speedup"] = round(speedup, 2)
+    results["load_average_at_end"] = round(os.getloadavg()[0], 2)
     results["fleets"] = fleets
     if 1 in medians and 4 in medians:
         results["ratio_4_to_1"] = {
