@@ -88,6 +88,8 @@ class GvisorHost(pulumi.ComponentResource):
                 delete=delete,
                 stdin=script,
                 triggers=list(triggers) if triggers else None,
+                # The agent never reads PULUMI_COMMAND_STDOUT; sending it warns on every stock sshd.
+                add_previous_output_in_env=False,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
             )
 

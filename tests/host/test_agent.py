@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -407,3 +408,18 @@ def test_containerd2_gets_the_table_of_its_config_version(host2: Sandbox, releas
 
     ok(host2.agent("containerd-restore", RUNSC_TOML))
     assert host2.read("/etc/containerd/config.toml") == had_config
+
+
+def test_verify_that_never_finishes_fails_within_its_bound(host2: Sandbox, releases: Releases):
+    # In this sandbox (cgroup v1) containerd 2 + the current shim never start
+    # the container; whatever the cause on a real host, `pulumi up` must fail
+    # with the check named instead of hanging.
+    ok(install(host2, releases.current))
+    ok(configure_containerd(host2))
+    args = ["verify", "runsc", TEST_IMAGE, "off", "required", PREFIX, RUNSC_TOML]
+    start = time.monotonic()
+    result = host2.run(["env", "GVISOR_FLEET_VERIFY_TIMEOUT=15", "sh", "-s", "--", *args], stdin=AGENT.read_text())
+    assert time.monotonic() - start < 120
+    assert "gVisor verification failed for: containerd" in failed(result)
+    facts = parse_facts(result.stdout)
+    assert facts["runsc_ok"] == "true" and facts["containerd_ok"] == "false"

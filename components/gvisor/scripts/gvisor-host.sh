@@ -11,6 +11,8 @@ BACKUP_DIR="$STATE_DIR/backup"
 DAEMON_JSON=${GVISOR_FLEET_DAEMON_JSON:-/etc/docker/daemon.json}
 CONTAINERD_CONFIG=${GVISOR_FLEET_CONTAINERD_CONFIG:-/etc/containerd/config.toml}
 CTR_NAMESPACE=gvisor-fleet
+# A sandbox that never starts must fail the step, not hang `pulumi up`.
+VERIFY_TIMEOUT=${GVISOR_FLEET_VERIFY_TIMEOUT:-300}
 BLOCK_BEGIN="# BEGIN gvisor-fleet runtime (managed; removed on destroy)"
 BLOCK_END="# END gvisor-fleet runtime"
 
@@ -628,7 +630,7 @@ cmd_verify() {
     failed=""
     # runsc itself, no container engine or image needed: the host's own
     # file system, read-only, inside a sandbox.
-    if "$prefix/runsc" --network=none "do" sh -c "$PROBE" > "$tmp/do.out" 2>"$tmp/do.err"; then
+    if timeout "$VERIFY_TIMEOUT" "$prefix/runsc" --network=none "do" sh -c "$PROBE" > "$tmp/do.out" 2>"$tmp/do.err"; then
         report_probe runsc "$tmp/do.out" "$host_kernel" || failed="$failed runsc"
     else
         log "runsc do failed: $(tail -n 3 "$tmp/do.err")"
@@ -639,7 +641,8 @@ cmd_verify() {
         if ! docker image inspect "$image" >/dev/null 2>&1; then
             docker pull -q "$image" >/dev/null 2>&1 || log "cannot pull $image for Docker"
         fi
-        if docker run --rm --runtime="$runtime" --network=none "$image" sh -c "$PROBE" > "$tmp/docker.out" 2>"$tmp/docker.err"; then
+        if timeout "$VERIFY_TIMEOUT" docker run --rm --runtime="$runtime" --network=none "$image" sh -c "$PROBE" \
+            > "$tmp/docker.out" 2>"$tmp/docker.err"; then
             report_probe docker "$tmp/docker.out" "$host_kernel" || failed="$failed docker"
         else
             log "docker run --runtime=$runtime failed: $(tail -n 3 "$tmp/docker.err")"
@@ -652,7 +655,7 @@ cmd_verify() {
     if [ "$containerd_mode" != off ] && have containerd && have ctr; then
         name="gvisor-fleet-verify-$$"
         if ensure_ctr_image "$image" 2>"$tmp/ctr.err" &&
-            ctr -n "$CTR_NAMESPACE" run --rm --runtime io.containerd.runsc.v1 --runtime-config-path "$runsc_toml" \
+            timeout "$VERIFY_TIMEOUT" ctr -n "$CTR_NAMESPACE" run --rm --runtime io.containerd.runsc.v1 --runtime-config-path "$runsc_toml" \
                 "$image" "$name" sh -c "$PROBE" > "$tmp/ctr.out" 2>>"$tmp/ctr.err"; then
             report_probe containerd "$tmp/ctr.out" "$host_kernel" || failed="$failed containerd"
         else
