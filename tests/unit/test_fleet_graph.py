@@ -296,3 +296,59 @@ def test_fleet_modules_do_not_import_pulumi_aws():
     code = "import sys, components.fleet.build, components.fleet.aws; print('pulumi_aws' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", "pulumi-aws must load only when a stack has aws machines"
+
+
+class RealAwsMocks(FleetMocks):
+    """Mocks for the real pulumi-aws SDK: its inputs and outputs travel with camelCase names."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        rid, outputs = super().new_resource(args)
+        if args.typ == "aws:ec2/instance:Instance":
+            outputs.update(publicIp="198.51.100.8", privateIp="10.0.0.8", public_ip="198.51.100.8")
+        elif args.typ == "aws:ec2/keyPair:KeyPair":
+            outputs["keyName"] = f"{args.name}-kp"
+        return rid, outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        self.calls.append(args)
+        if args.token.endswith("getAmi"):
+            return {"id": "ami-0123456789abcdef0"}
+        if args.token.endswith("getSubnet"):
+            return {"id": args.args.get("id"), "vpcId": "vpc-0abc"}
+        return {}
+
+
+@pulumi.runtime.test
+def test_aws_graph_with_the_real_sdk():
+    pytest.importorskip("pulumi_aws", reason="pulumi-aws (optional extra) is not installed")
+    mocks = RealAwsMocks()
+    pulumi.runtime.set_mocks(mocks, project="gvisor-fleet", stack="unit", preview=False)
+    items = [
+        aws_item("ec2-amd64", "x86_64"),
+        aws_item("ec2-arm64", "aarch64", region="eu-west-1", subnetId="subnet-0123456789abcdef0", diskSize="30G"),
+    ]
+    fleet = Fleet("fleet", specs(items), None)
+
+    def check(args):
+        assert args == ["198.51.100.8", "198.51.100.8"]
+        groups = mocks.of_type("aws:ec2/securityGroup:SecurityGroup")
+        assert len(groups) == 2
+        for group in groups:
+            (rule,) = group.inputs["ingress"]
+            assert (rule["protocol"], rule["fromPort"], rule["toPort"]) == ("tcp", 22, 22), group.name
+            assert rule["cidrBlocks"] == ["203.0.113.0/24"], f"{group.name}: SSH open beyond the allowed CIDR"
+        assert [g.inputs.get("vpcId") for g in groups if "eu-west-1" in g.name] == ["vpc-0abc"]
+        instances = mocks.named("aws:ec2/instance:Instance")
+        assert instances["ec2-amd64"].inputs["instanceType"] == "t3.small"
+        assert instances["ec2-arm64"].inputs["instanceType"] == "t4g.small"
+        assert instances["ec2-arm64"].inputs["rootBlockDevice"] == {"volumeSize": 30, "volumeType": "gp3"}
+        for inst in instances.values():
+            assert inst.inputs["metadataOptions"] == {"httpTokens": "required"}, inst.name
+            assert plain(inst.inputs["userData"]).startswith("#cloud-config"), inst.name
+            assert inst.inputs["keyName"].endswith("-kp")
+        amis = sorted(c.args["filters"][0]["values"][0] for c in mocks.calls if c.token.endswith("getAmi"))
+        assert amis == ["debian-12-amd64-*", "debian-12-arm64-*"]
+        providers = mocks.of_type("pulumi:providers:aws")
+        assert [p.inputs["region"] for p in providers] == ["eu-west-1"]
+
+    return resolved(*[m.connection.host for m in fleet.machines], machines=fleet.machines).apply(check)
