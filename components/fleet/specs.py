@@ -234,7 +234,7 @@ def _local_file(f: _Fields, field: str, exists: Callable[[str], bool], what: str
     return path
 
 
-def _qemu(f: _Fields, name: str, exists: Callable[[str], bool]) -> MachineSpec | None:
+def _qemu(f: _Fields, name: str, exists: Callable[[str], bool], host_arch: str) -> MachineSpec | None:
     f.unknown(QEMU_FIELDS, "qemu")
     arch = _created_arch(f, "qemu")
     user = f.text("user", DEFAULT_USER, USER, "must be a Linux user name") or DEFAULT_USER
@@ -269,6 +269,9 @@ def _qemu(f: _Fields, name: str, exists: Callable[[str], bool]) -> MachineSpec |
                 "`apt-get install qemu-efi-aarch64`, set firmware to another QEMU_EFI.fd, or boot a kernel directly",
             )
     ssh_port = f.integer("sshPort", default_ssh_port(name), 1024, 65535)
+    accel = f.choice("accel", "auto", ("auto", "kvm", "tcg"))
+    if accel == "kvm" and arch and arch != host_arch:
+        f.problem("accel", f"KVM runs only this machine's own architecture ({host_arch}), not {arch}; use auto or tcg")
     if image is None or arch is None:
         return None
     options = QemuOptions(
@@ -282,7 +285,7 @@ def _qemu(f: _Fields, name: str, exists: Callable[[str], bool]) -> MachineSpec |
         memory_mb=f.integer("memory", 1024, 256, 1048576, " (MiB)"),
         disk_size=f.text("diskSize", None, SIZE, "write a size like 8G or 20480M"),
         ssh_port=ssh_port,
-        accel=f.choice("accel", "auto", ("auto", "kvm", "tcg")),
+        accel=accel,
         boot_timeout=f.integer("bootTimeout", 900, 30, 7200, " (seconds)"),
     )
     return MachineSpec(
@@ -408,7 +411,7 @@ def parse_machines(
         f = _Fields(at, item, problems)
         spec: MachineSpec | None
         if backend == "qemu":
-            spec = _qemu(f, name, exists)
+            spec = _qemu(f, name, exists, host)
         elif backend == "multipass":
             spec = _multipass(f, name, host)
         elif backend == "aws":

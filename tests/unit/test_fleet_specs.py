@@ -80,6 +80,7 @@ def test_direct_kernel_boot_fields():
         (qemu(kernel=f"{IMAGES}/vmlinuz"), "machines[0].initrd", "needs both kernel and initrd"),
         (qemu(kernel="/nowhere/vmlinuz", initrd=f"{IMAGES}/initrd.img"), "machines[0].kernel", "does not exist"),
         (qemu(accel="hvf"), "machines[0].accel", "use one of auto, kvm, tcg"),
+        (qemu(arch="aarch64", accel="kvm"), "machines[0].accel", "KVM runs only this machine's own architecture"),
         (qemu(memory=64), "machines[0].memory", "from 256"),
         (qemu(cpus="two"), "machines[0].cpus", "whole number"),
         (qemu(sshPort=22), "machines[0].sshPort", "from 1024"),
