@@ -35,7 +35,7 @@ def flag(argv: list[str], name: str) -> list[str]:
             "max,pauth-impdef=on",
             "tcg,thread=multi,tb-size=256",
             "ttyAMA0",
-        ),  # noqa: E501
+        ),
         ("aarch64", "kvm", "qemu-system-aarch64", "virt,gic-version=max", "host", "kvm", "ttyAMA0"),
     ],
 )
