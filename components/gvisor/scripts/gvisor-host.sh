@@ -654,9 +654,14 @@ cmd_verify() {
     fi
     if [ "$containerd_mode" != off ] && have containerd && have ctr; then
         name="gvisor-fleet-verify-$$"
+        # Without CRI's container-type annotation, current shims treat the task
+        # as a subcontainer and wait forever on `runsc create` (gvisor#12198).
+        # The trailing sleep lets the shim's `runsc wait` attach before the
+        # sandbox exits; a faster probe can end with status 128.
         if ensure_ctr_image "$image" 2>"$tmp/ctr.err" &&
-            timeout "$VERIFY_TIMEOUT" ctr -n "$CTR_NAMESPACE" run --rm --runtime io.containerd.runsc.v1 --runtime-config-path "$runsc_toml" \
-                "$image" "$name" sh -c "$PROBE" > "$tmp/ctr.out" 2>>"$tmp/ctr.err"; then
+            timeout "$VERIFY_TIMEOUT" ctr -n "$CTR_NAMESPACE" run --rm --runtime io.containerd.runsc.v1 \
+                --runtime-config-path "$runsc_toml" --annotation io.kubernetes.cri.container-type=sandbox \
+                "$image" "$name" sh -c "$PROBE; sleep 1" > "$tmp/ctr.out" 2>>"$tmp/ctr.err"; then
             report_probe containerd "$tmp/ctr.out" "$host_kernel" || failed="$failed containerd"
         else
             log "ctr run --runtime io.containerd.runsc.v1 failed: $(tail -n 3 "$tmp/ctr.err")"
@@ -664,6 +669,9 @@ cmd_verify() {
             if grep -aq 'dial unix.*"protocol":"ttrpc"' "$tmp/ctr.err"; then
                 log "this gVisor release's shim speaks containerd 2's shim protocol, which containerd $(containerd_version) does not; upgrade containerd or pin an older gVisor release"
             fi
+            # A sandbox that never finished must not stay behind.
+            ctr -n "$CTR_NAMESPACE" tasks kill -s SIGKILL "$name" >/dev/null 2>&1 || true
+            ctr -n "$CTR_NAMESPACE" tasks rm -f "$name" >/dev/null 2>&1 || true
             ctr -n "$CTR_NAMESPACE" containers rm "$name" >/dev/null 2>&1 || true
             fact containerd_ok false
             failed="$failed containerd"
