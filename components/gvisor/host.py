@@ -81,6 +81,8 @@ class GvisorHost(pulumi.ComponentResource):
             triggers: Sequence[pulumi.Input[str | None]] | None = None,
         ) -> remote.Command:
             create, delete = commands[step_name]
+            # A machine created anew (a replaced VM) gets every step again.
+            triggers = [*(triggers or []), *([machine.instance] if machine.instance is not None else [])]
             return remote.Command(
                 f"{name}-{step_name}",
                 connection=machine.connection,
@@ -90,7 +92,9 @@ class GvisorHost(pulumi.ComponentResource):
                 triggers=list(triggers) if triggers else None,
                 # The agent never reads PULUMI_COMMAND_STDOUT; sending it warns on every stock sshd.
                 add_previous_output_in_env=False,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
+                # On a replaced machine the old step's delete would reach the new
+                # machine (same address): let it run first, where it finds nothing.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on), delete_before_replace=True),
             )
 
         preflight = step("preflight", machine.ready)

@@ -167,24 +167,29 @@ build_local() {
     say "built $bin_dir/$name in $(elapsed "$start")"
 }
 
-# install_exec_script SDK_VERSION: the upstream exec shim from sdk/v3.
+# install_exec_script SDK_VERSION: the upstream Python scripts from sdk/v3,
+# installed next to the pulumi binary (where the engine finds bundled
+# plugins): the language host's exec shim, and the launcher of Python dynamic
+# providers (the fleet's generated SSH keys are one).
 install_exec_script() {
-    if [ -f "$bin_dir/pulumi-language-python-exec" ] &&
+    if [ -f "$bin_dir/pulumi-language-python-exec" ] && [ -f "$bin_dir/pulumi-resource-pulumi-python" ] &&
         [ "$(cat "$bin_dir/.pulumi-language-python-exec.sdk" 2>/dev/null)" = "$1" ]; then
-        say "cached: $bin_dir/pulumi-language-python-exec (sdk/v3 v$1)"
+        say "cached: $bin_dir/pulumi-language-python-exec, pulumi-resource-pulumi-python (sdk/v3 v$1)"
         return
     fi
     sdk_dir=$(module_field "github.com/pulumi/pulumi/sdk/v3@v$1" Dir)
-    script="$sdk_dir/python/cmd/pulumi-language-python-exec"
-    [ -f "$script" ] || {
-        say "pulumi-language-python-exec not found in $sdk_dir"
-        exit 1
-    }
-    cp "$script" "$bin_dir/.pulumi-language-python-exec.tmp"
-    chmod 755 "$bin_dir/.pulumi-language-python-exec.tmp"
-    mv "$bin_dir/.pulumi-language-python-exec.tmp" "$bin_dir/pulumi-language-python-exec"
+    for script in "$sdk_dir/python/cmd/pulumi-language-python-exec" "$sdk_dir/python/dist/pulumi-resource-pulumi-python"; do
+        [ -f "$script" ] || {
+            say "$script not found"
+            exit 1
+        }
+        name=$(basename "$script")
+        cp "$script" "$bin_dir/.$name.tmp"
+        chmod 755 "$bin_dir/.$name.tmp"
+        mv "$bin_dir/.$name.tmp" "$bin_dir/$name"
+    done
     echo "$1" >"$bin_dir/.pulumi-language-python-exec.sdk"
-    say "installed $bin_dir/pulumi-language-python-exec (upstream, sdk/v3 v$1)"
+    say "installed $bin_dir/pulumi-language-python-exec and pulumi-resource-pulumi-python (upstream, sdk/v3 v$1)"
 }
 
 # The provider also goes into $PULUMI_HOME's plugin cache: pulumi-env.sh sets
