@@ -1,5 +1,6 @@
 """The GvisorHost resource graph under Pulumi mocks."""
 
+import dataclasses
 import shlex
 
 import pulumi
@@ -103,3 +104,15 @@ def test_changing_platform_changes_only_runtime_steps():
     after = host_commands(static_machine(SPEC, KEY), GvisorSettings(platform="kvm"))
     changed = {step for step in before if before[step] != after[step]}
     assert changed == {"preflight", "docker", "containerd"}
+
+
+@pulumi.runtime.test
+def test_a_machine_created_anew_gets_every_step_again(mocks):
+    machine = dataclasses.replace(static_machine(SPEC, KEY), instance="vm-generation-2")
+    host = GvisorHost("m1", machine, GvisorSettings())
+
+    def check(_):
+        for r in mocks.of_type("command:remote:Command"):
+            assert "vm-generation-2" in r.inputs.get("triggers", []), r.name
+
+    return host.facts.apply(check)
