@@ -45,8 +45,10 @@ def build(config: pulumi.Config) -> Program:
         raise pulumi.RunError(str(err)) from None
 
     machines: dict[str, tuple[Machine, GvisorHost]] = {}
+    builders = {spec.name for spec in settings.machines if spec.builds_images}
     for machine in build_fleet(settings.machines, private_key):
-        machines[machine.name] = (machine, GvisorHost(machine.name, machine, settings.gvisor))
+        host = GvisorHost(machine.name, machine, settings.gvisor, builds_images=machine.name in builders)
+        machines[machine.name] = (machine, host)
 
     kube = None
     if settings.kubernetes:

@@ -199,6 +199,14 @@ def load_settings(raw: Mapping[str, object], has_private_key: bool) -> Settings:
     problems: list[str] = []
     gvisor = _gvisor(raw, problems)
     machines = parse_machines(raw.get("machines"), has_private_key, problems)
+    if gvisor.default_runtime:
+        for i, spec in enumerate(machines):
+            if spec.builds_images:
+                problems.append(
+                    f"{_key('machines')}[{i}].buildsImages: machine '{spec.name}' builds images; "
+                    f"{_key('defaultRuntime')} true would make runsc its Docker default (BuildKit RUN steps "
+                    "are not sandboxed, Compose DNS breaks); set defaultRuntime to false"
+                )
     kube = parse_kube_settings(raw.get("kubernetes"), gvisor.runtime_name, problems)
     if kube:
         problems.extend(fleet_problems(kube, machines, gvisor.containerd))

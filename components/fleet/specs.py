@@ -9,6 +9,7 @@ arguments so tests can state them.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import platform
@@ -102,6 +103,7 @@ class MachineSpec:
     user: str = "root"
     host_key: str | None = None
     options: BackendOptions | None = None  # the backend's own settings (None for static)
+    builds_images: bool = False  # never gets runsc as Docker's default runtime
 
 
 def local_arch() -> str:
@@ -181,7 +183,7 @@ class _Fields:
                 self.problem(str(field), f"not a setting of {backend} machines; known: {', '.join(sorted(known))}")
 
 
-COMMON = ("name", "backend", "arch", "user")
+COMMON = ("name", "backend", "arch", "user", "buildsImages")
 STATIC_FIELDS = (*COMMON, "address", "port", "hostKey")
 QEMU_FIELDS = (*COMMON, "image", "imageChecksum", "kernel", "initrd", "kernelArgs", "firmware", "cpus", "memory",
                "diskSize", "sshPort", "accel", "bootTimeout")  # fmt: skip
@@ -418,6 +420,8 @@ def parse_machines(
             spec = _aws(f, name)
         else:
             spec = _static(f, name)
+        if spec and f.flag("buildsImages", False):
+            spec = dataclasses.replace(spec, builds_images=True)
         if spec:
             specs.append(spec)
     _check_ports(items, specs, problems)

@@ -63,6 +63,7 @@ class GvisorHost(pulumi.ComponentResource):
 
     facts: pulumi.Output[dict[str, str]]
     checks_passed: pulumi.Output[bool]
+    builds_images: bool
 
     def __init__(
         self,
@@ -70,8 +71,11 @@ class GvisorHost(pulumi.ComponentResource):
         machine: Machine,
         settings: GvisorSettings,
         opts: pulumi.ResourceOptions | None = None,
+        *,
+        builds_images: bool = False,
     ) -> None:
         super().__init__("gvisor-fleet:gvisor:GvisorHost", name, None, opts)
+        self.builds_images = builds_images
         script = agent_script()
         commands = host_commands(machine, settings)
 
@@ -111,4 +115,5 @@ class GvisorHost(pulumi.ComponentResource):
             lambda outs: {k: v for out in outs for k, v in parse_facts(out).items()}
         )
         self.checks_passed = self.facts.apply(checks_passed)
-        self.register_outputs({"facts": self.facts, "checks_passed": self.checks_passed})
+        # The policy pack reads buildsImages (no default runtime on image builders).
+        self.register_outputs({"facts": self.facts, "checks_passed": self.checks_passed, "buildsImages": builds_images})

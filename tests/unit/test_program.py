@@ -89,3 +89,13 @@ def test_kubernetes_without_machines_fails_at_preview(mocks):
     configure(kubernetes={"enabled": True, "cluster": "k3s"})
     with pytest.raises(pulumi.RunError, match="gvisor-fleet:kubernetes"):
         build(pulumi.Config("gvisor-fleet"))
+
+
+def test_image_builders_are_marked_for_the_policy_pack(mocks):
+    machines = [
+        {"name": "ci", "address": "192.0.2.1", "arch": "x86_64", "buildsImages": True},
+        {"name": "web", "address": "192.0.2.2", "arch": "x86_64"},
+    ]
+    configure(machines=machines, sshPrivateKey=KEY)
+    program = build(pulumi.Config("gvisor-fleet"))
+    assert {name: host.builds_images for name, host in program.hosts.items()} == {"ci": True, "web": False}

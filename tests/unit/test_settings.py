@@ -95,3 +95,17 @@ def test_valid_full_config_round_trips():
     assert s.gvisor.sha512 == {"aarch64": "ab" * 64}
     (m,) = s.machines
     assert (m.name, m.user, m.port, m.arch, m.host_key) == ("m1", "admin", 2222, "x86_64", "ssh-ed25519 AAAAC3Nz")
+
+
+def test_default_runtime_is_refused_on_image_builders():
+    builder = {**MACHINE, "buildsImages": True}
+    (found,) = problems({"defaultRuntime": True, "machines": [MACHINE, builder | {"name": "m2"}]})
+    assert found.startswith("gvisor-fleet:machines[1].buildsImages:")
+    assert "defaultRuntime" in found and "'m2'" in found
+    s = load_settings({"machines": [builder]}, has_private_key=True)
+    assert s.machines[0].builds_images is True
+
+
+def test_builds_images_must_be_a_boolean():
+    (found,) = problems({"machines": [{**MACHINE, "buildsImages": "yes"}]})
+    assert found == "gvisor-fleet:machines[0].buildsImages: must be true or false"
