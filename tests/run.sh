@@ -5,7 +5,7 @@
 #   sh tests/run.sh unit host       only these tiers (set-up still runs)
 #   SKIP_SETUP=1 sh tests/run.sh    skip tests/setup.sh
 #
-# Tiers: lint (ruff, formatting, mypy, shellcheck, actionlint), unit (Pulumi mocks, pure
+# Tiers: lint (ruff, formatting, mypy, shellcheck, actionlint, gofmt), unit (Pulumi mocks, pure
 # functions, manifests against the Kubernetes schema), host (the host agent
 # against real runsc, dockerd, containerd in sandboxes), vm (x86_64 and
 # aarch64 QEMU VMs), e2e (the real Pulumi engine: preview, up, no-op, destroy).
@@ -28,10 +28,12 @@ run_tier() {
 }
 
 lint() {
-    ruff check . && ruff format --check . && mypy &&
-        git ls-files -co --exclude-standard '*.sh' tests/host/sandbox/systemctl | xargs shellcheck &&
-        "$(sh tests/toolchain/build-actionlint.sh --print-path)" &&
-        echo "lint: clean"
+    ruff check . && ruff format --check . && mypy || return 1
+    git ls-files -co --exclude-standard '*.sh' tests/host/sandbox/systemctl | xargs shellcheck || return 1
+    "$(sh tests/toolchain/build-actionlint.sh --print-path)" || return 1
+    unformatted=$(gofmt -l tests/toolchain) || return 1
+    [ -z "$unformatted" ] || { echo "not gofmt-formatted: $unformatted"; return 1; }
+    echo "lint: clean"
 }
 
 for tier in $tiers; do
