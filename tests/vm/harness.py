@@ -190,7 +190,16 @@ class Vm:
         ]  # fmt: skip
 
     def ssh(self, command: str, stdin: str = "", timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*self.ssh_argv(), command], input=stdin, capture_output=True, text=True, timeout=timeout)
+        # An emulated guest's sshd can reset a connection before the key
+        # exchange; the command never started then, so trying again is safe.
+        for _ in range(5):
+            out = subprocess.run(
+                [*self.ssh_argv(), command], input=stdin, capture_output=True, text=True, timeout=timeout
+            )
+            if out.returncode != 255 or "kex_exchange_identification" not in out.stderr:
+                return out
+            time.sleep(3)
+        return out
 
     def agent(self, command_line: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         """One host-layer command line (as GvisorHost runs it) with the agent script on stdin."""
