@@ -19,19 +19,8 @@ packages="runsc docker.io containerd runc busybox-static openssh-server openssh-
 # The Go builds need a recent Go; this machine kind ships one in /usr/local/go.
 export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null 2>&1 || packages="$packages golang-go"
-missing=""
-for p in $packages; do
-    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    echo "installing:$missing"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    # shellcheck disable=SC2086 # a list of package names
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
-else
-    echo "all present"
-fi
+# shellcheck disable=SC2086 # a list of package names
+sh tests/toolchain/apt-install.sh $packages
 sh tests/toolchain/install-vm-deps.sh
 
 say "Python virtualenv (.venv)"
