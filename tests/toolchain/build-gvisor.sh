@@ -1,6 +1,8 @@
 #!/bin/sh
 # Builds a current runsc and containerd-shim-runsc-v1 for x86_64 and aarch64 from
-# gVisor's synthetic `go` branch (served by the Go module proxy), for the test suite.
+# gVisor's synthetic `go` branch, for the test suite. The proxy no longer answers the
+# `@go` branch query, so the build pins one of the branch's pseudo-versions it serves
+# (override with GVISOR_GO_VERSION; `go list -m gvisor.dev/gvisor@latest` names the newest).
 # Debian's runsc is from 2022; the tests need a current one too.
 #
 #   sh tests/toolchain/build-gvisor.sh              build (skips what is cached)
@@ -19,24 +21,27 @@ fi
 
 command -v go >/dev/null 2>&1 || { echo "build-gvisor: Go is required (apt-get install golang or use the Go toolchain)" >&2; exit 1; }
 
+pin=${GVISOR_GO_VERSION:-v0.0.0-20260905035102-160fafc42237}
 done_all=true
 for arch in x86_64 aarch64; do
     for bin in runsc containerd-shim-runsc-v1; do
         [ -x "$out/$arch/$bin" ] || done_all=false
     done
 done
-if $done_all && [ -s "$out/VERSION" ]; then
+if $done_all && [ "$(cat "$out/VERSION" 2>/dev/null)" = "$pin" ]; then
     echo "build-gvisor: cached $(cat "$out/VERSION") in $out"
     exit 0
 fi
 
 work="$cache/gvisor-go-module"
+# Binaries of another pin are stale; a build cut short (no VERSION yet) resumes.
+[ ! -s "$out/VERSION" ] || rm -rf "$out"
 mkdir -p "$work" "$out"
 cd "$work"
 [ -f go.mod ] || go mod init gvisor-fleet.test/gvisor-build >/dev/null 2>&1
-echo "build-gvisor: resolving gvisor.dev/gvisor@go from the Go module proxy"
-GOFLAGS=-mod=mod go get gvisor.dev/gvisor/runsc@go gvisor.dev/gvisor/shim@go >/dev/null 2>&1 ||
-    GOFLAGS=-mod=mod go get gvisor.dev/gvisor/runsc@go gvisor.dev/gvisor/shim@go
+echo "build-gvisor: resolving gvisor.dev/gvisor@$pin from the Go module proxy"
+GOFLAGS=-mod=mod go get "gvisor.dev/gvisor@$pin" >/dev/null 2>&1 ||
+    GOFLAGS=-mod=mod go get "gvisor.dev/gvisor@$pin"
 version=$(go list -m -f '{{.Version}}' gvisor.dev/gvisor)
 src=$(go list -m -f '{{.Dir}}' gvisor.dev/gvisor)
 
