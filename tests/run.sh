@@ -5,6 +5,10 @@
 #   sh tests/run.sh unit host       only these tiers (set-up still runs)
 #   SKIP_SETUP=1 sh tests/run.sh    skip tests/setup.sh
 #
+# A skipped test fails its tier unless tests/conftest.py allows that skip in
+# the context GVISOR_FLEET_TEST_CONTEXT names (unset: the full CI machine, where
+# nothing may skip). Each tier's summary line counts passed, failed, skipped.
+#
 # Tiers: lint (ruff, formatting, mypy, shellcheck, actionlint, gofmt), unit (Pulumi mocks, pure
 # functions, manifests against the Kubernetes schema), host (the host agent
 # against real runsc, dockerd, containerd in sandboxes), vm (x86_64 and
@@ -16,15 +20,34 @@ tiers=${*:-lint unit host vm e2e}
 [ -n "${SKIP_SETUP:-}" ] || sh tests/setup.sh
 export PATH="$PWD/.venv/bin:$PATH:/usr/local/go/bin"
 
+# Each pytest session writes its counts here (tests/conftest.py), and fails on
+# a skip that tests/conftest.py does not allow where it runs.
+GVISOR_FLEET_TEST_COUNTS=$(mktemp)
+export GVISOR_FLEET_TEST_COUNTS
+trap 'rm -f "$GVISOR_FLEET_TEST_COUNTS"' EXIT
+
 banner() { printf '\n==================== %s ====================\n' "$*"; }
 failed=""
+summary=""
 run_tier() {
     tier=$1
     shift
     banner "$tier"
     start=$(date +%s)
-    if "$@"; then status=passed; else status=FAILED; failed="$failed $tier"; fi
-    echo "tier $tier: $status in $(($(date +%s) - start)) s"
+    : >"$GVISOR_FLEET_TEST_COUNTS"
+    if "$@"; then
+        status=passed
+    else
+        rc=$?
+        # pytest exits 5 when it collected no test: a tier that tested nothing did not pass.
+        if [ "$rc" = 5 ]; then status="FAILED (no tests collected)"; else status="FAILED (exit $rc)"; fi
+        failed="$failed $tier"
+    fi
+    counts=$(cat "$GVISOR_FLEET_TEST_COUNTS")
+    line="tier $tier: $status in $(($(date +%s) - start)) s${counts:+: $counts}"
+    echo "$line"
+    summary="$summary$line
+"
 }
 
 lint() {
@@ -48,6 +71,7 @@ for tier in $tiers; do
 done
 
 banner "summary"
+printf '%s' "$summary"
 if [ -n "$failed" ]; then
     echo "failed tiers:$failed"
     exit 1

@@ -1,11 +1,8 @@
-import pulumi
 import pytest
 
-from tests.unit.mocks import RecordingMocks
+from tests.unit.mocks import RecordingMocks, use
 
 
 @pytest.fixture
 def mocks() -> RecordingMocks:
-    m = RecordingMocks()
-    pulumi.runtime.set_mocks(m, project="gvisor-fleet", stack="unit", preview=False)
-    return m
+    return use(RecordingMocks())

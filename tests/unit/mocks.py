@@ -1,8 +1,11 @@
-"""Pulumi mocks: record every resource, answer commands with canned agent facts."""
+"""Pulumi mocks: record every resource and what it depends on, answer commands with agent facts."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pulumi
+from pulumi.runtime.mocks import MockMonitor
 
 # What the agent prints on a healthy x86_64 host, per subcommand.
 AGENT_OUTPUT = {
@@ -18,15 +21,21 @@ AGENT_OUTPUT = {
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self) -> None:
+    """`stdout` overrides AGENT_OUTPUT per resource name (e.g. {"m1-verify": "runsc_ok=false\\n"})."""
+
+    def __init__(self, stdout: Mapping[str, str] | None = None) -> None:
         self.resources: list[pulumi.runtime.MockResourceArgs] = []
+        self.stdout = dict(stdout or {})
+        # Resource name -> names of the resources the engine must finish first
+        # (explicit depends_on and the resources whose outputs feed its inputs).
+        self.depends_on: dict[str, set[str]] = {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.resources.append(args)
         outputs = dict(args.inputs)
         if args.typ == "command:remote:Command":
             sub = args.inputs["create"].split(" -- ", 1)[1].split(" ", 1)[0]
-            outputs["stdout"] = AGENT_OUTPUT.get(sub, "")
+            outputs["stdout"] = self.stdout.get(args.name, AGENT_OUTPUT.get(sub, ""))
         return [f"{args.name}-id", outputs]
 
     def call(self, args: pulumi.runtime.MockCallArgs):
@@ -34,3 +43,20 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def of_type(self, typ: str) -> list[pulumi.runtime.MockResourceArgs]:
         return [r for r in self.resources if r.typ == typ]
+
+
+class RecordingMonitor(MockMonitor):
+    """The mock monitor, also keeping each registration's dependencies (MockResourceArgs has none)."""
+
+    mocks: RecordingMocks
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        self.mocks.depends_on[request.name] = {urn.rsplit("::", 1)[-1] for urn in request.dependencies}
+        return response
+
+
+def use(mocks: RecordingMocks, stack: str = "unit") -> RecordingMocks:
+    """Routes every resource the program declares from now on to `mocks`."""
+    pulumi.runtime.set_mocks(mocks, project="gvisor-fleet", stack=stack, preview=False, monitor=RecordingMonitor(mocks))
+    return mocks

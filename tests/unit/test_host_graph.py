@@ -38,6 +38,41 @@ def test_steps_are_children_with_delete_paths(mocks):
     return host.facts.apply(check)
 
 
+def run_order(depends_on: dict[str, set[str]], steps: list[str]) -> list[set[str]]:
+    """The steps in the waves the engine can run them: each wave needs only earlier ones."""
+    waves: list[set[str]] = []
+    done: set[str] = set()
+    while len(done) < len(steps):
+        wave = {s for s in steps if s not in done and depends_on[s] & set(steps) <= done}
+        assert wave, f"a dependency cycle among {set(steps) - done}"
+        waves.append(wave)
+        done |= wave
+    return waves
+
+
+@pytest.mark.parametrize(
+    ("settings", "order"),
+    [
+        (GvisorSettings(), [{"preflight"}, {"install"}, {"docker", "containerd"}, {"verify"}]),
+        (GvisorSettings(docker="off"), [{"preflight"}, {"install"}, {"containerd"}, {"verify"}]),
+        (GvisorSettings(containerd="off"), [{"preflight"}, {"install"}, {"docker"}, {"verify"}]),
+    ],
+    ids=["both-engines", "docker-off", "containerd-off"],
+)
+@pulumi.runtime.test
+def test_steps_run_preflight_install_engines_verify(mocks, settings, order):
+    host = GvisorHost("m1", static_machine(SPEC, KEY), settings)
+
+    def check(_):
+        steps = [r.name for r in mocks.of_type("command:remote:Command")]
+        assert run_order(mocks.depends_on, steps) == [{f"m1-{s}" for s in wave} for wave in order]
+        # verify waits for every step that changed what it checks, not only the last one.
+        configured = {f"m1-{s}" for wave in order[1:-1] for s in wave}
+        assert configured <= mocks.depends_on["m1-verify"]
+
+    return host.facts.apply(check)
+
+
 @pulumi.runtime.test
 def test_facts_and_checks_come_from_agent_output(mocks):
     host = GvisorHost("m1", static_machine(SPEC, KEY), GvisorSettings())

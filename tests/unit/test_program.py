@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import runpy
+from pathlib import Path
 
 import pulumi
 import pytest
 from pulumi.runtime.config import set_all_config
+from pulumi.runtime.settings import get_root_resource
 
 from components.fleet.keys import generate_ed25519
 from components.program import build
+from tests.unit.mocks import AGENT_OUTPUT, RecordingMocks, use
 
 KEY = generate_ed25519("test").private_key
+MAIN = Path(__file__).parents[2] / "__main__.py"
 
 
 def configure(**values: object) -> None:
@@ -42,6 +47,37 @@ def test_every_machine_gets_a_verified_gvisor_host(mocks):
             assert KEY not in json.dumps(r.inputs.get("create")), r.name
 
     return pulumi.Output.all(outputs["machines"], outputs["allChecksPassed"]).apply(check)
+
+
+@pytest.mark.parametrize(
+    ("verify", "passed"),
+    [
+        (AGENT_OUTPUT["verify"], True),
+        (AGENT_OUTPUT["verify"].replace("containerd_ok=true", "containerd_ok=false"), False),
+        (AGENT_OUTPUT["verify"].replace("runsc_ok=true", "runsc_ok=false"), False),
+        ("", False),  # verify printed nothing: no evidence is not a pass
+    ],
+    ids=["verified", "containerd-not-sandboxed", "runsc-failed", "no-output"],
+)
+@pulumi.runtime.test
+def test_one_failing_verify_turns_the_exported_all_checks_passed_false(verify, passed):
+    """__main__.py as `pulumi up` runs it: the stack output, not only checks_passed()."""
+    mocks = use(RecordingMocks(stdout={"arm-verify": verify}))
+    machines = [
+        {"name": "amd", "address": "192.0.2.1", "arch": "x86_64"},
+        {"name": "arm", "address": "192.0.2.2", "arch": "aarch64"},
+    ]
+    configure(machines=machines, sshPrivateKey=KEY)
+    runpy.run_path(str(MAIN), run_name="__main__")
+    exported = get_root_resource().outputs  # type: ignore[union-attr]
+
+    def check(args):
+        all_ok, facts = args
+        assert all_ok is passed
+        assert facts["amd"]["runsc_ok"] == "true", "the other machine's facts stay its own"
+        assert {r.name for r in mocks.of_type("command:remote:Command")} >= {"amd-verify", "arm-verify"}
+
+    return pulumi.Output.all(exported["allChecksPassed"], exported["machines"]).apply(check)
 
 
 def test_bad_config_stops_the_program_with_every_key_named(mocks):

@@ -251,10 +251,6 @@ runtime_loaded() {
         "$BIN_DIR/k3s" crictl info 2>/dev/null | grep -q "\"$runtime\""
 }
 
-cmd_template_plan() {
-    template_plan
-}
-
 cmd_runtime_configure() {
     runtime=$1 shim=$2 runsc_toml_b64=$3 runsc_toml=$4
     role=$(installed_role)
@@ -365,7 +361,7 @@ cmd_wait_nodes() {
 }
 
 usage() {
-    die "usage: sh -s -- install|uninstall|template-plan|runtime-configure|runtime-restore|token|kubeconfig|wait-nodes ARGS"
+    die "usage: sh -s -- install|uninstall|runtime-configure|runtime-restore|token|kubeconfig|wait-nodes ARGS"
 }
 
 [ $# -ge 1 ] || usage
@@ -374,7 +370,6 @@ shift
 case $sub in
     install) cmd_install "$@" ;;
     uninstall) cmd_uninstall "$@" ;;
-    template-plan) cmd_template_plan "$@" ;;
     runtime-configure) cmd_runtime_configure "$@" ;;
     runtime-restore) cmd_runtime_restore "$@" ;;
     token) cmd_token "$@" ;;
