@@ -44,9 +44,9 @@ from tests.host.sandbox import Sandbox
 REPO = Path(__file__).parents[2]
 WORKFLOW = REPO / ".github" / "workflows" / "main.yml"
 RUNNER_UID = 1001  # the `runner` user of GitHub's hosted runners, who owns the checkout
-# The runner's container layout: workspace, temp directory, HOME (`/__w`, `/github/home`).
-# /media stands in for the container root: empty here, and every mount below stays
-# inside the sandbox's own mount namespace.
+# The runner's container layout: workspace, temp directory, HOME (`/__w`, `/github/home`),
+# under /media, which the sandbox covers with a tmpfs of its own (its mounts stay in
+# its own mount namespace; the machine's /media is left as it is).
 ROOT = "/media/runner"
 WORKSPACE = f"{ROOT}/__w/gvisor-fleet/gvisor-fleet"
 RUNNER_TEMP = f"{ROOT}/__w/_temp"
@@ -203,7 +203,8 @@ def runner(tmp_path: Path) -> Iterator[tuple[Sandbox, dict[str, Any]]]:
     tmp_source.chmod(0o755)
     sandbox = Sandbox(tmp_path / "host")
     try:
-        sandbox.sh(f"mkdir -p {ROOT} && mount --bind {layout} {ROOT}")
+        # A tmpfs first: / is the machine's own file system, even in the sandbox.
+        sandbox.sh(f"mount -t tmpfs tmpfs {Path(ROOT).parent} && mkdir {ROOT} && mount --bind {layout} {ROOT}")
         sandbox.sh(_APT_STANDIN.format(repo=APT_REPO, packages=" ".join(apt_packages(job))))
         # Last: the test's own files under the machine's /tmp disappear behind it.
         sandbox.sh(f"mount --bind {tmp_source} /tmp")
