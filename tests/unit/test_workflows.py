@@ -262,3 +262,19 @@ def test_the_failure_comment_step_runs_only_after_a_failed_preview() -> None:
     after = steps[steps.index(preview) + 1 :]
     assert [s["if"] for s in after] == ["failure() && steps.preview.outcome == 'failure'"]
     assert "sh .github/preview-comment.sh" in after[0]["run"]
+
+
+def test_the_rerun_of_a_failed_preview_uses_flags_the_engine_has() -> None:
+    """The re-run's `pulumi preview` flags, against the project's own engine's `--help`."""
+    from tests.unit.test_policy_engine import engine_env
+
+    env = engine_env()
+    if env is None:
+        pytest.skip("the Pulumi engine is not built (sh tests/toolchain/build-pulumi.sh)")
+    steps = load(REPO / ".github" / "workflows" / "pull-request.yml")["jobs"]["preview"]["steps"]
+    (script,) = [s["run"] for s in steps if "pulumi preview" in s.get("run", "")]
+    command = script[script.index("pulumi preview") : script.index(">")]
+    flags = re.findall(r"(?<!\S)(--[a-z][a-z-]*)", command)
+    assert {"--stack", "--policy-pack", "--policy-pack-config"} <= set(flags)
+    usage = subprocess.run(["pulumi", "preview", "--help"], env=env, capture_output=True, text=True, timeout=60).stdout
+    assert [flag for flag in flags if not re.search(rf"{flag}\b", usage)] == []
