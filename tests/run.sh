@@ -51,8 +51,16 @@ run_tier() {
 }
 
 lint() {
+    # Listed first and checked: git refuses a checkout another user owns
+    # ("dubious ownership"), and shellcheck given no files fails with only its usage.
+    scripts=$(git ls-files -co --exclude-standard '*.sh' tests/host/sandbox/systemctl) || scripts=""
+    if [ -z "$scripts" ]; then
+        echo "lint: 'git ls-files' listed no shell scripts in $PWD (git's message, if any, is above)."
+        echo "lint: a checkout owned by another user needs: git config --global --add safe.directory \"$PWD\""
+        return 1
+    fi
     ruff check . && ruff format --check . && mypy || return 1
-    git ls-files -co --exclude-standard '*.sh' tests/host/sandbox/systemctl | xargs shellcheck || return 1
+    echo "$scripts" | xargs shellcheck || return 1
     "$(sh tests/toolchain/build-actionlint.sh --print-path)" || return 1
     unformatted=$(gofmt -l tests/toolchain) || return 1
     [ -z "$unformatted" ] || { echo "not gofmt-formatted: $unformatted"; return 1; }
