@@ -77,15 +77,25 @@ fetch() {
     fi
 }
 
+# How this host restarts services: systemd, or an init with `service`.
+service_manager() {
+    if [ -d /run/systemd/system ] && have systemctl; then
+        echo systemd
+    elif have service; then
+        echo service
+    else
+        return 1
+    fi
+}
+
 service_restart() {
     svc=$1
-    if [ -d /run/systemd/system ] && have systemctl; then
-        systemctl restart "$svc"
-    elif have service; then
-        service "$svc" restart
-    else
-        die "cannot restart $svc: no systemd and no 'service' command on this host"
-    fi
+    case $(service_manager) in
+        systemd) systemctl restart "$svc" ;;
+        service) service "$svc" restart ;;
+        # Fail, not exit: the caller still has its previous config to put back.
+        *) log "cannot restart $svc: no systemd and no 'service' command on this host" && return 1 ;;
+    esac
 }
 
 # Waits (bounded) until a probe command succeeds.
@@ -119,8 +129,10 @@ cgroup_version() {
     fi
 }
 
+# Permission bits are not enough: a device cgroup (containers) or a nodev
+# mount refuses the read-write open runsc's KVM platform needs; try it.
 kvm_usable() {
-    [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] && echo yes || echo no
+    [ -c /dev/kvm ] && (: <>/dev/kvm) 2>/dev/null && echo yes || echo no
 }
 
 containerd_version() {
@@ -171,6 +183,10 @@ cmd_preflight() {
     fi
     if [ "$containerd_mode" = required ] && [ -z "$cv" ]; then
         die "containerd is required (gvisor-fleet:containerd=required) but it is not installed"
+    fi
+    if { [ "$docker_mode" != off ] && [ -n "$dv" ]; } || { [ "$containerd_mode" != off ] && [ -n "$cv" ]; }; then
+        service_manager >/dev/null ||
+            die "this host has neither systemd nor a 'service' command, so Docker and containerd cannot be restarted with gVisor; install one, or set gvisor-fleet:docker and gvisor-fleet:containerd to off"
     fi
     for tool in sha512sum tar mktemp; do
         have "$tool" || die "'$tool' is missing on this host; install coreutils/tar"
