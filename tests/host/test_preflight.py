@@ -10,6 +10,7 @@ agent may write, and the daemons' pid files show none was restarted).
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def user_host(host: Sandbox) -> Sandbox:
 
 def test_non_root_user_without_passwordless_sudo_is_refused_by_sudo(user_host: Sandbox):
     """machine.user != root makes the component prefix `sudo -n`; sudo refuses instead of prompting."""
+    assert shutil.which("sudo"), "this test needs sudo installed (sh tests/setup.sh installs it)"
     snapshot = HostSnapshot(user_host)
     result = as_user(user_host, agent_command("preflight", "x86_64", "systrap", "auto", "auto", sudo=True))
     assert "sudo: a password is required" in refusal(result)
