@@ -66,12 +66,17 @@ def test_wget_download_failures_are_caught(
     assert host.read("/var/lib/gvisor-fleet/install.state") is None
 
 
-def test_without_curl_or_wget_preflight_refuses(host: Sandbox, tmp_path: Path):
+def test_without_curl_or_wget_preflight_refuses(host: Sandbox, releases: Releases, tmp_path: Path):
     remove_command(host, tmp_path / "absent", "curl")
     remove_command(host, tmp_path / "absent", "wget")
     snapshot = HostSnapshot(host)
     assert "neither curl nor wget is installed; install one of them" in refusal(preflight(host))
     snapshot.assert_unchanged()
+    # The install step says the same on its own, rather than failing silently.
+    assert "neither curl nor wget is installed" in refusal(
+        host.agent("install", MIRROR_URL, releases.current, PREFIX, "-")
+    )
+    assert host.read("/var/lib/gvisor-fleet/install.state") is None
 
 
 # --- services without systemd ------------------------------------------------

@@ -200,6 +200,8 @@ cmd_preflight() {
 # "archive" (gvisor.tar.bz2, releases since 2026-08) or "loose" (older).
 detect_layout() {
     url=$1 dir=$2
+    # The probes below hide fetch's errors; without a downloader say so here.
+    have curl || have wget || die "neither curl nor wget is installed; install one of them to download gVisor"
     if fetch "$url/gvisor.tar.bz2.sha512" "$dir/gvisor.tar.bz2.sha512" 2>/dev/null; then
         echo archive
     elif fetch "$url/runsc.sha512" "$dir/runsc.sha512" 2>/dev/null; then
