@@ -15,7 +15,7 @@ say() { printf '\n== setup: %s\n' "$*"; }
 
 say "Debian packages"
 packages="runsc docker.io containerd runc busybox-static openssh-server openssh-client socat
-    shellcheck curl ca-certificates bzip2 iproute2 util-linux python3-venv gpg dpkg-dev"
+    shellcheck curl wget sudo ca-certificates bzip2 iproute2 util-linux python3-venv gpg dpkg-dev"
 # The Go builds need a recent Go; this machine kind ships one in /usr/local/go.
 export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null 2>&1 || packages="$packages golang-go"

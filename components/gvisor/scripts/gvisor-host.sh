@@ -77,15 +77,25 @@ fetch() {
     fi
 }
 
+# How this host restarts services: systemd, or an init with `service`.
+service_manager() {
+    if [ -d /run/systemd/system ] && have systemctl; then
+        echo systemd
+    elif have service; then
+        echo service
+    else
+        return 1
+    fi
+}
+
 service_restart() {
     svc=$1
-    if [ -d /run/systemd/system ] && have systemctl; then
-        systemctl restart "$svc"
-    elif have service; then
-        service "$svc" restart
-    else
-        die "cannot restart $svc: no systemd and no 'service' command on this host"
-    fi
+    case $(service_manager) in
+        systemd) systemctl restart "$svc" ;;
+        service) service "$svc" restart ;;
+        # Fail, not exit: the caller still has its previous config to put back.
+        *) log "cannot restart $svc: no systemd and no 'service' command on this host" && return 1 ;;
+    esac
 }
 
 # Waits (bounded) until a probe command succeeds.
@@ -119,8 +129,10 @@ cgroup_version() {
     fi
 }
 
+# Permission bits are not enough: a device cgroup (containers) or a nodev
+# mount refuses the read-write open runsc's KVM platform needs; try it.
 kvm_usable() {
-    [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] && echo yes || echo no
+    [ -c /dev/kvm ] && (: <>/dev/kvm) 2>/dev/null && echo yes || echo no
 }
 
 containerd_version() {
@@ -172,6 +184,10 @@ cmd_preflight() {
     if [ "$containerd_mode" = required ] && [ -z "$cv" ]; then
         die "containerd is required (gvisor-fleet:containerd=required) but it is not installed"
     fi
+    if { [ "$docker_mode" != off ] && [ -n "$dv" ]; } || { [ "$containerd_mode" != off ] && [ -n "$cv" ]; }; then
+        service_manager >/dev/null ||
+            die "this host has neither systemd nor a 'service' command, so Docker and containerd cannot be restarted with gVisor; install one, or set gvisor-fleet:docker and gvisor-fleet:containerd to off"
+    fi
     for tool in sha512sum tar mktemp; do
         have "$tool" || die "'$tool' is missing on this host; install coreutils/tar"
     done
@@ -184,6 +200,8 @@ cmd_preflight() {
 # "archive" (gvisor.tar.bz2, releases since 2026-08) or "loose" (older).
 detect_layout() {
     url=$1 dir=$2
+    # The probes below hide fetch's errors; without a downloader say so here.
+    have curl || have wget || die "neither curl nor wget is installed; install one of them to download gVisor"
     if fetch "$url/gvisor.tar.bz2.sha512" "$dir/gvisor.tar.bz2.sha512" 2>/dev/null; then
         echo archive
     elif fetch "$url/runsc.sha512" "$dir/runsc.sha512" 2>/dev/null; then
