@@ -510,3 +510,32 @@ def test_a_broken_config_is_refused_with_containerds_reason_and_the_real_path(ho
     assert "/etc/containerd/config.toml" in err and "toml" in err.lower()
     assert "/var/lib/gvisor-fleet" not in err and "goroutine" not in err
     assert host.read("/etc/containerd/config.toml") == broken.encode()
+
+
+def test_containerd_on_its_configured_grpc_address(host: Sandbox, releases: Releases):
+    address = "/run/containerd-alt/containerd.sock"
+    config = CUSTOM_CONTAINERD + f'\n[grpc]\n  address = "{address}"\n'
+    host.write("/etc/containerd/config.toml", config)
+    host.sh("systemctl restart containerd")
+    ok(install(host, releases.current))
+    start = time.monotonic()
+    assert ok(configure_containerd(host))["containerd"] == "configured"
+    assert time.monotonic() - start < 60, "a working config was waited on as if containerd were down"
+    assert ok(configure_containerd(host))["containerd"] == "unchanged"
+    assert "cri" in host.sh(f"ctr --address {address} plugins ls | awk '$4 == \"ok\" {{print $2}}'").split()
+    ok(host.agent("containerd-restore", RUNSC_TOML))
+    assert host.read("/etc/containerd/config.toml") == config.encode()
+    host.sh(f"ctr --address {address} version >/dev/null")
+
+
+@pytest.mark.parametrize(
+    ("daemon_json", "message"),
+    [('{"runtimes": []}\n', '"runtimes" must be an object'), ("{bad\n", "invalid character")],
+    ids=["runtimes-not-an-object", "not-json"],
+)
+def test_a_malformed_daemon_json_gets_a_sentence(host: Sandbox, releases: Releases, daemon_json: str, message: str):
+    host.write("/etc/docker/daemon.json", daemon_json)
+    ok(install(host, releases.current))
+    err = failed(host.agent("docker-configure", "runsc", "false", PREFIX, "--platform=systrap"))
+    assert message in err and "goroutine" not in err and "nothing was changed" in err
+    assert host.read("/etc/docker/daemon.json") == daemon_json.encode()

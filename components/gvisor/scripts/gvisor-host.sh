@@ -286,10 +286,10 @@ service_restart() {
     fi
 }
 
-# The engine's own last words, where the init system keeps them.
+# The engine's own reason for not starting, where the init system keeps its log.
 engine_reason() {
     have journalctl || return 0
-    _reason=$(journalctl -u "$1" -n 3 --no-pager -o cat 2>/dev/null | tr '\n' ' ')
+    _reason=$(journalctl -u "$1" -n 30 --no-pager -o cat 2>/dev/null | grep -iE 'fatal|error|failed' | tail -n 1)
     [ -z "$_reason" ] || printf ': %s' "$_reason"
 }
 
@@ -583,8 +583,13 @@ cmd_docker_configure() {
     tmp=$RUN_TMP
     [ -f "$DAEMON_JSON" ] && cp -p "$DAEMON_JSON" "$tmp/daemon.json"
     # runsc merges runtimes.<name> and keeps every other key (it rejects bad JSON).
-    "$prefix/runsc" install --config_file "$tmp/daemon.json" --runtime "$runtime" --clobber -- "$@" >/dev/null 2>"$tmp/err" ||
-        die "cannot update $DAEMON_JSON: $(cat "$tmp/err")"
+    if ! "$prefix/runsc" install --config_file "$tmp/daemon.json" --runtime "$runtime" --clobber -- "$@" >/dev/null 2>"$tmp/err" ||
+        grep -q '^panic:' "$tmp/err"; then
+        # runsc panics (and exits 0) when "runtimes" is not a JSON object.
+        grep -q '^panic: interface conversion' "$tmp/err" &&
+            die "$DAEMON_JSON: \"runtimes\" must be an object of runtime definitions, e.g. {\"runc\": {\"path\": \"runc\"}}; fix it, nothing was changed"
+        die "cannot update $DAEMON_JSON: $(first_reason "$tmp/err"); nothing was changed"
+    fi
     [ "$default_runtime" = true ] && set_default_runtime "$tmp/daemon.json" "$runtime"
 
     if [ -f "$DAEMON_JSON" ] && cmp -s "$tmp/daemon.json" "$DAEMON_JSON" && docker_runtime_registered "$runtime"; then
@@ -612,7 +617,7 @@ cmd_docker_configure() {
     # put back this file over one its owner has fixed since.
     if same_as_backup "$DAEMON_JSON"; then forget "$DAEMON_JSON"; fi
     service_restart docker || true
-    die "Docker failed to start with runtime $runtime; previous $DAEMON_JSON restored"
+    die "Docker failed to start with runtime $runtime$(engine_reason docker); previous $DAEMON_JSON restored"
 }
 
 docker_up() { timeout 10 docker info >/dev/null 2>&1; }
@@ -762,6 +767,29 @@ cri_status() {
     timeout 10 ctr --connect-timeout 2s plugins ls 2>/dev/null | awk '$2 == "cri" { print $4 }'
 }
 
+# containerd listens where its config says ([grpc] address), which is not
+# always the default socket; ctr follows CONTAINERD_ADDRESS.
+grpc_address() {
+    sed -n "/^\[grpc\]/,/^\[/s/^ *address = [\"']\([^\"']*\)[\"'].*/\1/p" "$1" | head -n 1
+}
+
+use_grpc_address() {
+    _address=$(grpc_address "$1")
+    if [ -n "$_address" ]; then
+        CONTAINERD_ADDRESS=$_address
+        export CONTAINERD_ADDRESS
+    fi
+}
+
+# The address of the config on disk (restore and verify steps).
+use_configured_address() {
+    [ -f "$CONTAINERD_CONFIG" ] && have containerd || return 0
+    mkdir -p "$SCRATCH"
+    _dump=$(mktemp "$SCRATCH/dump.XXXXXX")
+    if containerd --config "$CONTAINERD_CONFIG" config dump > "$_dump" 2>/dev/null; then use_grpc_address "$_dump"; fi
+    rm -f "$_dump"
+}
+
 # ctr waits for a socket that may never answer; bound each probe.
 containerd_serving() { timeout 10 ctr --connect-timeout 2s version >/dev/null 2>&1; }
 
@@ -841,6 +869,7 @@ cmd_containerd_configure() {
     # runtime must survive imports (on 1.x an imported CRI table replaces ours).
     dump_candidate "$tmp/config.toml" "$tmp/dump.toml" "$tmp/err" ||
         die "containerd rejects the merged $CONTAINERD_CONFIG: $(first_reason "$tmp/err"); nothing was changed"
+    use_grpc_address "$tmp/dump.toml"
     grep -Eq "ConfigPath = [\"']${runsc_toml}[\"']" "$tmp/dump.toml" ||
         die "after merging, containerd's effective config has no runtime '$runtime': an imported file (imports = [...]) probably redefines the CRI plugin table and replaces it; move the CRI settings into $CONTAINERD_CONFIG. Nothing was changed"
     default_rt=$(default_runtime "$tmp/dump.toml")
@@ -879,7 +908,7 @@ cmd_containerd_configure() {
         if same_as_backup "$f"; then forget "$f"; fi
     done
     if service_restart containerd; then wait_for containerd 30 containerd_serving || true; fi
-    die "containerd failed to start with runtime $runtime; previous configuration restored"
+    die "containerd failed to start with runtime $runtime$(engine_reason containerd); previous configuration restored"
 }
 
 cmd_containerd_restore() {
@@ -887,6 +916,7 @@ cmd_containerd_restore() {
     begin_step
     drop_leftovers "$CONTAINERD_CONFIG" "$runsc_toml"
     has_backup "$CONTAINERD_CONFIG" || has_backup "$runsc_toml" || { fact containerd untouched; return 0; }
+    use_configured_address
     # As for Docker: a running containerd must come back with the restored file.
     note_running "$CONTAINERD_CONFIG" containerd_serving
     if ours_or_original "$CONTAINERD_CONFIG"; then
@@ -950,6 +980,7 @@ cmd_verify() {
     begin_step
     make_scratch
     tmp=$RUN_TMP
+    use_configured_address
     failed=""
     # runsc itself, no container engine or image needed: the host's own
     # file system, read-only, inside a sandbox.
