@@ -539,3 +539,16 @@ def test_a_malformed_daemon_json_gets_a_sentence(host: Sandbox, releases: Releas
     err = failed(host.agent("docker-configure", "runsc", "false", PREFIX, "--platform=systrap"))
     assert message in err and "goroutine" not in err and "nothing was changed" in err
     assert host.read("/etc/docker/daemon.json") == daemon_json.encode()
+
+
+def test_a_full_disk_is_named_and_the_step_leaves_nothing(host: Sandbox, releases: Releases):
+    ok(install(host, releases.current))
+    host.sh(
+        "mount -t tmpfs -o size=64k tmpfs /etc/docker && printf '{}\\n' > /etc/docker/daemon.json"
+        " && { dd if=/dev/zero of=/etc/docker/filler bs=4k 2>/dev/null || true; }"
+    )
+    err = failed(host.agent("docker-configure", "runsc", "false", PREFIX, "--platform=systrap"))
+    assert "cannot write /etc/docker/daemon.json: the file system holding it is full" in err
+    assert host.read("/etc/docker/daemon.json") == b"{}\n"
+    assert host.sh("ls -A /etc/docker").split() == ["daemon.json", "filler"]
+    assert host.sh("test -e /var/lib/gvisor-fleet/backup/etc && echo kept || true").strip() == ""

@@ -56,6 +56,8 @@ backup_once() {
 # of NEW are on disk. Whatever point a step is killed at, destroy can then
 # tell "ours or the original" (restore byte for byte) from "edited since".
 journal_intent() {
+    # Journaled by this run: a failed run that leaves FILE as it was forgets it (finish_step).
+    has_backup "$1" || NEW_JOURNAL="${NEW_JOURNAL:-} $1"
     backup_once "$1"
     _journal_hash=$(sha512_of "$2")
     grep -qx "$_journal_hash" "$BACKUP_DIR$1.written" 2>/dev/null ||
@@ -124,11 +126,21 @@ replace_file() {
     src=$1 dst=$2
     [ ! -L "$dst" ] || dst=$(readlink -f "$dst")
     mkdir -p "$(dirname "$dst")"
-    cp "$src" "$dst.gvisor-fleet.tmp"
+    cp "$src" "$dst.gvisor-fleet.tmp" 2>/dev/null || write_failed "$dst"
     if [ -e "$dst" ]; then
         chmod --reference="$dst" "$dst.gvisor-fleet.tmp" 2>/dev/null || true
     fi
     mv -f "$dst.gvisor-fleet.tmp" "$dst"
+}
+
+# A write that failed: say plainly when the file system is full.
+write_failed() {
+    rm -f "$1.gvisor-fleet.tmp"
+    _free=$(df -Pk "$(dirname "$1")" 2>/dev/null | awk 'NR == 2 { print $4 }')
+    if [ -n "$_free" ] && [ "$_free" -lt 1024 ]; then
+        die "cannot write $1: the file system holding it is full (${_free} KiB free); free some space and run again"
+    fi
+    die "cannot write $1"
 }
 
 drop_leftovers() {
@@ -214,7 +226,14 @@ still_running() {
 
 # Runs on every exit of a step that changes the host (also on TERM/INT/HUP).
 finish_step() {
+    _step_rc=$?
     [ -n "${LOCKED:-}" ] || return 0 # another step runs: its files are not ours to tidy
+    if [ "$_step_rc" != 0 ]; then
+        # A step that failed and changed nothing leaves no journal behind.
+        for _f in ${NEW_JOURNAL:-}; do
+            if same_as_backup "$_f"; then forget "$_f"; fi
+        done
+    fi
     [ -z "${RUN_TMP:-}" ] || rm -rf "$RUN_TMP"
     tidy_state
     release_lock
