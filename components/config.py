@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pulumi
+from pulumi.runtime.config import CONFIG, get_config_env
 
-from components.settings import OBJECT_KEYS, SCALAR_KEYS
+from components.settings import KNOWN_KEYS, OBJECT_KEYS, SCALAR_KEYS
 
 
 def read_raw_config(config: pulumi.Config) -> dict[str, object]:
@@ -28,4 +29,10 @@ def read_raw_config(config: pulumi.Config) -> dict[str, object]:
             raw[key] = json.loads(text)
         except json.JSONDecodeError:
             raw[key] = text
+    # Keys the program does not read are passed on without their values, so
+    # `load_settings` can name them (a typo of `release` would otherwise be ignored).
+    prefix = f"{config.name}:"
+    for full in {*CONFIG.get(), *get_config_env()}:
+        if full.startswith(prefix) and full[len(prefix) :] not in KNOWN_KEYS:
+            raw[full[len(prefix) :]] = None
     return raw

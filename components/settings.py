@@ -9,6 +9,7 @@ before anything touches a host.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ DEFAULT_VERIFY_IMAGE = "docker.io/library/busybox:1.37"
 _RELEASE = re.compile(r"^(latest|\d{8}(\.\d+)?)$")
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _HEX512 = re.compile(r"^[0-9a-f]{128}$")
+# Paths travel on the agent's command line and into TOML and JSON files.
+_UNSAFE_PATH = re.compile(r"[\s'\"`\\$]")
+STEP_TIMEOUT_RANGE = (60, 86400)
 
 Mode = Literal["auto", "required", "off"]
 
@@ -57,6 +61,7 @@ class GvisorSettings:
     runtime_name: str = "runsc"
     runsc_config_path: str = "/etc/containerd/runsc.toml"
     verify_image: str = DEFAULT_VERIFY_IMAGE
+    step_timeout: int = 900
 
 
 @dataclass(frozen=True)
@@ -107,8 +112,7 @@ def _gvisor(raw: Mapping[str, object], problems: list[str]) -> GvisorSettings:
             f"{DEFAULT_BASE_URL}/<release>/<arch>/"
         )
     install_dir = text("installDir", d.install_dir)
-    if not install_dir.startswith("/"):
-        problems.append(f"{_key('installDir')}: '{install_dir}' must be an absolute path")
+    problems.extend(_path_problems("installDir", install_dir))
 
     sha512_raw = raw.get("sha512") or {}
     sha512: dict[str, str] = {}
@@ -166,8 +170,8 @@ def _gvisor(raw: Mapping[str, object], problems: list[str]) -> GvisorSettings:
             "(it names the containerd runtime table and the RuntimeClass handler)"
         )
     runsc_config_path = text("runscConfigPath", d.runsc_config_path)
-    if not runsc_config_path.startswith("/"):
-        problems.append(f"{_key('runscConfigPath')}: '{runsc_config_path}' must be an absolute path")
+    problems.extend(_path_problems("runscConfigPath", runsc_config_path))
+    step_timeout = _seconds("stepTimeout", raw.get("stepTimeout"), d.step_timeout, problems)
 
     return GvisorSettings(
         release=release,
@@ -184,19 +188,55 @@ def _gvisor(raw: Mapping[str, object], problems: list[str]) -> GvisorSettings:
         runtime_name=runtime_name,
         runsc_config_path=runsc_config_path,
         verify_image=text("verifyImage", d.verify_image),
+        step_timeout=step_timeout,
     )
+
+
+def _path_problems(name: str, path: str) -> list[str]:
+    if not path.startswith("/"):
+        return [f"{_key(name)}: '{path}' must be an absolute path"]
+    if path.rstrip("/") == "":
+        return [f"{_key(name)}: '/' alone is not allowed; name a folder or file below it"]
+    if _UNSAFE_PATH.search(path):
+        return [f"{_key(name)}: '{path}' holds a space, quote, backslash or '$'; use a plain path"]
+    return []
+
+
+def _seconds(name: str, value: object, default: int, problems: list[str]) -> int:
+    if value is None:
+        return default
+    low, high = STEP_TIMEOUT_RANGE
+    number = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, str) and value.strip().isdigit():
+        number = int(value)
+    if number is None or not low <= number <= high:
+        problems.append(f"{_key(name)}: '{value}' must be a whole number of seconds from {low} to {high}")
+        return default
+    return number
 
 
 SCALAR_KEYS = (
     "release", "baseUrl", "installDir", "platform", "dockerNetwork", "containerdNetwork",
-    "docker", "containerd", "defaultRuntime", "runtimeName", "runscConfigPath", "verifyImage",
+    "docker", "containerd", "defaultRuntime", "runtimeName", "runscConfigPath", "verifyImage", "stepTimeout",
 )  # fmt: skip
 OBJECT_KEYS = ("sha512", "runscFlags", "machines", "kubernetes")
+SECRET_KEYS = ("sshPrivateKey", "kubeconfig")
+KNOWN_KEYS = (*SCALAR_KEYS, *OBJECT_KEYS, *SECRET_KEYS)
+
+
+def unknown_key_problems(keys: Sequence[str]) -> list[str]:
+    """A key the program does not read is a typo or a leftover: name it, and the nearest known key."""
+    problems = []
+    for key in sorted(set(keys) - set(KNOWN_KEYS)):
+        near = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else "; README.md, Configuration reference, lists every key"
+        problems.append(f"{_key(key)}: is not a setting of this program{hint}")
+    return problems
 
 
 def load_settings(raw: Mapping[str, object], has_private_key: bool) -> Settings:
     """Validate raw config values (plain Python data) into Settings."""
-    problems: list[str] = []
+    problems = unknown_key_problems(list(raw))
     gvisor = _gvisor(raw, problems)
     machines = parse_machines(raw.get("machines"), has_private_key, problems)
     if gvisor.default_runtime:

@@ -20,6 +20,13 @@ def agent_script() -> str:
     return SCRIPT_PATH.read_text()
 
 
+def agent_stdin(step_timeout: int) -> str:
+    """The script as sent: the stack's time bound for one step (gvisor-fleet:stepTimeout)
+    set on its second line, so the command lines stay as they are."""
+    shebang, _, rest = agent_script().partition("\n")
+    return f"{shebang}\nGVISOR_FLEET_STEP_TIMEOUT={int(step_timeout)} # gvisor-fleet:stepTimeout\n{rest}"
+
+
 def agent_command(subcommand: str, *args: str, sudo: bool = False) -> str:
     """A shell command line running one agent subcommand; every part quoted."""
     line = " ".join(shlex.quote(part) for part in ("sh", "-s", "--", subcommand, *args))

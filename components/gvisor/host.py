@@ -15,7 +15,7 @@ import pulumi
 from pulumi_command import remote
 
 from components.fleet.machine import Machine
-from components.gvisor.agent import agent_command, agent_script, checks_passed, parse_facts
+from components.gvisor.agent import agent_command, agent_stdin, checks_passed, parse_facts
 from components.gvisor.runsc_config import docker_runtime_args, effective_flags, render_runsc_toml
 from components.settings import GvisorSettings
 
@@ -76,7 +76,7 @@ class GvisorHost(pulumi.ComponentResource):
     ) -> None:
         super().__init__("gvisor-fleet:gvisor:GvisorHost", name, None, opts)
         self.builds_images = builds_images
-        script = agent_script()
+        script = agent_stdin(settings.step_timeout)
         commands = host_commands(machine, settings)
 
         def step(

@@ -55,6 +55,8 @@ def flag_errors(flags: Mapping[str, object], key: str = "gvisor-fleet:runscFlags
             errors.append(f"{key}: '{name}' is not a runsc flag name (write it without leading dashes)")
         elif flag_value(value) is None:
             errors.append(f"{key}: '{name}' must be a string, number or boolean, not {type(value).__name__}")
+        elif any(c in str(flag_value(value)) for c in "\n\r\"'"):
+            errors.append(f"{key}: '{name}' has a newline or a quote in its value; runsc flag values cannot hold them")
     rendered = {k: flag_value(v) for k, v in flags.items()}
     if rendered.get("file-access") == "shared" and rendered.get("overlay2", "root:self") != "none":
         errors.append(f'{key}: file-access = "shared" needs overlay2 = "none" as well; add it')

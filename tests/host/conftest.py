@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -21,6 +22,37 @@ MIRROR_URL = f"http://127.0.0.1:{MIRROR_PORT}"
 TEST_IMAGE = "gvisor-fleet.test/busybox:1"
 
 pytestmark = pytest.mark.host
+
+
+# Paths of the machine running the tests that an engine or the agent in a
+# sandbox would write if the sandbox leaked (containerd creates /opt/containerd).
+MACHINE_PATHS = (
+    "/opt", "/srv", "/etc/docker", "/etc/containerd", "/var/lib/containerd", "/var/lib/docker",
+    "/var/lib/gvisor-fleet", "/usr/local/bin", "/root/.docker", "/run/lock/gvisor-fleet.lock",
+)  # fmt: skip
+
+
+def machine_tree() -> dict[str, tuple[int, int, int]]:
+    """Type, size and mtime of every entry under MACHINE_PATHS on this machine."""
+    entries = {}
+    for root in map(Path, MACHINE_PATHS):
+        if not root.exists():
+            continue
+        for path in [root, *root.rglob("*")] if root.is_dir() else [root]:
+            st = path.lstat()
+            entries[str(path)] = (stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns)
+    return entries
+
+
+@pytest.fixture(scope="session", autouse=True)
+def machine_before() -> dict[str, tuple[int, int, int]]:
+    """The machine's own tree before the first host test (see test_machine_tree.py)."""
+    return machine_tree()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The machine's tree is compared after every other host test has run.
+    items.sort(key=lambda item: "test_machine_tree.py" in item.nodeid)
 
 
 def _missing_prerequisites() -> str | None:

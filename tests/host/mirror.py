@@ -3,14 +3,19 @@
 <root>/<release>/<arch>/ holds either the current layout (gvisor.tar.bz2 and
 its .sha512) or the legacy one (loose runsc and containerd-shim-runsc-v1,
 each with a .sha512), with `sha512sum` output exactly as upstream publishes.
+Run as a script, it serves that mirror badly on purpose (see serve_stalling).
 """
 
 from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 import tarfile
+import time
 from dataclasses import dataclass
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ARCHES = ("x86_64", "aarch64")
@@ -75,3 +80,35 @@ def build_mirror(root: Path, gvisor_go: Path, debian_runsc: Path) -> Releases:
         f.write(b"tampered")
     done.touch()
     return releases
+
+
+class _StallingHandler(SimpleHTTPRequestHandler):
+    """'silent': takes the request and never answers; 'mid-body': serves the
+    mirror, but sends only the first 64 KiB of any archive, then nothing."""
+
+    mode = "silent"
+
+    def do_GET(self) -> None:
+        if self.mode == "silent":
+            time.sleep(3600)
+            return
+        if self.path.endswith(".tar.bz2"):
+            data = Path(self.translate_path(self.path)).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:65536])
+            self.wfile.flush()
+            time.sleep(3600)
+            return
+        super().do_GET()
+
+
+def serve_stalling(root: Path, port: int, mode: str) -> None:
+    """A mirror that hangs (run inside a sandbox: python3 mirror.py ROOT PORT MODE)."""
+    handler = partial(type("Handler", (_StallingHandler,), {"mode": mode}), directory=str(root))
+    ThreadingHTTPServer(("127.0.0.1", port), handler).serve_forever()
+
+
+if __name__ == "__main__":
+    serve_stalling(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3])

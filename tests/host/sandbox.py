@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -16,6 +17,7 @@ AGENT = Path(__file__).parents[2] / "components" / "gvisor" / "scripts" / "gviso
 # Joins the sandbox's own cgroups first, so daemons started from here are
 # accounted there, then runs the command.
 _JOIN = 'for f in /sys/fs/cgroup/*/cgroup.procs; do echo $$ > "$f"; done 2>/dev/null; exec "$@"'
+_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
 
 
 class Sandbox:
@@ -39,17 +41,25 @@ class Sandbox:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
         return int(children[0])
 
-    def run(
-        self, argv: list[str], stdin: str | None = None, check: bool = False, timeout: float = 300
-    ) -> subprocess.CompletedProcess[str]:
+    def _argv(self, argv: list[str]) -> list[str]:
         nsenter = ["nsenter", "-t", str(self.pid), "-m", "-n", "-p", "-C", "-u", "-i", "--"]
+        return [*nsenter, "sh", "-c", _JOIN, "sh", *argv]
+
+    def run(
+        self,
+        argv: list[str],
+        stdin: str | None = None,
+        check: bool = False,
+        timeout: float = 300,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [*nsenter, "sh", "-c", _JOIN, "sh", *argv],
+            self._argv(argv),
             input=stdin,
             capture_output=True,
             text=True,
             timeout=timeout,
-            env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"},
+            env={**_ENV, **(env or {})},
         )
         if check and result.returncode != 0:
             raise AssertionError(f"{shlex.join(argv)} failed ({result.returncode}):\n{result.stderr}")
@@ -58,9 +68,63 @@ class Sandbox:
     def sh(self, script: str, check: bool = True) -> str:
         return self.run(["sh", "-c", script], check=check).stdout
 
-    def agent(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def agent(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Runs the agent exactly as the GvisorHost component does: script on stdin."""
-        return self.run(["sh", "-s", "--", *args], stdin=AGENT.read_text())
+        return self.run(["sh", "-s", "--", *args], stdin=AGENT.read_text(), env=env)
+
+    def start_agent(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """The agent in the background (stdout and stderr piped)."""
+        proc = subprocess.Popen(
+            self._argv(["sh", "-s", "--", *args]),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**_ENV, **(env or {})},
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(AGENT.read_text())
+        proc.stdin.close()
+        proc.stdin = None  # sent; communicate() must not flush it again
+        return proc
+
+    def stop_agent_at(self, point: str, *args: str) -> tuple[subprocess.Popen[str], int]:
+        """Runs the agent until it stops itself at checkpoint POINT (the agent's
+        test hook); returns it, stopped, and its PID inside the sandbox."""
+        proc = self.start_agent(*args, env={"GVISOR_FLEET_TEST_STOP_AT": point})
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            m = re.search(rf"stopped at {re.escape(point)} \(pid (\d+)\)", line)
+            if m:
+                return proc, int(m.group(1))
+        proc.wait(timeout=60)
+        raise AssertionError(f"the agent never reached {point} (exit {proc.returncode}):\n{''.join(seen)}")
+
+    def kill_agent_at(self, point: str, *args: str) -> None:
+        """SIGKILLs the agent exactly at checkpoint POINT, as a crash or `kill -9` would."""
+        self.kill_stopped(*self.stop_agent_at(point, *args))
+
+    def kill_stopped(self, proc: subprocess.Popen[str], pid: int) -> None:
+        """SIGKILLs an agent that stop_agent_at stopped."""
+        self.sh(f"kill -KILL {pid}")
+        # nsenter stopped itself when its child stopped (job control): wake it to reap.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+        proc.communicate(timeout=60)
+        assert proc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL), proc.returncode
+
+    def tree(self, *roots: str) -> dict[str, str]:
+        """Every path under ROOTS with its type, mode and content hash (or link target)."""
+        script = (
+            'for r in "$@"; do [ -e "$r" ] && find "$r" -xdev; done | sort | while IFS= read -r p; do '
+            'if [ -L "$p" ]; then echo "$p|L|$(readlink "$p")"; '
+            'elif [ -f "$p" ]; then echo "$p|F$(stat -c %a "$p")|$(sha256sum < "$p" | cut -c1-64)"; '
+            'else echo "$p|D$(stat -c %a "$p")|"; fi; done'
+        )
+        out = self.run(["sh", "-c", script, "sh", *roots], check=True).stdout
+        return {line.split("|", 1)[0]: line.split("|", 1)[1] for line in out.splitlines()}
 
     def read(self, path: str) -> bytes | None:
         r = subprocess.run(["nsenter", "-t", str(self.pid), "-m", "--", "cat", path], capture_output=True, timeout=30)

@@ -303,7 +303,10 @@ def test_other_version_1_configs_are_left_for_their_owner(host: Sandbox, release
     config = 'root = "/var/lib/containerd"\n[plugins.cri]\n  sandbox_image = "pause:3.10"\n'
     host.write("/etc/containerd/config.toml", config)
     ok(install(host, releases.current))
-    assert "containerd config migrate" in failed(configure_containerd(host))
+    # containerd 1.6 has no `config migrate`: the advice names what it has.
+    err = failed(configure_containerd(host))
+    assert "version 1 config" in err and "containerd config default" in err
+    assert "has no 'config migrate'" in err
     assert host.read("/etc/containerd/config.toml") == config.encode()
 
 
@@ -312,10 +315,10 @@ def test_flags_are_checked_against_the_installed_runsc(host: Sandbox, releases: 
     ok(install(host, releases.old))  # Debian's 2022 runsc: no directfs, no shim
     err = failed(configure_containerd(host))
     assert "containerd-shim-runsc-v1 is not installed" in err
-    host.sh(f"cp {PREFIX}/runsc /tmp/old-runsc")
+    host.sh(f"cp {PREFIX}/runsc /root/old-runsc")
 
     ok(install(host, releases.current))
-    host.sh(f"cp /tmp/old-runsc {PREFIX}/runsc")  # old binary, shim present
+    host.sh(f"cp /root/old-runsc {PREFIX}/runsc")  # old binary, shim present
     err = failed(configure_containerd(host, directfs="false"))
     assert "no flag 'directfs'" in err
     assert snapshot(host, "/etc/containerd/config.toml", RUNSC_TOML) == before
@@ -431,3 +434,121 @@ def test_containerd2_runs_gvisor_and_the_check_is_bounded(host2: Sandbox, releas
     gone = "i=0; while pgrep -f '[r]unsc-sandbox' >/dev/null && [ $i -lt 50 ]; do sleep 0.2; i=$((i+1)); done"
     host2.sh(gone)
     assert host2.sh("pgrep -c -f '[r]unsc-sandbox' || true").strip() == "0", "a killed check left its sandbox"
+
+
+def test_docker_flags_are_checked_against_the_installed_runsc(host: Sandbox, releases: Releases):
+    ok(install(host, releases.old))  # Debian's 2022 runsc: no directfs
+    before = snapshot(host, "/etc/docker/daemon.json")
+    err = failed(host.agent("docker-configure", "runsc", "false", PREFIX, "--directfs=false", "--platform=systrap"))
+    assert "no flag 'directfs'" in err and "gvisor-fleet:runscFlags" in err
+    assert snapshot(host, "/etc/docker/daemon.json") == before
+    assert host.sh("test -e /var/lib/gvisor-fleet/backup/etc && echo kept || true").strip() == ""
+
+
+def test_a_pin_is_refused_for_the_legacy_loose_layout(host: Sandbox, releases: Releases):
+    err = failed(host.agent("install", MIRROR_URL, releases.current_loose, PREFIX, "a" * 128))
+    assert "legacy loose layout" in err and "gvisor-fleet:sha512" in err
+    assert added_to_prefix(host) == set()
+    assert downloads(host, "runsc") == 0
+
+
+def test_symlinked_configs_stay_links_and_come_back_byte_for_byte(host: Sandbox, releases: Releases):
+    host.write("/etc/gvisor-test/daemon.json", '{"log-driver": "json-file"}\n')
+    host.sh("ln -sf /etc/gvisor-test/daemon.json /etc/docker/daemon.json && systemctl restart docker")
+    host.write("/etc/gvisor-test/config.toml", CUSTOM_CONTAINERD)
+    host.sh("ln -sf /etc/gvisor-test/config.toml /etc/containerd/config.toml && systemctl restart containerd")
+    ok(install(host, releases.current))
+    ok(host.agent("docker-configure", "runsc", "false", PREFIX, "--platform=systrap"))
+    ok(configure_containerd(host))
+    for link in ("/etc/docker/daemon.json", "/etc/containerd/config.toml"):
+        assert host.sh(f"readlink {link}").strip().startswith("/etc/gvisor-test/"), f"{link} is no longer a link"
+    assert "runsc" in json.loads(host.read("/etc/gvisor-test/daemon.json") or b"")["runtimes"]
+    ok(host.agent("containerd-restore", RUNSC_TOML))
+    ok(host.agent("docker-restore", "runsc", PREFIX))
+    assert host.read("/etc/gvisor-test/daemon.json") == b'{"log-driver": "json-file"}\n'
+    assert host.read("/etc/gvisor-test/config.toml") == CUSTOM_CONTAINERD.encode()
+    assert host.sh("readlink /etc/docker/daemon.json").strip() == "/etc/gvisor-test/daemon.json"
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "",
+        'disabled_plugins = ["cri"]\n',
+        "version = 2\ndisabled_plugins = ['io.containerd.grpc.v1.cri']\n",
+        'version = 2\ndisabled_plugins = [\n  "io.containerd.grpc.v1.cri",\n  "io.containerd.snapshotter.v1.zfs",\n]\n',
+    ],
+    ids=["empty", "only-disabled-cri", "single-quotes", "several-lines"],
+)
+def test_valid_cri_less_configs_are_merged_not_refused(host: Sandbox, releases: Releases, config: str):
+    host.write("/etc/containerd/config.toml", config)
+    host.sh("systemctl restart containerd")
+    ok(install(host, releases.current))
+    assert ok(configure_containerd(host))["containerd"] == "configured"
+    assert "cri" in host.sh("ctr plugins ls | awk '$4 == \"ok\" {print $2}'").split()
+    ok(host.agent("containerd-restore", RUNSC_TOML))
+    assert host.read("/etc/containerd/config.toml") == config.encode()
+
+
+def test_relative_imports_resolve_against_the_real_file(host: Sandbox, releases: Releases):
+    main = CUSTOM_CONTAINERD.replace('root = "/var/lib/containerd"', 'imports = ["conf.d/10-debug.toml"]')
+    host.write("/etc/containerd/config.toml", main)
+    host.write("/etc/containerd/conf.d/10-debug.toml", 'version = 2\n[debug]\n  level = "info"\n')
+    host.sh("systemctl restart containerd")
+    ok(install(host, releases.current))
+    assert ok(configure_containerd(host))["containerd"] == "configured"
+    assert 'level = "info"' in host.sh("containerd config dump")
+    ok(host.agent("containerd-restore", RUNSC_TOML))
+    assert host.read("/etc/containerd/config.toml") == main.encode()
+
+
+def test_a_broken_config_is_refused_with_containerds_reason_and_the_real_path(host: Sandbox, releases: Releases):
+    broken = CUSTOM_CONTAINERD + "[plugins\n"
+    host.write("/etc/containerd/config.toml", broken)
+    ok(install(host, releases.current))
+    err = failed(configure_containerd(host))
+    assert "/etc/containerd/config.toml" in err and "toml" in err.lower()
+    assert "/var/lib/gvisor-fleet" not in err and "goroutine" not in err
+    assert host.read("/etc/containerd/config.toml") == broken.encode()
+
+
+def test_containerd_on_its_configured_grpc_address(host: Sandbox, releases: Releases):
+    address = "/run/containerd-alt/containerd.sock"
+    config = CUSTOM_CONTAINERD + f'\n[grpc]\n  address = "{address}"\n'
+    host.write("/etc/containerd/config.toml", config)
+    host.sh("systemctl restart containerd")
+    ok(install(host, releases.current))
+    start = time.monotonic()
+    assert ok(configure_containerd(host))["containerd"] == "configured"
+    assert time.monotonic() - start < 60, "a working config was waited on as if containerd were down"
+    assert ok(configure_containerd(host))["containerd"] == "unchanged"
+    assert "cri" in host.sh(f"ctr --address {address} plugins ls | awk '$4 == \"ok\" {{print $2}}'").split()
+    ok(host.agent("containerd-restore", RUNSC_TOML))
+    assert host.read("/etc/containerd/config.toml") == config.encode()
+    host.sh(f"ctr --address {address} version >/dev/null")
+
+
+@pytest.mark.parametrize(
+    ("daemon_json", "message"),
+    [('{"runtimes": []}\n', '"runtimes" must be an object'), ("{bad\n", "invalid character")],
+    ids=["runtimes-not-an-object", "not-json"],
+)
+def test_a_malformed_daemon_json_gets_a_sentence(host: Sandbox, releases: Releases, daemon_json: str, message: str):
+    host.write("/etc/docker/daemon.json", daemon_json)
+    ok(install(host, releases.current))
+    err = failed(host.agent("docker-configure", "runsc", "false", PREFIX, "--platform=systrap"))
+    assert message in err and "goroutine" not in err and "nothing was changed" in err
+    assert host.read("/etc/docker/daemon.json") == daemon_json.encode()
+
+
+def test_a_full_disk_is_named_and_the_step_leaves_nothing(host: Sandbox, releases: Releases):
+    ok(install(host, releases.current))
+    host.sh(
+        "mount -t tmpfs -o size=64k tmpfs /etc/docker && printf '{}\\n' > /etc/docker/daemon.json"
+        " && { dd if=/dev/zero of=/etc/docker/filler bs=4k 2>/dev/null || true; }"
+    )
+    err = failed(host.agent("docker-configure", "runsc", "false", PREFIX, "--platform=systrap"))
+    assert "cannot write /etc/docker/daemon.json: the file system holding it is full" in err
+    assert host.read("/etc/docker/daemon.json") == b"{}\n"
+    assert host.sh("ls -A /etc/docker").split() == ["daemon.json", "filler"]
+    assert host.sh("test -e /var/lib/gvisor-fleet/backup/etc && echo kept || true").strip() == ""

@@ -1,6 +1,6 @@
 import shlex
 
-from components.gvisor.agent import agent_command, agent_script, checks_passed, parse_facts
+from components.gvisor.agent import SCRIPT_PATH, agent_command, agent_script, agent_stdin, checks_passed, parse_facts
 
 
 def test_agent_command_quotes_every_argument():
@@ -36,3 +36,17 @@ def test_script_is_posix_sh_with_all_subcommands():
     assert script.startswith("#!/bin/sh\n")
     for sub in ("preflight", "install", "uninstall", "docker-configure", "containerd-configure", "verify"):
         assert f"    {sub}) cmd_" in script
+
+
+def test_stdin_carries_the_step_timeout_and_the_unchanged_script():
+    sent = agent_stdin(1200)
+    first, second, rest = sent.split("\n", 2)
+    assert first == "#!/bin/sh"
+    assert second.startswith("GVISOR_FLEET_STEP_TIMEOUT=1200 ")
+    assert f"{first}\n{rest}" == agent_script()
+
+
+def test_the_stop_hook_is_never_set_by_the_program():
+    # GVISOR_FLEET_TEST_STOP_AT is the host tests' kill hook; only the script reads it.
+    for path in SCRIPT_PATH.parents[2].rglob("*.py"):
+        assert "GVISOR_FLEET_TEST_STOP_AT" not in path.read_text(), path

@@ -1,7 +1,10 @@
 """Every invalid setting fails with the config key named and a fix."""
 
+import pulumi
 import pytest
+from pulumi.runtime.config import set_all_config
 
+from components.config import read_raw_config
 from components.settings import DEFAULT_RELEASE, SettingsError, load_settings
 
 MACHINE = {"name": "m1", "address": "127.0.0.1", "arch": "x86_64"}
@@ -56,6 +59,22 @@ def test_defaults_are_valid_and_pinned():
         ({"machines": [{**MACHINE, "backend": "vagrant"}]}, "gvisor-fleet:machines[0].backend", "static"),
         ({"machines": [{**MACHINE, "hostKey": "AAAA"}]}, "gvisor-fleet:machines[0].hostKey", "ssh-keyscan"),
         ({"machines": {"m1": MACHINE}}, "gvisor-fleet:machines", "list"),
+        ({"runscFlags": {"debug-log": "/var/log/a\nb"}}, "gvisor-fleet:runscFlags", "newline or a quote"),
+        ({"runscFlags": {"debug-log": '/var/log/"x"'}}, "gvisor-fleet:runscFlags", "newline or a quote"),
+        ({"runscFlags": {"debug-log": "/var/log/'x'"}}, "gvisor-fleet:runscFlags", "newline or a quote"),
+        ({"installDir": "/"}, "gvisor-fleet:installDir", "'/' alone"),
+        ({"installDir": "/opt/my bin"}, "gvisor-fleet:installDir", "space, quote"),
+        ({"installDir": "/opt/'bin'"}, "gvisor-fleet:installDir", "space, quote"),
+        ({"runscConfigPath": "/etc/containerd/run sc.toml"}, "gvisor-fleet:runscConfigPath", "space, quote"),
+        ({"runscConfigPath": '/etc/"runsc".toml'}, "gvisor-fleet:runscConfigPath", "space, quote"),
+        ({"runscConfigPath": "//"}, "gvisor-fleet:runscConfigPath", "'/' alone"),
+        ({"runscConfigPath": "runsc.toml"}, "gvisor-fleet:runscConfigPath", "absolute"),
+        ({"stepTimeout": "10"}, "gvisor-fleet:stepTimeout", "60 to 86400"),
+        ({"stepTimeout": "15m"}, "gvisor-fleet:stepTimeout", "whole number of seconds"),
+        ({"stepTimeout": True}, "gvisor-fleet:stepTimeout", "whole number of seconds"),
+        ({"relase": None}, "gvisor-fleet:relase", "did you mean 'release'?"),
+        ({"runscFlag": None}, "gvisor-fleet:runscFlag", "did you mean 'runscFlags'?"),
+        ({"zzz": None}, "gvisor-fleet:zzz", "Configuration reference"),
     ],
 )
 def test_invalid_setting_names_key_and_fix(raw, key, hint):
@@ -109,3 +128,27 @@ def test_default_runtime_is_refused_on_image_builders():
 def test_builds_images_must_be_a_boolean():
     (found,) = problems({"machines": [{**MACHINE, "buildsImages": "yes"}]})
     assert found == "gvisor-fleet:machines[0].buildsImages: must be true or false"
+
+
+@pytest.mark.parametrize("value", ["60", 900, "86400"])
+def test_step_timeout_accepts_whole_seconds_in_range(value):
+    assert load_settings({"stepTimeout": value}, has_private_key=False).gvisor.step_timeout == int(value)
+
+
+def test_step_timeout_defaults_to_fifteen_minutes():
+    assert load_settings({}, has_private_key=False).gvisor.step_timeout == 900
+
+
+def test_secret_keys_are_known_settings():
+    load_settings({"sshPrivateKey": None, "kubeconfig": None}, has_private_key=False)
+
+
+def test_keys_the_program_does_not_read_reach_the_check_without_their_values():
+    set_all_config({"gvisor-fleet:relase": "20261109.0", "gvisor-fleet:sshPrivateKey": "k", "other:relase": "x"})
+    try:
+        raw = read_raw_config(pulumi.Config("gvisor-fleet"))
+    finally:
+        set_all_config({})
+    assert raw == {"relase": None}
+    (found,) = problems(raw)
+    assert found.startswith("gvisor-fleet:relase:") and "'release'" in found

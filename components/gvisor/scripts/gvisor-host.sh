@@ -13,6 +13,17 @@ CONTAINERD_CONFIG=${GVISOR_FLEET_CONTAINERD_CONFIG:-/etc/containerd/config.toml}
 CTR_NAMESPACE=gvisor-fleet
 # A sandbox that never starts must fail the step, not hang `pulumi up`.
 VERIFY_TIMEOUT=${GVISOR_FLEET_VERIFY_TIMEOUT:-300}
+# The whole step is bounded (gvisor-fleet:stepTimeout): the lock wait, every
+# download, every service restart and check take from the same budget.
+STEP_TIMEOUT=${GVISOR_FLEET_STEP_TIMEOUT:-900}
+STEP_START=$(date +%s)
+# A download that moves less than LOW_SPEED bytes/s for LOW_SPEED_TIME seconds has stalled.
+CONNECT_TIMEOUT=20 LOW_SPEED=1024 LOW_SPEED_TIME=30
+# One step at a time per host (see take_lock); volatile, so a reboot clears it.
+LOCK=${GVISOR_FLEET_LOCK:-/run/lock/gvisor-fleet.lock}
+# Scratch space of the running step: beside the state, so a killed step's
+# leftovers are found and removed by the next one.
+SCRATCH="$STATE_DIR/tmp"
 BLOCK_BEGIN="# BEGIN gvisor-fleet runtime (managed; removed on destroy)"
 BLOCK_END="# END gvisor-fleet runtime"
 
@@ -23,58 +34,262 @@ have() { command -v "$1" >/dev/null 2>&1; }
 
 # --- small helpers -----------------------------------------------------------
 
-# Keeps the first copy of a file we are about to change, so destroy can put
-# back exactly what was there. A later run never overwrites it.
+# Keeps the first copy of a file (or folder) we are about to change, or the
+# fact that it was absent, so destroy can put back exactly what was there. A
+# later run never overwrites it. Config files we write through a symlink, so
+# their contents are kept; with "verbatim" (installDir) a link is kept as one.
 backup_once() {
     target=$1
     saved="$BACKUP_DIR$target"
-    [ -e "$saved" ] || [ -e "$saved.absent" ] && return 0
+    [ -e "$saved" ] || [ -L "$saved" ] || [ -e "$saved.absent" ] && return 0
     mkdir -p "$(dirname "$saved")"
-    if [ -e "$target" ]; then
-        cp -p "$target" "$saved"
+    if [ -e "$target" ] || [ -L "$target" ]; then
+        rm -rf "$saved.partial"
+        if [ "${2:-}" = verbatim ]; then cp -a "$target" "$saved.partial"; else cp -pL "$target" "$saved.partial"; fi
+        mv "$saved.partial" "$saved"
     else
         : > "$saved.absent"
     fi
 }
 
-# Puts back the first copy taken by backup_once and forgets it.
-restore_backup() {
-    target=$1
-    saved="$BACKUP_DIR$target"
-    if [ -e "$saved" ]; then
-        cp -p "$saved" "$target.gvisor-fleet.tmp"
-        mv -f "$target.gvisor-fleet.tmp" "$target"
-        rm -f "$saved"
-    elif [ -e "$saved.absent" ]; then
-        rm -f "$target" "$saved.absent"
+# Journal first: before FILE is replaced by NEW, its first copy and the hash
+# of NEW are on disk. Whatever point a step is killed at, destroy can then
+# tell "ours or the original" (restore byte for byte) from "edited since".
+journal_intent() {
+    # Journaled by this run: a failed run that leaves FILE as it was forgets it (finish_step).
+    has_backup "$1" || NEW_JOURNAL="${NEW_JOURNAL:-} $1"
+    backup_once "$1"
+    _journal_hash=$(sha512_of "$2")
+    grep -qx "$_journal_hash" "$BACKUP_DIR$1.written" 2>/dev/null ||
+        echo "$_journal_hash" >> "$BACKUP_DIR$1.written"
+}
+
+# True when FILE holds what was there before install or something this program wrote.
+ours_or_original() {
+    [ -e "$1" ] || return 0
+    _ours_hash=$(sha512_of "$1")
+    # (the .written file under STATE_DIR is where earlier versions kept one hash)
+    grep -qx "$_ours_hash" "$BACKUP_DIR$1.written" "$STATE_DIR/${1##*/}.written" 2>/dev/null && return 0
+    [ -f "$BACKUP_DIR$1" ] && [ "$_ours_hash" = "$(sha512_of "$BACKUP_DIR$1")" ]
+}
+
+# True when FILE is as it was before this program first touched it.
+same_as_backup() {
+    if [ -e "$BACKUP_DIR$1.absent" ]; then
+        [ ! -e "$1" ]
+    else
+        [ -f "$1" ] && cmp -s "$1" "$BACKUP_DIR$1"
     fi
 }
 
-has_backup() { [ -e "$BACKUP_DIR$1" ] || [ -e "$BACKUP_DIR$1.absent" ]; }
+# Puts back the first copy taken by backup_once (the journal stays until forget).
+put_back() {
+    target=$1
+    saved="$BACKUP_DIR$target"
+    if [ -d "$saved" ] || [ -L "$saved" ]; then
+        rm -rf "$target"
+        cp -a "$saved" "$target"
+    elif [ -e "$saved" ]; then
+        replace_file "$saved" "$target"
+    elif [ -e "$saved.absent" ]; then
+        rm -rf "$target"
+    fi
+}
+
+forget() {
+    rm -rf "$BACKUP_DIR$1" "$BACKUP_DIR$1.partial"
+    rm -f "$BACKUP_DIR$1.absent" "$BACKUP_DIR$1.written" "$BACKUP_DIR$1.restart" "$STATE_DIR/${1##*/}.written"
+}
+
+restore_backup() { put_back "$1" && forget "$1"; }
+
+# Notes once, in FILE's journal (restart=<path>), whether the engine that reads
+# FILE was running before FILE was put back, so a re-run after a failed
+# restart still restarts it and still fails until the engine comes back.
+note_running() {
+    restart="$BACKUP_DIR$1.restart"
+    if ! [ -e "$restart" ] && "$2"; then
+        mkdir -p "$(dirname "$restart")"
+        : > "$restart"
+    fi
+}
+
+has_backup() { [ -e "$BACKUP_DIR$1" ] || [ -L "$BACKUP_DIR$1" ] || [ -e "$BACKUP_DIR$1.absent" ]; }
 
 sha512_of() { sha512sum "$1" | cut -d' ' -f1; }
 
 # Replaces a file atomically with the contents of another (same filesystem).
+# Through a symlink: the link is the owner's layout, so its target is written.
+# The temporary name is fixed: the step lock makes it ours, and the next step
+# removes one a killed step left (drop_leftovers).
 replace_file() {
     src=$1 dst=$2
+    [ ! -L "$dst" ] || dst=$(readlink -f "$dst")
     mkdir -p "$(dirname "$dst")"
-    cp "$src" "$dst.gvisor-fleet.tmp"
+    cp "$src" "$dst.gvisor-fleet.tmp" 2>/dev/null || write_failed "$dst"
     if [ -e "$dst" ]; then
         chmod --reference="$dst" "$dst.gvisor-fleet.tmp" 2>/dev/null || true
     fi
     mv -f "$dst.gvisor-fleet.tmp" "$dst"
 }
 
+# A write that failed: say plainly when the file system is full.
+write_failed() {
+    rm -f "$1.gvisor-fleet.tmp"
+    _free=$(df -Pk "$(dirname "$1")" 2>/dev/null | awk 'NR == 2 { print $4 }')
+    if [ -n "$_free" ] && [ "$_free" -lt 1024 ]; then
+        die "cannot write $1: the file system holding it is full (${_free} KiB free); free some space and run again"
+    fi
+    die "cannot write $1"
+}
+
+drop_leftovers() {
+    for _left in "$@"; do
+        [ ! -L "$_left" ] || _left=$(readlink -f "$_left")
+        rm -f "$_left.gvisor-fleet.tmp" "$_left.gvisor-fleet.new"
+    done
+}
+
+# Seconds left of the step's budget (never less than 1).
+remaining() {
+    _left=$((STEP_START + STEP_TIMEOUT - $(date +%s)))
+    [ "$_left" -gt 0 ] || _left=1
+    echo "$_left"
+}
+
+# Test hook, inert in production (nothing sets GVISOR_FLEET_TEST_STOP_AT):
+# the step stops itself at the named point so a test can SIGKILL it exactly there.
+checkpoint() {
+    [ "${GVISOR_FLEET_TEST_STOP_AT:-}" = "$1" ] || return 0
+    log "stopped at $1 (pid $$)"
+    kill -STOP $$
+}
+
+# One step at a time per host: two `pulumi up`s, or a person running the
+# agent by hand, must not interleave writes to the same files. The kernel
+# drops a flock(1) lock when its holder dies, so a killed step cannot leave the
+# host locked. Without flock, a lock folder names its holder (PID and start
+# time, against PID reuse) and is taken over once that process is gone.
+take_lock() {
+    mkdir -p "$(dirname "$LOCK")"
+    if have flock; then
+        while :; do
+            exec 9>>"$LOCK"
+            flock -w "$(remaining)" 9 || lock_timeout
+            # The holder before us removed the file on its way out: a lock on
+            # a removed file guards nothing, so open the path again.
+            [ "$(stat -c %d:%i "$LOCK" 2>/dev/null)" = "$(stat -L -c %d:%i "/proc/$$/fd/9")" ] && break
+            exec 9>&-
+        done
+        LOCKED=flock
+    else
+        _lock_empty=0
+        until mkdir "$LOCK.d" 2>/dev/null; do
+            _holder=$(cat "$LOCK.d/holder" 2>/dev/null || true)
+            if [ -z "$_holder" ]; then
+                _lock_empty=$((_lock_empty + 1)) # killed between mkdir and naming itself?
+            fi
+            if { [ -n "$_holder" ] && ! still_running "$_holder"; } || [ "$_lock_empty" -gt 5 ]; then
+                log "taking over $LOCK.d from a step that no longer runs (${_holder:-unnamed})"
+                rm -rf "$LOCK.d"
+                _lock_empty=0
+                continue
+            fi
+            [ "$(remaining)" -gt 1 ] || lock_timeout
+            sleep 1
+        done
+        echo "$$ $(started_at $$)" > "$LOCK.d/holder"
+        LOCKED=dir
+    fi
+}
+
+lock_timeout() {
+    die "another gvisor-fleet step still holds $LOCK after ${STEP_TIMEOUT}s (gvisor-fleet:stepTimeout); wait for the other 'pulumi up' or manual run to finish"
+}
+
+release_lock() {
+    case ${LOCKED:-} in
+        flock) rm -f "$LOCK" && exec 9>&- ;;
+        dir) rm -rf "$LOCK.d" ;;
+    esac
+    LOCKED=""
+}
+
+# Field 22 of /proc/PID/stat (after the command name, which may hold spaces).
+started_at() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20; }
+
+still_running() {
+    # shellcheck disable=SC2086 # "PID STARTTIME"
+    set -- $1
+    [ -n "${2:-}" ] && [ "$(started_at "$1")" = "$2" ]
+}
+
+# Runs on every exit of a step that changes the host (also on TERM/INT/HUP).
+finish_step() {
+    _step_rc=$?
+    [ -n "${LOCKED:-}" ] || return 0 # another step runs: its files are not ours to tidy
+    if [ "$_step_rc" != 0 ]; then
+        # A step that failed and changed nothing leaves no journal behind.
+        for _f in ${NEW_JOURNAL:-}; do
+            if same_as_backup "$_f"; then forget "$_f"; fi
+        done
+    fi
+    [ -z "${RUN_TMP:-}" ] || rm -rf "$RUN_TMP"
+    tidy_state
+    release_lock
+}
+
+# Every changing step: lock, then clear what a killed step left behind.
+begin_step() {
+    trap finish_step EXIT
+    trap 'exit 129' HUP
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    take_lock
+    rm -rf "$SCRATCH"
+}
+
+# A private scratch folder in RUN_TMP, removed when the step ends.
+make_scratch() {
+    mkdir -p "$SCRATCH"
+    RUN_TMP=$(mktemp -d "$SCRATCH/step.XXXXXX")
+}
+
+# After destroy's last step nothing of ours stays: empty journal folders and
+# the state folder itself go.
+tidy_state() {
+    rm -rf "$SCRATCH"
+    [ ! -d "$STATE_DIR" ] || find "$STATE_DIR" -type d -empty -delete 2>/dev/null || true
+}
+
+# Every download is bounded: connecting, stalling (under LOW_SPEED bytes/s for
+# LOW_SPEED_TIME s) and the whole transfer (what is left of the step). Returns
+# 1 when the server answers that the file is not there; a transfer that hits a
+# limit stops the step, naming the URL and the limit.
 # POSIX sh has no local variables: helpers use names no caller uses.
 fetch() {
     _fetch_url=$1 _fetch_dest=$2
+    _fetch_max=$(remaining)
+    _fetch_slow=$LOW_SPEED_TIME
+    [ "$_fetch_slow" -le "$_fetch_max" ] || _fetch_slow=$_fetch_max
+    _fetch_rc=0
     if have curl; then
-        curl -fsSL --retry 3 --connect-timeout 20 -o "$_fetch_dest" "$_fetch_url"
+        timeout "$_fetch_max" curl -fsSL --retry 3 --connect-timeout "$CONNECT_TIMEOUT" --max-time "$_fetch_max" \
+            --speed-limit "$LOW_SPEED" --speed-time "$_fetch_slow" -o "$_fetch_dest" "$_fetch_url" \
+            2>"$_fetch_dest.log" || _fetch_rc=$?
+        # 28: one of curl's own limits; 124: the step's budget ran out.
+        case $_fetch_rc in 28 | 124) _fetch_rc=timeout ;; esac
     elif have wget; then
-        wget -q -T 20 -t 3 -O "$_fetch_dest" "$_fetch_url"
+        timeout "$_fetch_max" wget -q -T "$_fetch_slow" -t 3 -O "$_fetch_dest" "$_fetch_url" \
+            2>"$_fetch_dest.log" || _fetch_rc=$?
+        if [ "$_fetch_rc" = 124 ] || grep -qi 'timed out' "$_fetch_dest.log"; then _fetch_rc=timeout; fi
     else
         die "neither curl nor wget is installed; install one of them to download gVisor"
     fi
+    rm -f "$_fetch_dest.log"
+    [ "$_fetch_rc" != timeout ] ||
+        die "download of $_fetch_url stopped at a limit: connect ${CONNECT_TIMEOUT}s, stalled below $LOW_SPEED bytes/s for ${_fetch_slow}s, or ${_fetch_max}s left of the step's ${STEP_TIMEOUT}s (gvisor-fleet:stepTimeout); check the mirror (gvisor-fleet:baseUrl)"
+    [ "$_fetch_rc" = 0 ]
 }
 
 # How this host restarts services: systemd, or an init with `service`.
@@ -90,18 +305,28 @@ service_manager() {
 
 service_restart() {
     svc=$1
+    # Bounded, and without the lock's descriptor: a daemon started from
+    # here must not hold the step lock for its whole life.
     case $(service_manager) in
-        systemd) systemctl restart "$svc" ;;
-        service) service "$svc" restart ;;
+        systemd) timeout "$(remaining)" systemctl restart "$svc" 9>&- ;;
+        service) timeout "$(remaining)" service "$svc" restart 9>&- ;;
         # Fail, not exit: the caller still has its previous config to put back.
         *) log "cannot restart $svc: no systemd and no 'service' command on this host" && return 1 ;;
     esac
 }
 
-# Waits (bounded) until a probe command succeeds.
+# The engine's own reason for not starting, where the init system keeps its log.
+engine_reason() {
+    have journalctl || return 0
+    _reason=$(journalctl -u "$1" -n 30 --no-pager -o cat 2>/dev/null | grep -iE 'fatal|error|failed' | tail -n 1)
+    [ -z "$_reason" ] || printf ': %s' "$_reason"
+}
+
+# Waits (bounded, also by the step's budget) until a probe command succeeds.
 wait_for() {
     what=$1 tries=$2
     shift 2
+    [ "$tries" -le "$(remaining)" ] || tries=$(remaining)
     i=0
     while [ "$i" -lt "$tries" ]; do
         if "$@" >/dev/null 2>&1; then
@@ -188,7 +413,7 @@ cmd_preflight() {
         service_manager >/dev/null ||
             die "this host has neither systemd nor a 'service' command, so Docker and containerd cannot be restarted with gVisor; install one, or set gvisor-fleet:docker and gvisor-fleet:containerd to off"
     fi
-    for tool in sha512sum tar mktemp; do
+    for tool in sha512sum tar mktemp timeout; do
         have "$tool" || die "'$tool' is missing on this host; install coreutils/tar"
     done
     have curl || have wget || die "neither curl nor wget is installed; install one of them"
@@ -200,11 +425,10 @@ cmd_preflight() {
 # "archive" (gvisor.tar.bz2, releases since 2026-08) or "loose" (older).
 detect_layout() {
     url=$1 dir=$2
-    # The probes below hide fetch's errors; without a downloader say so here.
     have curl || have wget || die "neither curl nor wget is installed; install one of them to download gVisor"
-    if fetch "$url/gvisor.tar.bz2.sha512" "$dir/gvisor.tar.bz2.sha512" 2>/dev/null; then
+    if fetch "$url/gvisor.tar.bz2.sha512" "$dir/gvisor.tar.bz2.sha512"; then
         echo archive
-    elif fetch "$url/runsc.sha512" "$dir/runsc.sha512" 2>/dev/null; then
+    elif fetch "$url/runsc.sha512" "$dir/runsc.sha512"; then
         echo loose
     else
         die "gVisor release not found at $url/ (neither gvisor.tar.bz2.sha512 nor runsc.sha512); check gvisor-fleet:release and gvisor-fleet:baseUrl"
@@ -218,9 +442,12 @@ download_release() {
     if [ "$layout" = archive ]; then
         files=gvisor.tar.bz2
     else
+        # One pinned hash cannot cover two separately published files.
+        [ "$pinned_sha" = - ] ||
+            die "$url uses the legacy loose layout (runsc and the shim published separately), which one gvisor-fleet:sha512 pin cannot cover; pin a release published as gvisor.tar.bz2 (since 20260831) or remove the pin"
         files=runsc
         # Releases before 2019 published no shim; containerd then cannot use gVisor.
-        if fetch "$url/containerd-shim-runsc-v1.sha512" "$dir/containerd-shim-runsc-v1.sha512" 2>/dev/null; then
+        if fetch "$url/containerd-shim-runsc-v1.sha512" "$dir/containerd-shim-runsc-v1.sha512"; then
             files="runsc containerd-shim-runsc-v1"
         else
             log "$url has no containerd-shim-runsc-v1; containerd will not be able to run gVisor"
@@ -256,8 +483,12 @@ cmd_install() {
     url="$base_url/$release/$arch"
     mkdir -p "$STATE_DIR" "$prefix"
     state="$STATE_DIR/install.state"
-    tmp=$(mktemp -d "$prefix/.gvisor-fleet.XXXXXX")
-    trap 'rm -rf "$tmp"' EXIT
+    begin_step
+    # Staging folders of killed installs (tens of MB each); the lock says none is in use.
+    rm -rf "$prefix"/.gvisor-fleet.* "$prefix/gvisor-bin.old"
+    # Beside installDir, so moving files into place is atomic.
+    RUN_TMP=$(mktemp -d "$prefix/.gvisor-fleet.XXXXXX")
+    tmp=$RUN_TMP
     layout=$(detect_layout "$url" "$tmp")
     if [ "$layout" = archive ]; then sumfile=gvisor.tar.bz2.sha512; else sumfile=runsc.sha512; fi
     published=$(cut -d' ' -f1 "$tmp/$sumfile")
@@ -270,32 +501,32 @@ cmd_install() {
         fact changed false
     else
         download_release "$url" "$tmp" "$layout" "$pinned_sha"
-        for f in runsc containerd-shim-runsc-v1 gvisor-bin; do
-            if [ -e "$prefix/$f" ] && ! [ -f "$state" ]; then
-                backup_once "$prefix/$f"
-            fi
-        done
+        checkpoint install:downloaded
+        # Journal first: what was there (or that nothing was), then a state
+        # saying the files in installDir are ours, and only then the moves. A
+        # re-run after a kill never takes our runsc for the owner's.
+        if ! [ -f "$state" ]; then
+            for f in runsc containerd-shim-runsc-v1 gvisor-bin; do backup_once "$prefix/$f" verbatim; done
+            checkpoint install:backed-up
+        fi
+        write_install_state "$url" "$release" "$layout" pending
+        checkpoint install:journaled
         if [ -d "$tmp/stage/gvisor-bin" ]; then
-            rm -rf "$prefix/gvisor-bin.old"
-            [ -d "$prefix/gvisor-bin" ] && mv "$prefix/gvisor-bin" "$prefix/gvisor-bin.old"
+            [ ! -d "$prefix/gvisor-bin" ] || mv "$prefix/gvisor-bin" "$prefix/gvisor-bin.old"
             mv "$tmp/stage/gvisor-bin" "$prefix/gvisor-bin"
             rm -rf "$prefix/gvisor-bin.old"
+        else
+            rm -rf "$prefix/gvisor-bin" # ours, from another release
         fi
         if [ -f "$tmp/stage/containerd-shim-runsc-v1" ]; then
             mv -f "$tmp/stage/containerd-shim-runsc-v1" "$prefix/containerd-shim-runsc-v1"
-        elif [ -f "$state" ]; then
+        else
             rm -f "$prefix/containerd-shim-runsc-v1" # ours, from another release
         fi
+        checkpoint install:shim-moved
         mv -f "$tmp/stage/runsc" "$prefix/runsc"
-        {
-            echo "url=$url"
-            echo "release=$release"
-            echo "layout=$layout"
-            echo "published=$published"
-            echo "runsc=$(sha512_of "$prefix/runsc")"
-            echo "prefix=$prefix"
-        } > "$state.tmp"
-        mv -f "$state.tmp" "$state"
+        checkpoint install:runsc-moved
+        write_install_state "$url" "$release" "$layout" "$published"
         log "installed gVisor $release ($layout layout) into $prefix"
         fact changed true
     fi
@@ -306,16 +537,35 @@ cmd_install() {
     if [ -x "$prefix/containerd-shim-runsc-v1" ]; then fact shim yes; else fact shim no; fi
 }
 
+# install.state says the files in installDir are ours; "published=pending"
+# while they are being moved, so the next run finishes a killed install.
+write_install_state() {
+    {
+        echo "url=$1"
+        echo "release=$2"
+        echo "layout=$3"
+        echo "published=$4"
+        if [ "$4" != pending ]; then echo "runsc=$(sha512_of "$prefix/runsc")"; fi
+        echo "prefix=$prefix"
+    } > "$state.tmp"
+    mv -f "$state.tmp" "$state"
+}
+
 cmd_uninstall() {
     prefix=$1
     state="$STATE_DIR/install.state"
+    begin_step
+    rm -rf "$prefix"/.gvisor-fleet.* "$prefix/gvisor-bin.old"
+    # Ours go first and the state after: a kill in between is finished by a re-run.
     if [ -f "$state" ]; then
         rm -rf "$prefix/runsc" "$prefix/containerd-shim-runsc-v1" "$prefix/gvisor-bin"
+        checkpoint uninstall:removed
         rm -f "$state"
     fi
     for f in runsc containerd-shim-runsc-v1 gvisor-bin; do
-        has_backup "$prefix/$f" && restore_backup "$prefix/$f"
+        if has_backup "$prefix/$f"; then restore_backup "$prefix/$f"; fi
     done
+    tidy_state
     log "gVisor removed from $prefix"
 }
 
@@ -324,10 +574,11 @@ cmd_uninstall() {
 # Every [runsc_config] key must be a flag the installed runsc accepts, or
 # every container creation fails ("flag provided but not defined").
 check_runsc_flags() {
-    runsc=$1 toml=$2
+    runsc=$1
+    shift
+    [ -x "$runsc" ] || die "$runsc is not installed; the install step must run first"
     known=$("$runsc" flags 2>&1 | sed -n 's/^ *-\([A-Za-z0-9_.-]*\).*/\1/p')
-    keys=$(sed -n '/^\[runsc_config\]/,/^\[/s/^ *\([A-Za-z0-9_.-]*\) *=.*/\1/p' "$toml")
-    for k in $keys; do
+    for k in "$@"; do
         printf '%s\n' "$known" | grep -qx -- "$k" ||
             die "runsc $("$runsc" --version 2>/dev/null | head -n 1 | sed 's/^runsc version //') has no flag '$k' (from gvisor-fleet:runscFlags or platform/network settings); remove it or pin a release that has it"
     done
@@ -359,12 +610,22 @@ cmd_docker_configure() {
         fact docker skipped
         return 0
     fi
-    tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' EXIT
+    begin_step
+    drop_leftovers "$DAEMON_JSON"
+    # As for containerd: a flag this runsc does not know fails every container.
+    # shellcheck disable=SC2046 # flag names are single words
+    check_runsc_flags "$prefix/runsc" $(printf '%s\n' "$@" | sed -n 's/^--\([^=]*\).*/\1/p')
+    make_scratch
+    tmp=$RUN_TMP
     [ -f "$DAEMON_JSON" ] && cp -p "$DAEMON_JSON" "$tmp/daemon.json"
     # runsc merges runtimes.<name> and keeps every other key (it rejects bad JSON).
-    "$prefix/runsc" install --config_file "$tmp/daemon.json" --runtime "$runtime" --clobber -- "$@" >/dev/null 2>"$tmp/err" ||
-        die "cannot update $DAEMON_JSON: $(cat "$tmp/err")"
+    if ! "$prefix/runsc" install --config_file "$tmp/daemon.json" --runtime "$runtime" --clobber -- "$@" >/dev/null 2>"$tmp/err" ||
+        grep -q '^panic:' "$tmp/err"; then
+        # runsc panics (and exits 0) when "runtimes" is not a JSON object.
+        grep -q '^panic: interface conversion' "$tmp/err" &&
+            die "$DAEMON_JSON: \"runtimes\" must be an object of runtime definitions, e.g. {\"runc\": {\"path\": \"runc\"}}; fix it, nothing was changed"
+        die "cannot update $DAEMON_JSON: $(first_reason "$tmp/err"); nothing was changed"
+    fi
     [ "$default_runtime" = true ] && set_default_runtime "$tmp/daemon.json" "$runtime"
 
     if [ -f "$DAEMON_JSON" ] && cmp -s "$tmp/daemon.json" "$DAEMON_JSON" && docker_runtime_registered "$runtime"; then
@@ -376,38 +637,52 @@ cmd_docker_configure() {
         dockerd --validate --config-file "$tmp/daemon.json" >/dev/null 2>"$tmp/err" ||
             die "Docker rejects the new daemon.json: $(cat "$tmp/err"); nothing was changed"
     fi
-    backup_once "$DAEMON_JSON"
     [ -f "$DAEMON_JSON" ] && cp -p "$DAEMON_JSON" "$tmp/previous.json"
+    journal_intent "$DAEMON_JSON" "$tmp/daemon.json"
+    checkpoint docker:journaled
     replace_file "$tmp/daemon.json" "$DAEMON_JSON"
-    if service_restart docker && wait_for "Docker" 60 docker_runtime_registered "$runtime"; then
-        sha512_of "$DAEMON_JSON" > "$STATE_DIR/daemon.json.written"
+    checkpoint docker:written
+    if service_restart docker && checkpoint docker:restarted && wait_for "Docker" 60 docker_runtime_registered "$runtime"; then
         log "Docker restarted with runtime $runtime$(runtime_args "$@")"
         fact docker configured
         return 0
     fi
     log "Docker did not come back with runtime $runtime; restoring the previous daemon.json"
     if [ -f "$tmp/previous.json" ]; then replace_file "$tmp/previous.json" "$DAEMON_JSON"; else rm -f "$DAEMON_JSON"; fi
+    # A step that changed nothing leaves no journal: destroy must not later
+    # put back this file over one its owner has fixed since.
+    if same_as_backup "$DAEMON_JSON"; then forget "$DAEMON_JSON"; fi
     service_restart docker || true
-    die "Docker failed to start with runtime $runtime; previous $DAEMON_JSON restored"
+    die "Docker failed to start with runtime $runtime$(engine_reason docker); previous $DAEMON_JSON restored"
 }
+
+docker_up() { timeout 10 docker info >/dev/null 2>&1; }
 
 cmd_docker_restore() {
     runtime=$1 prefix=$2
+    begin_step
+    drop_leftovers "$DAEMON_JSON"
     has_backup "$DAEMON_JSON" || { fact docker untouched; return 0; }
-    written="$STATE_DIR/daemon.json.written"
-    if [ ! -f "$DAEMON_JSON" ] || { [ -f "$written" ] && [ "$(sha512_of "$DAEMON_JSON")" = "$(cat "$written")" ]; }; then
-        restore_backup "$DAEMON_JSON"
+    # Docker reads daemon.json only when it starts: a running Docker restarts
+    # with the restored file and must come back.
+    note_running "$DAEMON_JSON" docker_up
+    if ours_or_original "$DAEMON_JSON"; then
+        put_back "$DAEMON_JSON"
         log "restored $DAEMON_JSON as it was before install"
     else
         # Edited since we wrote it: take out only our runtime, keep the edits.
         "$prefix/runsc" uninstall --config_file "$DAEMON_JSON" --runtime "$runtime" >/dev/null 2>&1 ||
             log "could not remove runtime $runtime from $DAEMON_JSON"
         sed -i "/^    \"default-runtime\": \"$runtime\",\{0,1\}\$/d" "$DAEMON_JSON"
-        rm -f "$BACKUP_DIR$DAEMON_JSON" "$BACKUP_DIR$DAEMON_JSON.absent"
         log "$DAEMON_JSON changed since install: removed runtime $runtime only"
     fi
-    rm -f "$written"
-    if docker info >/dev/null 2>&1; then service_restart docker || log "Docker restart failed after restore"; fi
+    checkpoint docker-restore:restored
+    if [ -e "$restart" ]; then
+        { service_restart docker && wait_for "Docker" 60 docker_up; } ||
+            die "Docker did not start again after $DAEMON_JSON was restored$(engine_reason docker); the file is back as it was before install: fix it, start Docker, then run destroy again"
+    fi
+    forget "$DAEMON_JSON"
+    rm -f "$restart"
     fact docker restored
 }
 
@@ -428,7 +703,13 @@ containerd_plan() {
             [ "$major" -ge 2 ] || die "$CONTAINERD_CONFIG says version = $file_version, which containerd $major.x cannot read"
             echo "$file_version io.containerd.cri.v1.runtime"
             ;;
-        1) die "$CONTAINERD_CONFIG is a version 1 config; migrate it first: containerd config migrate > new.toml" ;;
+        1)
+            # `config migrate` exists since containerd 2.0 only.
+            if [ "$major" -ge 2 ]; then
+                die "$CONTAINERD_CONFIG is a version 1 config; migrate it first: containerd config migrate > new.toml, review it, then move it into place"
+            fi
+            die "$CONTAINERD_CONFIG is a version 1 config; migrate it to version 2 first (containerd $major.x has no 'config migrate': start from 'containerd config default', which prints a version 2 file, and carry your settings over)"
+            ;;
         *) die "$CONTAINERD_CONFIG has an unknown 'version = $file_version'" ;;
     esac
 }
@@ -442,6 +723,28 @@ config_file_version() {
     fi
 }
 
+# `containerd config dump` of a candidate config. containerd resolves relative
+# imports against the config's own folder, so the candidate sits beside the
+# real file while it is checked, and messages name the real file.
+dump_candidate() {
+    cand=$1
+    if [ -d "$(dirname "$CONTAINERD_CONFIG")" ]; then
+        cand="$CONTAINERD_CONFIG.gvisor-fleet.new"
+        cp "$1" "$cand"
+    fi
+    _dump_rc=0
+    containerd --config "$cand" config dump > "$2" 2>"$3" || _dump_rc=$?
+    [ "$cand" = "$1" ] || rm -f "$cand"
+    sed -i "s|$cand|$CONTAINERD_CONFIG|g; s|$1|$CONTAINERD_CONFIG|g" "$3"
+    return "$_dump_rc"
+}
+
+# The engine's own reason from its error output: the line that says what is
+# wrong (a TOML error, a failed load), not the stack frames after it.
+first_reason() {
+    grep -m 1 -iE 'toml|failed|invalid|error|cannot|no such|denied|space' "$1" || head -n 1 "$1"
+}
+
 strip_managed_block() {
     sed "/^$BLOCK_BEGIN\$/,/^$BLOCK_END\$/d" "$1"
 }
@@ -450,17 +753,43 @@ strip_managed_block() {
 # is disabled_plugins = ["cri"], so Kubernetes cannot use containerd at all.
 # That file (comments aside) becomes version 2 with CRI enabled; any other
 # version 1 file needs a real migration, which only its owner can review.
+# An empty file counts as that file too.
 upgrade_docker_default_config() {
-    if grep -v '^[[:space:]]*#' "$1" | grep -v '^[[:space:]]*$' | grep -qv '^disabled_plugins'; then
+    enable_cri "$1" > "$1.one-line"
+    if grep -v '^[[:space:]]*#' "$1.one-line" | grep -v '^[[:space:]]*$' | grep -qv '^[[:space:]]*disabled_plugins'; then
         return 1
     fi
     echo "version = 2"
-    grep -v '^disabled_plugins' "$1"
+    sed '/^[[:space:]]*disabled_plugins/d' "$1.one-line"
 }
 
-# Drops CRI from disabled_plugins (version 2+ files name plugins by full id).
+# Prints the file with CRI dropped from disabled_plugins, however the list is
+# written (one line or several, double or single quotes); a list without CRI
+# stays as it was. Version 2+ files name plugins by full id.
 enable_cri() {
-    sed -i '/^disabled_plugins/{s/"[^"]*cri[^"]*"//g; s/\[[ ,]*/[/; s/[ ,]*\]/]/; s/,[ ,]*,[ ]*/, /g}' "$1"
+    awk '
+        !inlist && /^[[:space:]]*disabled_plugins[[:space:]]*=/ { inlist = 1; text = "" }
+        inlist {
+            text = text $0 "\n"
+            if (index($0, "]") == 0) next
+            inlist = 0
+            if (text !~ /cri/) { printf "%s", text; next }
+            body = text
+            sub(/^[^[]*\[/, "", body)
+            sub(/\][^]]*$/, "", body)
+            n = split(body, items, ",")
+            kept = ""
+            for (i = 1; i <= n; i++) {
+                item = items[i]
+                gsub(/^[[:space:]]+|[[:space:]]+$/, "", item)
+                if (item == "" || item ~ /cri/) continue
+                kept = kept (kept == "" ? "" : ", ") item
+            }
+            printf "disabled_plugins = [%s]\n", kept
+            next
+        }
+        { print }
+    ' "$1"
 }
 
 default_runtime() {
@@ -472,6 +801,29 @@ cri_ok() { [ "$(cri_status)" = ok ]; }
 
 cri_status() {
     timeout 10 ctr --connect-timeout 2s plugins ls 2>/dev/null | awk '$2 == "cri" { print $4 }'
+}
+
+# containerd listens where its config says ([grpc] address), which is not
+# always the default socket; ctr follows CONTAINERD_ADDRESS.
+grpc_address() {
+    sed -n "/^\[grpc\]/,/^\[/s/^ *address = [\"']\([^\"']*\)[\"'].*/\1/p" "$1" | head -n 1
+}
+
+use_grpc_address() {
+    _address=$(grpc_address "$1")
+    if [ -n "$_address" ]; then
+        CONTAINERD_ADDRESS=$_address
+        export CONTAINERD_ADDRESS
+    fi
+}
+
+# The address of the config on disk (restore and verify steps).
+use_configured_address() {
+    [ -f "$CONTAINERD_CONFIG" ] && have containerd || return 0
+    mkdir -p "$SCRATCH"
+    _dump=$(mktemp "$SCRATCH/dump.XXXXXX")
+    if containerd --config "$CONTAINERD_CONFIG" config dump > "$_dump" 2>/dev/null; then use_grpc_address "$_dump"; fi
+    rm -f "$_dump"
 }
 
 # ctr waits for a socket that may never answer; bound each probe.
@@ -488,10 +840,12 @@ cmd_containerd_configure() {
         fact containerd skipped
         return 0
     fi
+    begin_step
+    drop_leftovers "$CONTAINERD_CONFIG" "$runsc_toml"
     cv=$(containerd_version)
     major=${cv%%.*}
-    tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' EXIT
+    make_scratch
+    tmp=$RUN_TMP
     file_version=$(config_file_version "$CONTAINERD_CONFIG")
     if [ "$file_version" != none ]; then
         strip_managed_block "$CONTAINERD_CONFIG" > "$tmp/config.toml"
@@ -508,23 +862,25 @@ cmd_containerd_configure() {
     [ -x "$prefix/containerd-shim-runsc-v1" ] || have containerd-shim-runsc-v1 ||
         die "containerd-shim-runsc-v1 is not installed (release $(sed -n 's/^release=//p' "$STATE_DIR/install.state" 2>/dev/null) has none); pin a release that ships it or set gvisor-fleet:containerd to off"
     printf '%s' "$runsc_toml_b64" | base64 -d > "$tmp/runsc.toml" || die "cannot decode runsc.toml"
-    check_runsc_flags "$prefix/runsc" "$tmp/runsc.toml"
+    # shellcheck disable=SC2046 # flag names are single words
+    check_runsc_flags "$prefix/runsc" $(sed -n '/^\[runsc_config\]/,/^\[/s/^ *\([A-Za-z0-9_.-]*\) *=.*/\1/p' "$tmp/runsc.toml")
 
     [ "$file_version" != none ] || echo "version = $version" > "$tmp/config.toml"
     if grep -Eq "^ *\[plugins\.[\"']${plugin}[\"']\.containerd\.runtimes\.$runtime(\.options)?\]" "$tmp/config.toml"; then
         die "$CONTAINERD_CONFIG already defines [$table] outside this program's block; remove it or set gvisor-fleet:runtimeName to another name"
     fi
-    if grep -q '^disabled_plugins.*cri' "$tmp/config.toml"; then
+    enable_cri "$tmp/config.toml" > "$tmp/cri.toml"
+    if ! cmp -s "$tmp/cri.toml" "$tmp/config.toml"; then
         log "enabling the CRI plugin (it was listed in disabled_plugins)"
-        enable_cri "$tmp/config.toml"
+        mv "$tmp/cri.toml" "$tmp/config.toml"
     fi
     # A file that names no runtime relies on containerd's built-in default
     # (runc); naming ours replaces the built-in map, and CRI then fails with
     # "no corresponding runtime configured ... default_runtime_name". Keep it.
     keep_default=""
     if ! grep -Eq "^ *\[plugins\.[\"']${plugin}[\"']\.containerd\.runtimes\." "$tmp/config.toml"; then
-        containerd --config "$tmp/config.toml" config dump > "$tmp/before.toml" 2>"$tmp/err" ||
-            die "containerd rejects $CONTAINERD_CONFIG as it is: $(tail -n 3 "$tmp/err"); fix it first"
+        dump_candidate "$tmp/config.toml" "$tmp/before.toml" "$tmp/err" ||
+            die "containerd rejects $CONTAINERD_CONFIG as it is: $(first_reason "$tmp/err"); fix it first"
         keep_default=$(default_runtime "$tmp/before.toml")
         keep_type=$(sed -n "/runtimes\.$keep_default\]/,/runtime_type/s/^ *runtime_type = //p" "$tmp/before.toml" | head -n 1)
     fi
@@ -547,8 +903,9 @@ cmd_containerd_configure() {
 
     # Validate the merged file before it takes effect: it must parse, and the
     # runtime must survive imports (on 1.x an imported CRI table replaces ours).
-    containerd --config "$tmp/config.toml" config dump > "$tmp/dump.toml" 2>"$tmp/err" ||
-        die "containerd rejects the merged config: $(tail -n 3 "$tmp/err"); nothing was changed"
+    dump_candidate "$tmp/config.toml" "$tmp/dump.toml" "$tmp/err" ||
+        die "containerd rejects the merged $CONTAINERD_CONFIG: $(first_reason "$tmp/err"); nothing was changed"
+    use_grpc_address "$tmp/dump.toml"
     grep -Eq "ConfigPath = [\"']${runsc_toml}[\"']" "$tmp/dump.toml" ||
         die "after merging, containerd's effective config has no runtime '$runtime': an imported file (imports = [...]) probably redefines the CRI plugin table and replaces it; move the CRI settings into $CONTAINERD_CONFIG. Nothing was changed"
     default_rt=$(default_runtime "$tmp/dump.toml")
@@ -563,15 +920,17 @@ cmd_containerd_configure() {
         return 0
     fi
 
-    backup_once "$CONTAINERD_CONFIG"
-    backup_once "$runsc_toml"
     [ -f "$CONTAINERD_CONFIG" ] && cp -p "$CONTAINERD_CONFIG" "$tmp/previous-config.toml"
     [ -f "$runsc_toml" ] && cp -p "$runsc_toml" "$tmp/previous-runsc.toml"
+    journal_intent "$CONTAINERD_CONFIG" "$tmp/config.toml"
+    journal_intent "$runsc_toml" "$tmp/runsc.toml"
+    checkpoint containerd:journaled
     replace_file "$tmp/runsc.toml" "$runsc_toml"
+    checkpoint containerd:runsc-toml-written
     replace_file "$tmp/config.toml" "$CONTAINERD_CONFIG"
-    if service_restart containerd && wait_for containerd 30 containerd_serving &&
+    checkpoint containerd:written
+    if service_restart containerd && checkpoint containerd:restarted && wait_for containerd 30 containerd_serving &&
         wait_for "containerd's CRI plugin" 10 cri_ok; then
-        sha512_of "$CONTAINERD_CONFIG" > "$STATE_DIR/config.toml.written"
         log "containerd restarted with runtime $runtime (config version $version, $plugin)"
         fact containerd configured
         fact containerd_config_version "$version"
@@ -580,30 +939,41 @@ cmd_containerd_configure() {
     log "containerd did not come back; restoring the previous configuration"
     if [ -f "$tmp/previous-config.toml" ]; then replace_file "$tmp/previous-config.toml" "$CONTAINERD_CONFIG"; else rm -f "$CONTAINERD_CONFIG"; fi
     if [ -f "$tmp/previous-runsc.toml" ]; then replace_file "$tmp/previous-runsc.toml" "$runsc_toml"; else rm -f "$runsc_toml"; fi
+    # A step that changed nothing leaves no journal (see cmd_docker_configure).
+    for f in "$CONTAINERD_CONFIG" "$runsc_toml"; do
+        if same_as_backup "$f"; then forget "$f"; fi
+    done
     if service_restart containerd; then wait_for containerd 30 containerd_serving || true; fi
-    die "containerd failed to start with runtime $runtime; previous configuration restored"
+    die "containerd failed to start with runtime $runtime$(engine_reason containerd); previous configuration restored"
 }
 
 cmd_containerd_restore() {
     runsc_toml=$1
+    begin_step
+    drop_leftovers "$CONTAINERD_CONFIG" "$runsc_toml"
     has_backup "$CONTAINERD_CONFIG" || has_backup "$runsc_toml" || { fact containerd untouched; return 0; }
-    written="$STATE_DIR/config.toml.written"
-    if [ ! -f "$CONTAINERD_CONFIG" ] || { [ -f "$written" ] && [ "$(sha512_of "$CONTAINERD_CONFIG")" = "$(cat "$written")" ]; }; then
-        restore_backup "$CONTAINERD_CONFIG"
+    use_configured_address
+    # As for Docker: a running containerd must come back with the restored file.
+    note_running "$CONTAINERD_CONFIG" containerd_serving
+    if ours_or_original "$CONTAINERD_CONFIG"; then
+        put_back "$CONTAINERD_CONFIG"
         log "restored $CONTAINERD_CONFIG as it was before install"
     else
         # Edited since we wrote it: take out only our block, keep the edits.
-        strip_managed_block "$CONTAINERD_CONFIG" > "$CONTAINERD_CONFIG.gvisor-fleet.new"
-        mv -f "$CONTAINERD_CONFIG.gvisor-fleet.new" "$CONTAINERD_CONFIG"
-        rm -f "$BACKUP_DIR$CONTAINERD_CONFIG" "$BACKUP_DIR$CONTAINERD_CONFIG.absent"
+        make_scratch
+        strip_managed_block "$CONTAINERD_CONFIG" > "$RUN_TMP/config.toml"
+        replace_file "$RUN_TMP/config.toml" "$CONTAINERD_CONFIG"
         log "$CONTAINERD_CONFIG changed since install: removed the runtime block only"
     fi
-    restore_backup "$runsc_toml"
-    rm -f "$written"
-    if containerd_serving; then
-        service_restart containerd || log "containerd restart failed after restore"
-        wait_for containerd 30 containerd_serving || log "containerd is not serving after restore"
+    put_back "$runsc_toml"
+    checkpoint containerd-restore:restored
+    if [ -e "$restart" ]; then
+        { service_restart containerd && wait_for containerd 30 containerd_serving; } ||
+            die "containerd did not start again after $CONTAINERD_CONFIG was restored$(engine_reason containerd); the file is back as it was before install: fix it, start containerd, then run destroy again"
     fi
+    forget "$CONTAINERD_CONFIG"
+    forget "$runsc_toml"
+    rm -f "$restart"
     fact containerd restored
 }
 
@@ -643,8 +1013,10 @@ cmd_verify() {
     runtime=$1 image=$2 docker_mode=$3 containerd_mode=$4 prefix=$5 runsc_toml=$6
     host_kernel=$(uname -r)
     fact host_kernel "$host_kernel"
-    tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' EXIT
+    begin_step
+    make_scratch
+    tmp=$RUN_TMP
+    use_configured_address
     failed=""
     # runsc itself, no container engine or image needed: the host's own
     # file system, read-only, inside a sandbox.
@@ -706,6 +1078,9 @@ usage() {
     die "usage: sh -s -- preflight|install|uninstall|docker-configure|docker-restore|containerd-plan|containerd-configure|containerd-restore|verify ARGS"
 }
 
+case $STEP_TIMEOUT in
+    "" | *[!0-9]*) die "GVISOR_FLEET_STEP_TIMEOUT='$STEP_TIMEOUT' is not a number of seconds (gvisor-fleet:stepTimeout)" ;;
+esac
 [ $# -ge 1 ] || usage
 sub=$1
 shift

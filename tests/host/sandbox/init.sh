@@ -5,8 +5,11 @@ work=$1
 here=$(cd "$(dirname "$0")" && pwd)
 hostname gvisor-fleet-sandbox
 
-# Writable copies of the directories the agent and the daemons change.
-for d in /etc /usr/local /var/lib /var/log; do
+# Writable copies of every directory the agent or an engine may write: the
+# machine's own stay as they are (containerd creates /opt/containerd, a
+# configured data-root may sit in /srv, the docker CLI writes ~/.docker).
+for d in /etc /usr/local /var/lib /var/log /var/cache /var/tmp /opt /srv /home /root; do
+    [ -d "$d" ] || continue
     key=$(echo "$d" | tr / _)
     mkdir -p "$work/upper$key" "$work/overlay-work$key"
     mount -t overlay overlay -o "lowerdir=$d,upperdir=$work/upper$key,workdir=$work/overlay-work$key" "$d"

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Starts a throwaway "host" for the host tests: private mount, network, PID,
-# cgroup, UTS and IPC namespaces, with /etc, /usr/local and /var/lib behind
-# overlays whose upper layers live in WORK. Docker, containerd and the gVisor
+# cgroup, UTS and IPC namespaces, with /etc, /usr/local, /var/{lib,log,cache,tmp},
+# /opt, /srv, /home and /root behind overlays whose upper layers live in WORK
+# (see init.sh). Docker, containerd and the gVisor
 # agent can do anything in it; the real machine keeps its files, network and
 # cgroup tree (everything lands under a child of this process's own cgroups).
 #   sh start.sh WORK     (runs until killed; prints nothing on success)
