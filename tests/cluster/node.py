@@ -16,7 +16,6 @@ import contextlib
 import json
 import shlex
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -383,21 +382,26 @@ class Cluster:
         self.port = free_port()
         socat = shutil.which("socat")
         assert socat, "the cluster tier needs socat"
-        inner = f"nsenter -t {self.node.pid} -n socat STDIO TCP:{NODE_IP}:{API_PORT}"
+        # A script, not an inline command: socat would split the inner address at its colons.
+        script = pki.write(
+            self.work / "api-forward.sh",
+            f"exec nsenter -t {self.node.pid} -n socat STDIO TCP:{NODE_IP}:{API_PORT}\n",
+        )
+        if any(c in str(script) for c in " ,:!\"'"):
+            raise ValueError(f"path unsuitable for a socat address: {script}")
         self.forwarder = subprocess.Popen(
-            [socat, f"TCP-LISTEN:{self.port},bind=127.0.0.1,fork,reuseaddr", f"EXEC:{inner}"],
+            [socat, f"TCP-LISTEN:{self.port},bind=127.0.0.1,fork,reuseaddr", f"EXEC:/bin/sh {script}"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         self.kubeconfig = pki.kubeconfig(f"https://127.0.0.1:{self.port}", self._ca_pem, self._admin)
         pki.write(self.pki / "admin.conf", self.kubeconfig)
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError("the API server forwarder did not listen")
-            time.sleep(0.1)
+        kubectl = [str(self.bins.kubernetes / "kubectl"), f"--kubeconfig={self.pki / 'admin.conf'}"]
+        self.wait(
+            "the API server through the machine's loopback forwarder",
+            lambda: subprocess.run([*kubectl, "get", "--raw=/readyz"], capture_output=True, timeout=30).returncode == 0,
+            30,
+        )
 
     def node_ready(self) -> bool:
         result = self.kubectl("get", "node", NODE, "-o", "json", check=False)

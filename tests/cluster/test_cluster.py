@@ -11,9 +11,11 @@ RuntimeClass whose handler containerd does not know leaves the pod unstarted.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from typing import Any
 
+from tests.cluster import pki
 from tests.cluster.node import NODE, RUNTIME, SAMPLE_IMAGE, Cluster
 
 PROBE = "uname -r; dmesg 2>/dev/null | head -n 1; sleep 3600"
@@ -108,3 +110,20 @@ def test_a_handler_containerd_does_not_know_leaves_the_pod_unstarted(cluster: Cl
     finally:
         cluster.kubectl("delete", "pod", "-n", "default", "unknown-handler", "--wait=false", check=False)
         cluster.kubectl("delete", "runtimeclass", "unknown-runtime", check=False)
+
+
+def test_the_machine_reaches_the_api_server_with_the_per_run_kubeconfig(cluster: Cluster):
+    """What the Pulumi provider gets: a kubeconfig for a loopback port on the machine itself."""
+    kubeconfig = cluster.pki / "admin.conf"
+    assert f"https://127.0.0.1:{cluster.port}" in kubeconfig.read_text()
+    kubectl = [str(cluster.bins.kubernetes / "kubectl"), f"--kubeconfig={kubeconfig}"]
+    nodes = subprocess.run([*kubectl, "get", "nodes", "-o", "name"], capture_output=True, text=True, timeout=60)
+    assert nodes.stdout.split() == [f"node/{NODE}"], nodes.stderr
+    # A client certificate from another run's CA is refused.
+    other = cluster.work / "other-ca.conf"
+    ca = pki.CertificateAuthority()
+    server_ca = (cluster.pki / "ca.crt").read_bytes()
+    other.write_text(pki.kubeconfig(f"https://127.0.0.1:{cluster.port}", server_ca, ca.issue("x", "system:masters")))
+    refused = subprocess.run([str(kubectl[0]), f"--kubeconfig={other}", "get", "nodes"], capture_output=True, text=True,
+                             timeout=60)  # fmt: skip
+    assert refused.returncode != 0 and "Unauthorized" in refused.stderr, refused.stderr
