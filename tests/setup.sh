@@ -15,7 +15,8 @@ say() { printf '\n== setup: %s\n' "$*"; }
 
 say "Debian packages"
 packages="runsc docker.io containerd runc busybox-static openssh-server openssh-client socat
-    shellcheck curl wget sudo ca-certificates bzip2 iproute2 util-linux python3-venv gpg dpkg-dev"
+    shellcheck curl wget sudo ca-certificates bzip2 iproute2 util-linux python3-venv gpg dpkg-dev
+    etcd-server containernetworking-plugins"
 # The Go builds need a recent Go; this machine kind ships one in /usr/local/go.
 export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null 2>&1 || packages="$packages golang-go"
@@ -35,3 +36,4 @@ say "Pulumi engine, language host and command provider"
 sh tests/toolchain/build-pulumi.sh >/dev/null
 say "actionlint (GitHub Actions workflow linter)"
 sh tests/toolchain/build-actionlint.sh >/dev/null
+say "Kubernetes 1.37 for the cluster tier (one multi-call binary)" && sh tests/toolchain/build-kubernetes.sh

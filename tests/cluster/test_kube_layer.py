@@ -1,0 +1,187 @@
+"""The program's Kubernetes layer through the real Pulumi engine and the upstream provider.
+
+One SSH test machine (tests/e2e/harness.py) is made the node of a real
+cluster (tests/cluster/node.py) with its host layer left undone. The stack,
+`cluster: existing` with the cluster's kubeconfig as a secret, then converges
+the host over SSH and deploys the Kubernetes layer with the upstream
+pulumi-kubernetes provider (tests/toolchain/build-pulumi.sh builds it into the
+offline plugin directory). The steps run in order, each on what the one
+before left: up, a no-op up, Pod Security and a Job forced onto runc, destroy.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.kube.manifests import job_result, verify_job
+from components.kube.settings import KubeSettings
+from tests.cluster.node import NODE, RUNTIME, SAMPLE_IMAGE, Binaries, Cluster, kubernetes_bin
+from tests.e2e import harness
+from tests.e2e.harness import Machine, Stack
+from tests.host.conftest import CACHE, REPO
+from tests.host.mirror import Releases
+
+NAMESPACE = "gvisor-sandbox"
+MACHINE = "node1"
+WATCHED = ("/etc/containerd/config.toml", "/etc/containerd/runsc.toml", "/usr/local/bin/runsc")
+KUBE_CONFIG = {"cluster": "existing", "nodeNames": {MACHINE: NODE}, "sampleImage": SAMPLE_IMAGE}
+KUBE_SETTINGS = KubeSettings(handler=RUNTIME, sample_image=SAMPLE_IMAGE, node_names={MACHINE: NODE})
+
+
+def kubernetes_plugin() -> Path | None:
+    """The upstream provider for the pulumi-kubernetes SDK in the venv, if it is in the plugin directory."""
+    version = importlib.metadata.version("pulumi-kubernetes")
+    home = Path(harness.pulumi_env().get("PULUMI_HOME", ""))
+    plugin = home / "plugins" / f"resource-kubernetes-v{version}" / "pulumi-resource-kubernetes"
+    return plugin if plugin.exists() else None
+
+
+@dataclass
+class Deployment:
+    machine: Machine
+    cluster: Cluster
+    stack: Stack
+    as_found: dict[str, bytes | None] = field(default_factory=dict)
+    labels_as_found: dict[str, str] = field(default_factory=dict)
+    done: set[str] = field(default_factory=set)
+
+    def require(self, step: str) -> None:
+        if step not in self.done:
+            pytest.skip(f"needs the '{step}' step, which failed or did not run")
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, releases: Releases, containerd2_bin: Path
+) -> Iterator[Deployment]:
+    why = harness.missing_prerequisites()
+    if why:
+        pytest.skip(why)
+    harness.build_pulumi()
+    if kubernetes_plugin() is None:
+        version = importlib.metadata.version("pulumi-kubernetes")
+        pytest.skip(
+            f"the upstream pulumi-kubernetes provider v{version} (the venv's SDK) is not in the offline plugin "
+            "directory; tests/toolchain/build-pulumi.sh builds it"
+        )
+    work = tmp_path_factory.mktemp("kube-layer")
+    client = harness.make_key(work / "client" / "id_ed25519", "gvisor-fleet-cluster")
+    image_tar = harness.make_image_tar(work / "busybox-rootfs.tar")
+    bins = Binaries(kubernetes=kubernetes_bin(REPO), containerd=containerd2_bin, etcd=Path("/usr/bin/etcd"))
+    machine = harness.start_machine(MACHINE, work / MACHINE, client, image_tar)
+    cluster = Cluster(work / "cluster", bins, CACHE / "mirror", releases.current, sandbox=machine.sandbox)
+    try:
+        cluster.start(converge_host=False)
+        stack = Stack(work / "stack")
+        config = harness.stack_config(
+            [machine],
+            releases,
+            containerd=True,
+            overrides={
+                "kubernetes": {"cluster": "existing", "nodeNames": {MACHINE: NODE}, "sampleImage": SAMPLE_IMAGE}
+            },
+        )
+        stack.init(config, client.private_text)
+        stack.pulumi("config", "set", "--secret", "kubeconfig", stdin=cluster.kubeconfig).check()
+        d = Deployment(machine, cluster, stack)
+        d.as_found = {p: machine.read(p) for p in WATCHED}
+        d.labels_as_found = cluster.kubectl_json("get", "node", NODE)["metadata"]["labels"]
+        yield d
+    finally:
+        cluster.close()
+        machine.close()
+
+
+def sample_log(cluster: Cluster) -> dict[str, str]:
+    out = cluster.kubectl("logs", "-n", NAMESPACE, "gvisor-sample-amd64").stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def test_up_converges_the_node_and_deploys_the_kubernetes_layer(deployment: Deployment):
+    d = deployment
+    run = d.stack.pulumi("up", "--yes", "--skip-preview", timeout=1200).check()
+    outputs = d.stack.outputs()
+    # 1. The host layer converged the node (runsc, containerd runtime table, verify passed).
+    assert outputs["allChecksPassed"] is True, outputs
+    facts: Any = outputs["machines"]
+    assert facts[MACHINE]["containerd_ok"] == "true", facts
+    # 2. Every object exists, the sample runs under gVisor, the Job passed.
+    assert outputs["kubernetesVerification"]["amd64"]["passed"] is True, outputs["kubernetesVerification"]
+    c = d.cluster
+    rc = c.kubectl_json("get", "runtimeclass", "gvisor")
+    assert rc["handler"] == RUNTIME
+    ns = c.kubectl_json("get", "namespace", NAMESPACE)
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    c.kubectl("get", "networkpolicy", "-n", NAMESPACE, "default-deny-all")
+    node = c.kubectl_json("get", "node", NODE)
+    assert node["metadata"]["labels"]["gvisor-fleet/gvisor"] == "verified"
+    pod = c.kubectl_json("get", "pod", "-n", NAMESPACE, "gvisor-sample-amd64")
+    assert pod["spec"]["runtimeClassName"] == "gvisor" and pod["status"]["phase"] == "Running"
+    assert sample_log(c)["kernel_release"] != c.sh("uname -r").strip()
+    job = c.kubectl_json("get", "job", "-n", NAMESPACE, "gvisor-verify-amd64")
+    assert job_result(job["status"])["passed"] is True
+    d.done.add("up")
+    print(f"pulumi up: {run.seconds:.1f}s")
+
+
+def test_a_second_up_changes_nothing(deployment: Deployment):
+    deployment.require("up")
+    deployment.stack.pulumi("up", "--yes", "--expect-no-changes", timeout=600).check()
+
+
+def test_restricted_namespace_rejects_a_privileged_pod(deployment: Deployment):
+    deployment.require("up")
+    privileged = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "privileged", "namespace": NAMESPACE},
+        "spec": {"containers": [{"name": "c", "image": SAMPLE_IMAGE, "securityContext": {"privileged": True}}]},
+    }
+    result = deployment.cluster.kubectl("apply", "-f", "-", stdin=json.dumps(privileged), check=False)
+    assert result.returncode != 0
+    assert 'violates PodSecurity "restricted:latest"' in result.stderr and "privileged" in result.stderr
+
+
+def test_a_job_forced_onto_runc_reports_failed(deployment: Deployment):
+    deployment.require("up")
+    c = deployment.cluster
+    job = verify_job(KUBE_SETTINGS, "x86_64")
+    job["metadata"]["name"] = "gvisor-verify-on-runc"
+    del job["spec"]["template"]["spec"]["runtimeClassName"]
+    c.kubectl("apply", "-f", "-", stdin=json.dumps(job))
+    try:
+        deadline = time.monotonic() + 180
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = c.kubectl_json("get", "job", "-n", NAMESPACE, "gvisor-verify-on-runc").get("status", {})
+            if any(cond["type"] == "Failed" for cond in status.get("conditions") or []):
+                break
+            time.sleep(1)
+        result = job_result(status)
+        assert result["passed"] is False and result.get("reason"), status
+        logs = c.kubectl("logs", "-n", NAMESPACE, "job/gvisor-verify-on-runc", check=False).stdout
+        assert "gvisor_verified=false" in logs, logs
+    finally:
+        c.kubectl("delete", "job", "-n", NAMESPACE, "gvisor-verify-on-runc", "--cascade=foreground", check=False)
+
+
+def test_destroy_removes_every_object_and_restores_the_node(deployment: Deployment):
+    d = deployment
+    d.require("up")
+    d.stack.pulumi("destroy", "--yes", "--skip-preview", timeout=900).check()
+    c = d.cluster
+    assert c.kubectl("get", "runtimeclass", "gvisor", check=False).returncode != 0
+    deadline = time.monotonic() + 120
+    while c.kubectl("get", "namespace", NAMESPACE, check=False).returncode == 0 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert c.kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0, "namespace still there"
+    assert c.kubectl_json("get", "node", NODE)["metadata"]["labels"] == d.labels_as_found
+    assert {p: d.machine.read(p) for p in WATCHED} == d.as_found
