@@ -12,11 +12,12 @@
 # Tiers: lint (ruff, formatting, mypy, shellcheck, actionlint, gofmt), unit (Pulumi mocks, pure
 # functions, manifests against the Kubernetes schema), host (the host agent
 # against real runsc, dockerd, containerd in sandboxes), vm (x86_64 and
-# aarch64 QEMU VMs), e2e (the real Pulumi engine: preview, up, no-op, destroy).
+# aarch64 QEMU VMs), e2e (the real Pulumi engine: preview, up, no-op, destroy),
+# cluster (a real one-node Kubernetes with pods under runsc, and the kube layer).
 set -eu
 cd "$(dirname "$0")/.."
 
-tiers=${*:-lint unit host vm e2e}
+tiers=${*:-lint unit host vm e2e cluster}
 [ -n "${SKIP_SETUP:-}" ] || sh tests/setup.sh
 export PATH="$PWD/.venv/bin:$PATH:/usr/local/go/bin"
 
@@ -74,7 +75,8 @@ for tier in $tiers; do
         host) run_tier host python -m pytest -q tests/host ;;
         vm) run_tier vm python -m pytest -q tests/vm ;;
         e2e) run_tier e2e python -m pytest -q tests/e2e ;;
-        *) echo "unknown tier '$tier' (lint unit host vm e2e)" >&2; exit 2 ;;
+        cluster) run_tier cluster python -m pytest -q tests/cluster ;;
+        *) echo "unknown tier '$tier' (lint unit host vm e2e cluster)" >&2; exit 2 ;;
     esac
 done
 
