@@ -2,8 +2,9 @@
 
 Boots one x86_64 and one aarch64 VM through the qemu backend's launcher at
 the same time (as `pulumi up` does), then runs the host layer's steps
-(preflight, install from a local mirror, docker/containerd (skipped: not
-installed), verify) on both at once, and writes tests/bench/results/vm.json:
+(preflight, install from a local mirror, Docker, containerd, verify under
+runsc, Docker and containerd) on both at once, and writes
+tests/bench/results/vm.json:
 
 - boot_to_ssh_seconds[arch]: launcher start until SSH answers with the pinned key;
 - converge_seconds[arch] and converge_wall_seconds (both machines in parallel);

@@ -8,8 +8,9 @@
 #   sh tests/toolchain/build-gvisor.sh              build (skips what is cached)
 #   sh tests/toolchain/build-gvisor.sh --print-dir  print the output directory only
 #
-# Output: $GVISOR_FLEET_CACHE/gvisor-go/<arch>/{runsc,containerd-shim-runsc-v1}
-# and $GVISOR_FLEET_CACHE/gvisor-go/VERSION (the module pseudo-version).
+# Output: $GVISOR_FLEET_CACHE/gvisor-go/<arch>/{runsc,containerd-shim-runsc-v1},
+# $GVISOR_FLEET_CACHE/gvisor-go/VERSION (the module pseudo-version) and
+# RUNSC_VERSION (what `runsc --version` prints: go-<commit time>-<commit>).
 set -eu
 
 cache=${GVISOR_FLEET_CACHE:-$HOME/.cache/gvisor-fleet}
@@ -28,14 +29,16 @@ for arch in x86_64 aarch64; do
         [ -x "$out/$arch/$bin" ] || done_all=false
     done
 done
-if $done_all && [ "$(cat "$out/VERSION" 2>/dev/null)" = "$pin" ]; then
+if $done_all && [ "$(cat "$out/VERSION" 2>/dev/null)" = "$pin" ] && [ -s "$out/RUNSC_VERSION" ]; then
     echo "build-gvisor: cached $(cat "$out/VERSION") in $out"
     exit 0
 fi
 
 work="$cache/gvisor-go-module"
 # Binaries of another pin are stale; a build cut short (no VERSION yet) resumes.
-[ ! -s "$out/VERSION" ] || rm -rf "$out"
+if [ -s "$out/VERSION" ] && [ "$(cat "$out/VERSION")" != "$pin" ]; then rm -rf "$out"; fi
+# A finished build whose runsc predates the version stamp (VERSION_MISSING).
+if [ -s "$out/VERSION" ] && ! [ -s "$out/RUNSC_VERSION" ]; then rm -f "$out"/*/runsc; fi
 mkdir -p "$work" "$out"
 cd "$work"
 [ -f go.mod ] || go mod init gvisor-fleet.test/gvisor-build >/dev/null 2>&1
@@ -44,6 +47,9 @@ GOFLAGS=-mod=mod go get "gvisor.dev/gvisor@$pin" >/dev/null 2>&1 ||
     GOFLAGS=-mod=mod go get "gvisor.dev/gvisor@$pin"
 version=$(go list -m -f '{{.Version}}' gvisor.dev/gvisor)
 src=$(go list -m -f '{{.Dir}}' gvisor.dev/gvisor)
+# Upstream stamps `git describe` into runsc/version.version (Bazel x_defs, e.g.
+# release-20261116.0); a go-branch build names its commit time and commit.
+runsc_version="go-$(echo "$version" | cut -d- -f2-)"
 
 # The shim lowers its own OOM score to -999 and gives up when it may not.
 # That needs CAP_SYS_RESOURCE, which some CI sandboxes (this project's
@@ -81,9 +87,11 @@ for arch in x86_64 aarch64; do
         fi
         echo "build-gvisor: building $arch/$bin ($version; about a minute each on 2 cores)"
         (cd "$module" && CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOFLAGS=-mod=mod \
-            go build -trimpath -ldflags "-s -w" -o "$out/$arch/$bin.tmp" "$pkg")
+            go build -trimpath -ldflags "-s -w -X gvisor.dev/gvisor/runsc/version.version=$runsc_version" \
+            -o "$out/$arch/$bin.tmp" "$pkg")
         mv "$out/$arch/$bin.tmp" "$out/$arch/$bin"
     done
 done
 echo "$version" > "$out/VERSION"
-echo "build-gvisor: built $version in $out"
+echo "$runsc_version" > "$out/RUNSC_VERSION"
+echo "build-gvisor: built $runsc_version in $out"

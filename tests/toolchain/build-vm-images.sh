@@ -7,13 +7,21 @@
 #   sh tests/toolchain/build-vm-images.sh [x86_64] [aarch64]   build what is missing
 #   sh tests/toolchain/build-vm-images.sh --print-dir           print the output directory
 #
+# Each image is a host with both container engines the program configures:
+# Debian's docker.io, and containerd 2 (tests/toolchain/build-containerd.sh,
+# built for the image's arch; Debian's 1.6 cannot run the current gVisor shim)
+# run by Debian's containerd.service. A busybox image is imported into both at
+# boot, before sshd starts, from a static busybox tarball in the image, under the
+# name the verify step uses (gvisor-fleet:verifyImage's default): no registry.
+#
 # Output, per arch: $GVISOR_FLEET_CACHE/vm-images/debian12-r$REV/<arch>/
 #   vmlinuz, initrd.img, disk.qcow2 (ext4 on the whole disk: root=/dev/vda)
-# Build time on 2 cores: about 2 min x86_64, about 8 min aarch64 (emulated).
-# Needs root, and the packages of tests/toolchain/install-vm-deps.sh.
+# Build time on 2 cores: see README.md (Set-up). Needs root, Go (for
+# containerd) and the packages of tests/toolchain/install-vm-deps.sh.
 set -eu
 
-REV=1 # bump when the image contents change: tests then rebuild
+REV=2 # bump when the image contents change: tests then rebuild
+VERIFY_IMAGE=docker.io/library/busybox:1.37 # components/settings.py DEFAULT_VERIFY_IMAGE
 SUITE=bookworm
 MIRROR=${GVISOR_FLEET_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${GVISOR_FLEET_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
@@ -29,6 +37,7 @@ log() { printf 'build-vm-images: %s\n' "$*" >&2; }
 die() { printf 'build-vm-images: ERROR: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (mmdebstrap chroots, mkfs keeps file owners)"
+export PATH="$PATH:/usr/local/go/bin" # Go for containerd 2, where tests/setup.sh finds it
 for tool in mmdebstrap mkfs.ext4 qemu-img; do
     command -v "$tool" >/dev/null 2>&1 || die "'$tool' is missing; run: sh tests/toolchain/install-vm-deps.sh"
 done
@@ -77,6 +86,44 @@ CFG
 echo "/dev/vda / ext4 defaults,errors=remount-ro 0 1" > "$1/etc/fstab"
 rm -f "$1"/etc/ssh/ssh_host_*
 : > "$1/etc/machine-id"
+# containerd 2 replaces 1.6 as the service (Docker then uses it too); the
+# package stays for its unit and config.toml, like an upgraded host.
+cp "$CONTAINERD_BIN"/containerd "$CONTAINERD_BIN"/ctr "$CONTAINERD_BIN"/containerd-shim-runc-v2 "$1/usr/local/bin/"
+mkdir -p "$1/etc/systemd/system/containerd.service.d"
+printf "[Service]\nExecStart=\nExecStart=/usr/local/bin/containerd\n" > "$1/etc/systemd/system/containerd.service.d/containerd2.conf"
+# The verify image: static busybox as a one-layer root file system.
+img="$1/usr/local/share/gvisor-fleet"
+mkdir -p "$img/rootfs/bin"
+cp "$1/bin/busybox" "$img/rootfs/bin/busybox"
+for applet in sh uname dmesg cat head echo ls sleep true; do ln -s busybox "$img/rootfs/bin/$applet"; done
+tar -C "$img/rootfs" --owner=0 --group=0 --numeric-owner -cf "$img/busybox-rootfs.tar" .
+rm -rf "$img/rootfs"
+cat > "$1/usr/local/sbin/gvisor-fleet-test-image" <<SH
+#!/bin/sh
+# Imports the verify image into Docker and into containerd (namespace gvisor-fleet), once.
+set -eu
+docker image inspect $VERIFY_IMAGE >/dev/null 2>&1 ||
+    docker import /usr/local/share/gvisor-fleet/busybox-rootfs.tar $VERIFY_IMAGE >/dev/null
+ctr -n gvisor-fleet images ls -q | grep -qx $VERIFY_IMAGE ||
+    docker save $VERIFY_IMAGE | ctr -n gvisor-fleet images import - >/dev/null
+SH
+chmod 755 "$1/usr/local/sbin/gvisor-fleet-test-image"
+cat > "$1/etc/systemd/system/gvisor-fleet-test-image.service" <<UNIT
+[Unit]
+Description=Import the gvisor-fleet verify image (no registry in the test VMs)
+Requires=docker.service containerd.service
+After=docker.service containerd.service
+Before=ssh.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/gvisor-fleet-test-image
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+chroot "$1" systemctl enable gvisor-fleet-test-image.service >/dev/null 2>&1
 rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/var/log/*.log'
 
 build_arch() {
@@ -92,13 +139,16 @@ build_arch() {
         return 0
     fi
     [ "$(uname -m)" = "$arch" ] || ensure_binfmt "qemu-$arch"
+    sh "$(dirname "$0")/build-containerd.sh" --arch "$arch" >&2
+    CONTAINERD_BIN=$(sh "$(dirname "$0")/build-containerd.sh" --arch "$arch" --print-dir)
+    export CONTAINERD_BIN VERIFY_IMAGE
     work="$out/.build-$arch"
     rm -rf "$work"
     mkdir -p "$work"
     start=$(date +%s)
     log "building the $arch root file system with mmdebstrap (Debian $SUITE, $darch)"
     mmdebstrap --quiet --variant=minbase --arch="$darch" \
-        --include="systemd-sysv,udev,dbus,openssh-server,iproute2,sudo,kmod,initramfs-tools,linux-image-$darch,cloud-init,curl,ca-certificates,bzip2,procps" \
+        --include="systemd-sysv,udev,dbus,openssh-server,iproute2,sudo,kmod,initramfs-tools,linux-image-$darch,cloud-init,curl,ca-certificates,bzip2,procps,docker.io,busybox-static" \
         --dpkgopt='path-exclude=/usr/share/man/*' \
         --dpkgopt='path-exclude=/usr/share/doc/*' \
         --dpkgopt='path-include=/usr/share/doc/*/copyright' \

@@ -78,12 +78,12 @@ def gvisor_dir() -> Path:
 def ensure_mirror() -> tuple[Path, str]:
     """A mirror laid out like gVisor's bucket (<release>/<arch>/gvisor.tar.bz2 + .sha512) from a current runsc."""
     src = gvisor_dir()
-    if not (src / "VERSION").exists():
+    if not (src / "RUNSC_VERSION").exists():
         subprocess.run(["sh", str(BUILD_GVISOR)], check=True)
     version = (src / "VERSION").read_text().strip()
     release = version.split("-")[1][:8] + ".0"  # the module's commit date, like a dated release
     root = CACHE / "vm-mirror"
-    stamp = root / f".complete-{hashlib.sha256(version.encode()).hexdigest()[:12]}"
+    stamp = root / f".complete-{hashlib.sha256(runsc_version().encode()).hexdigest()[:12]}"
     if not stamp.exists():
         shutil.rmtree(root, ignore_errors=True)
         for arch in ARCHES:
@@ -97,6 +97,11 @@ def ensure_mirror() -> tuple[Path, str]:
             (dest / "gvisor.tar.bz2.sha512").write_text(f"{digest}  gvisor.tar.bz2\n")
         stamp.touch()
     return root, release
+
+
+def runsc_version() -> str:
+    """What the test runsc prints after `runsc version` (go-<commit time>-<commit>)."""
+    return (gvisor_dir() / "RUNSC_VERSION").read_text().strip()
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

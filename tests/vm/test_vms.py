@@ -1,8 +1,10 @@
 """A real multi-arch fleet: x86_64 and aarch64 VMs from the qemu backend, gVisor on both (no mocks).
 
 Runs in file order on one pair of VMs (see conftest.py): boot and SSH with
-pinned host keys, cloud-init seeding, the host layer's install and
-verification on both at once, idempotence, and finally stop.
+pinned host keys, cloud-init seeding, the host layer's install, Docker and
+containerd wiring and verification on both at once, idempotence, and finally
+the destroy path (every step's delete) and stop. The images carry Docker and
+containerd 2 (tests/toolchain/build-vm-images.sh), so every step really runs.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from components.fleet.machine import Machine
 from components.gvisor.agent import checks_passed, parse_facts
 from components.gvisor.host import host_commands
 from components.settings import GvisorSettings
-from tests.vm.harness import USER, Vm
+from tests.vm.harness import USER, Vm, runsc_version
 
 pytestmark = pytest.mark.vm
 
 STEPS = ("preflight", "install", "docker", "containerd", "verify")
+# What the Docker and containerd steps write and their deletes must put back.
+ENGINE_CONFIGS = ("/etc/docker/daemon.json", "/etc/containerd/config.toml", GvisorSettings().runsc_config_path)
 
 
 def machine_record(vm: Vm, arch: str | None = None) -> Machine:
@@ -43,6 +47,20 @@ def converge(vm: Vm, settings: GvisorSettings) -> dict[str, str]:
         assert result.returncode == 0, f"{vm.name} ({vm.arch}) step {step} failed:\n{result.stderr[-3000:]}"
         facts.update(parse_facts(result.stdout))
     return facts
+
+
+def engine_configs(vm: Vm) -> dict[str, str]:
+    """path -> sha256 of the file, or "absent"."""
+    script = 'for f in "$@"; do if [ -e "$f" ]; then sha256sum "$f"; else echo "absent $f"; fi; done'
+    out = vm.ssh(f"sudo -n sh -c '{script}' - {' '.join(ENGINE_CONFIGS)}")
+    assert out.returncode == 0, f"{vm.name}: {out.stderr}"
+    return {path: digest for digest, path in (line.split(maxsplit=1) for line in out.stdout.splitlines())}
+
+
+@pytest.fixture(scope="module")
+def configs_before(vms: dict[str, Vm]) -> dict[str, dict[str, str]]:
+    """Each VM's engine configs as the image has them, before any step ran."""
+    return {arch: engine_configs(vm) for arch, vm in vms.items()}
 
 
 def test_both_arches_answer_ssh_with_their_pinned_host_key(vms: dict[str, Vm]):
@@ -83,7 +101,29 @@ def test_cloud_init_seeded_user_sudo_hostname_and_only_the_pinned_key(vms: dict[
         assert key_material(host_pub) == key_material(vm.host_key.public_key)
 
 
-def test_host_layer_converges_on_both_arches_at_once(vms: dict[str, Vm], mirror: tuple[str, str]):
+def test_images_run_docker_and_containerd_2_with_the_verify_image_offline(
+    vms: dict[str, Vm], configs_before: dict[str, dict[str, str]]
+):
+    image = GvisorSettings().verify_image
+    for arch, vm in vms.items():
+        out = vm.ssh(
+            "systemctl is-active docker containerd; containerd --version; "
+            f"sudo -n docker image inspect -f '{{{{.Architecture}}}}' {image}; "
+            "sudo -n ctr -n gvisor-fleet images ls -q"
+        )
+        assert out.returncode == 0, f"{vm.name}: {out.stdout}{out.stderr}"
+        lines = out.stdout.splitlines()
+        assert lines[:2] == ["active", "active"]
+        assert lines[2].split()[2].startswith("v2."), f"{vm.name}: {lines[2]} (the current shim needs containerd 2)"
+        assert lines[3] == {"x86_64": "amd64", "aarch64": "arm64"}[arch]
+        assert image in lines[4:]
+        assert configs_before[arch]["/etc/docker/daemon.json"] == "absent"
+        assert configs_before[arch]["/etc/containerd/config.toml"] != "absent"  # Debian's package ships one
+
+
+def test_host_layer_converges_on_both_arches_at_once(
+    vms: dict[str, Vm], mirror: tuple[str, str], configs_before: dict[str, dict[str, str]]
+):
     base_url, release = mirror
     settings = GvisorSettings(release=release, base_url=base_url)
     facts: dict[str, dict[str, str]] = {}
@@ -107,8 +147,15 @@ def test_host_layer_converges_on_both_arches_at_once(vms: dict[str, Vm], mirror:
         assert f["runsc_ok"] == "true", f
         assert f["runsc_sandbox_kernel"] != f["host_kernel"], "runsc do ran on the host kernel"
         assert "Starting gVisor" in f["runsc_banner"]
-        assert f["docker_ok"] == f["containerd_ok"] == "skipped"  # the images carry neither (modes auto)
+        assert f["runsc_version"] == runsc_version(), "runsc carries its build's version"
+        for engine in ("docker", "containerd"):
+            assert f[f"{engine}_ok"] == "true", f
+            assert f[f"{engine}_sandbox_kernel"] not in ("", f["host_kernel"]), f"{engine} ran on the VM's kernel"
+            assert "Starting gVisor" in f[f"{engine}_banner"]
+        assert f["containerd_version"].startswith("2."), f
         assert checks_passed(f), f
+    for arch, vm in vms.items():
+        assert engine_configs(vm) != configs_before[arch], f"{vm.name}: no engine config was written"
 
 
 def test_second_install_changes_nothing(vms: dict[str, Vm], mirror: tuple[str, str]):
@@ -137,13 +184,20 @@ def test_start_again_is_a_no_op(vms: dict[str, Vm]):
         assert vm.facts["instance"] == before["instance"] and vm.facts["pid"] == before["pid"]
 
 
-def test_uninstall_then_stop_leaves_nothing(vms: dict[str, Vm]):
-    for vm in vms.values():
-        _, delete = host_commands(machine_record(vm), GvisorSettings())["install"]
-        assert delete is not None
-        out = vm.agent(delete)
-        assert out.returncode == 0, out.stderr
-        assert vm.ssh("test ! -e /usr/local/bin/runsc").returncode == 0
+def test_destroy_restores_the_engine_configs_byte_for_byte_then_stop_leaves_nothing(
+    vms: dict[str, Vm], configs_before: dict[str, dict[str, str]]
+):
+    for arch, vm in vms.items():
+        # pulumi destroy's order: the reverse of creation, deletes only.
+        commands = host_commands(machine_record(vm), GvisorSettings())
+        for step in reversed(STEPS):
+            delete = commands[step][1]
+            if delete is not None:
+                out = vm.agent(delete)
+                assert out.returncode == 0, f"{vm.name} ({arch}) delete of {step} failed:\n{out.stderr[-3000:]}"
+        assert engine_configs(vm) == configs_before[arch], f"{vm.name}: destroy did not restore the engine configs"
+        out = vm.ssh("test ! -e /usr/local/bin/runsc && systemctl is-active docker containerd")
+        assert out.returncode == 0, f"{vm.name}: runsc left behind or an engine down: {out.stdout}{out.stderr}"
     for vm in vms.values():
         pid = vm.facts["pid"]
         out = vm.stop()
