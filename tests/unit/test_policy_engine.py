@@ -105,7 +105,10 @@ class Project:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     env = engine_env()
     if env is None:
-        pytest.skip("the Pulumi engine is not built (sh tests/toolchain/build-pulumi.sh)")
+        pytest.skip(
+            f"the Pulumi engine or its kubernetes provider {KUBERNETES_VERSION} is not built"
+            " (sh tests/toolchain/build-pulumi.sh)"
+        )
     if not (ROOT / ".venv" / "bin" / "python").exists():
         pytest.skip("no .venv (sh tests/setup.sh)")
     base = tmp_path_factory.mktemp("policy-engine")
