@@ -3,7 +3,9 @@
 For each fleet size, a fresh stack (the end-to-end tests' machines and stack,
 see tests/e2e/harness.py) goes through preview, up, a no-op up and destroy.
 Writes tests/bench/results/engine.json with, per fleet size:
-- seconds: wall time of each `pulumi` command (median over --repeat rounds);
+- seconds: wall time of each `pulumi` command (median over --repeat rounds),
+  and spread: min/median/max over the rounds (on a shared 2-core machine the
+  rounds can differ 2-3x, so the median alone would hide it);
 - remote_commands_per_machine: commands run over SSH on each machine during
   each `pulumi` command (each machine's sshd logs every one);
 ratio_4_to_1 per command, and for fleets of more than one machine a second
@@ -76,6 +78,22 @@ def one_round(count: int, work: Path, key: harness.KeyPair, image_tar: Path, rel
             m.close()
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": round(statistics.median(values), 2), "max": max(values)}
+
+
+def plugin_versions(bin_dir: Path) -> dict[str, str]:
+    """The plugins the engine runs, as `pulumi plugin ls` lists them, and the language host's own version."""
+    pulumi = [str(bin_dir / "pulumi"), "plugin", "ls", "--json"]
+    listed = subprocess.run(pulumi, env=harness.pulumi_env(), capture_output=True, text=True, check=True)
+    plugins = {f"{p['kind']}/{p['name']}": p["version"] for p in json.loads(listed.stdout or "[]")}
+    host = bin_dir / "pulumi-language-python"
+    if host.exists():
+        reported = subprocess.run([str(host), "-version"], capture_output=True, text=True, check=True)
+        plugins["language/python"] = reported.stdout.strip()
+    return dict(sorted(plugins.items()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--machines", default="1,4", help="fleet sizes, comma-separated (default 1,4)")
@@ -92,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     releases = harness.prepare_mirror()
     sizes = [int(n) for n in args.machines.split(",")]
     results: dict[str, object] = {
-        "engine": f"pulumi {engine} (file backend, passphrase secrets, stand-in command provider 1.2.1)",
+        "engine": f"pulumi {engine} (file backend, passphrase secrets)",
+        "plugins": plugin_versions(bin_dir),
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
         "repeat": args.repeat,
@@ -112,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             fleets[str(count)] = {
                 "seconds": medians[count],
+                "spread": {phase: spread([r.seconds[phase] for r in rounds]) for phase in rounds[0].seconds},
                 "remote_commands_per_machine": rounds[-1].remote_commands_per_machine,
                 "machine_setup_seconds": rounds[-1].machine_setup_seconds,
                 "rounds": [r.seconds for r in rounds],

@@ -49,6 +49,17 @@ PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt", "components")
 
 # Settings a machine's owner had before gvisor-fleet came: destroy must put them back.
 USER_DAEMON_JSON = '{\n  "log-level": "warn",\n  "max-concurrent-downloads": 2\n}\n'
+# containerd's, for machines that run containerd 2: custom settings, and a
+# runsc.toml left from an earlier hand-made set-up.
+USER_CONTAINERD_TOML = """# this machine's containerd settings
+version = 2
+root = "/var/lib/containerd"
+
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "registry.example.test/pause:3.10"
+"""
+USER_RUNSC_TOML = '# written by hand before gvisor-fleet\n[runsc_config]\n  platform = "systrap"\n'
 
 _TOOLS = (
     "unshare",
@@ -122,15 +133,12 @@ def build_gvisor() -> Path:
     return out
 
 
-def build_containerd2() -> Path | None:
-    """containerd 2.x binaries for the machines, when GVISOR_FLEET_E2E_CONTAINERD2=1.
+def build_containerd2() -> Path:
+    """containerd 2.x binaries for the machines (tests/toolchain/build-containerd.sh, built on first use).
 
-    Built by tests/toolchain/build-containerd.sh on first use. Off by default:
-    Debian's containerd 1.6 (the default) cannot run the current gVisor shim,
-    so the stack then turns the containerd step off.
+    Debian's containerd 1.6 cannot run the current gVisor shim (it speaks
+    containerd 2's shim bootstrap protocol), so the machines run containerd 2.
     """
-    if os.environ.get("GVISOR_FLEET_E2E_CONTAINERD2") != "1":
-        return None
     script = TOOLCHAIN / "build-containerd.sh"
     out = Path(
         subprocess.run(["sh", str(script), "--print-dir"], capture_output=True, text=True, check=True).stdout.strip()
@@ -270,13 +278,16 @@ def start_machine(name: str, work: Path, client: KeyPair, image_tar: Path, conta
     """A fresh machine: Docker and containerd running with the owner's settings, mirror served, sshd reachable.
 
     With `containerd2` (a bin directory from build-containerd.sh) the machine runs
-    that containerd 2.x instead of Debian's 1.6, which cannot run the current shim.
+    that containerd 2.x instead of Debian's 1.6, which cannot run the current shim,
+    with its owner's config.toml and runsc.toml.
     """
     work.mkdir(parents=True, exist_ok=True)
     sandbox = Sandbox(work / "host")
     try:
         if containerd2:
             sandbox.sh(f"cp {shlex.quote(str(containerd2))}/* /usr/local/sbin/")
+            sandbox.write("/etc/containerd/config.toml", USER_CONTAINERD_TOML)
+            sandbox.write("/etc/containerd/runsc.toml", USER_RUNSC_TOML)
         sandbox.write("/etc/docker/daemon.json", USER_DAEMON_JSON)
         sandbox.sh("systemctl start containerd && systemctl start docker")
         sandbox.sh(

@@ -1,7 +1,10 @@
 """The real Pulumi engine, through a stack that uses the program as users do (no mocks).
 
 Test machines are sandboxes with their own file systems, real dockerd and
-containerd, and an OpenSSH server on 127.0.0.1 (see harness.py). The steps run
+containerd 2 (built from source: Debian's 1.6 cannot run the current shim)
+with their owner's daemon.json, config.toml and runsc.toml, and an OpenSSH
+server on 127.0.0.1 (see harness.py). The engine runs the upstream language
+host and command provider (tests/toolchain/build-pulumi.sh). The steps run
 in order, each on what the one before left: preview, up, a no-op up, a change
 of one runsc flag, destroy; then the state and every line the engine printed
 are searched for the SSH private key.
@@ -43,13 +46,12 @@ class Fleet:
     stack: Stack
     key: KeyPair
     releases: Releases
-    containerd: bool
     as_found: dict[str, dict[str, bytes | None]] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)
     checkpoints: list[Path] = field(default_factory=list)
 
     def steps(self) -> list[str]:
-        return ["preflight", "install", "docker", *(["containerd"] if self.containerd else []), "verify"]
+        return ["preflight", "install", "docker", "containerd", "verify"]
 
     def require(self, *steps: str) -> None:
         for step in steps:
@@ -67,7 +69,7 @@ class Fleet:
         self.checkpoints.append(dest)
 
     def config(self, **overrides: object) -> dict[str, object]:
-        return harness.stack_config(self.machines, self.releases, self.containerd, overrides)
+        return harness.stack_config(self.machines, self.releases, containerd=True, overrides=overrides)
 
 
 def snapshot(machine: Machine) -> dict[str, bytes | None]:
@@ -91,7 +93,7 @@ def fleet(engine: Path, mirror: Releases, image_tar: Path, client_key: KeyPair, 
     machines = harness.start_machines(MACHINES, fleet_work / "machines", client_key, image_tar, containerd2)
     try:
         stack = Stack(fleet_work / "stack")
-        fleet = Fleet(machines, stack, client_key, mirror, containerd=containerd2 is not None)
+        fleet = Fleet(machines, stack, client_key, mirror)
         stack.init(fleet.config(), client_key.private_text)
         fleet.as_found = {m.name: snapshot(m) for m in machines}
         yield fleet
@@ -129,7 +131,7 @@ def test_up_installs_and_verifies_gvisor_on_every_machine(fleet: Fleet) -> None:
     facts_by_machine = outputs["machines"]
     assert isinstance(facts_by_machine, dict)
     assert set(facts_by_machine) == {m.name for m in fleet.machines}
-    runtimes = ["runsc", "docker", *(["containerd"] if fleet.containerd else [])]
+    runtimes = ["runsc", "docker", "containerd"]
     for m in fleet.machines:
         facts = facts_by_machine[m.name]
         host_kernel = m.sandbox.sh("uname -r").strip()
@@ -140,8 +142,9 @@ def test_up_installs_and_verifies_gvisor_on_every_machine(fleet: Fleet) -> None:
             assert facts[f"{rt}_ok"] == "true", (m.name, rt, facts)
             assert facts[f"{rt}_sandbox_kernel"] not in ("", host_kernel), (m.name, rt, facts)
             assert "Starting gVisor" in facts[f"{rt}_banner"], (m.name, rt, facts)
-        if not fleet.containerd:
-            assert facts["containerd_ok"] == "skipped"
+        # The owner's containerd files were replaced (destroy must bring them back).
+        assert m.read("/etc/containerd/config.toml") != harness.USER_CONTAINERD_TOML.encode()
+        assert m.read("/etc/containerd/runsc.toml") != harness.USER_RUNSC_TOML.encode()
         # Independently of the agent: Docker on the machine runs containers under gVisor.
         assert "runsc" in docker_runtimes(m)
         sandbox_kernel = m.sandbox.sh(f"docker run --rm --runtime=runsc {harness.TEST_IMAGE} uname -r").strip()
@@ -173,7 +176,7 @@ def test_changing_a_runsc_flag_updates_only_the_affected_steps(fleet: Fleet) -> 
     record("flag change up", run)
     fleet.keep_checkpoint("flag-change")
 
-    changed = {"docker", *(["containerd"] if fleet.containerd else [])}
+    changed = {"docker", "containerd"}
     expected: dict[str, set[str]] = {}
     for m in fleet.machines:
         expected[f"{m.name}-preflight"] = {"same"}
@@ -192,9 +195,8 @@ def test_changing_a_runsc_flag_updates_only_the_affected_steps(fleet: Fleet) -> 
         assert {"--debug=true", "--debug-log=/var/log/runsc/"} <= set(args.get("runtimeArgs", [])), args
         # In effect, not just written: the verify step's containers logged there.
         assert m.sandbox.sh("ls -A /var/log/runsc/").split(), f"no runsc debug logs on {m.name}"
-        if fleet.containerd:
-            toml = (m.read("/etc/containerd/runsc.toml") or b"").decode()
-            assert 'debug = "true"' in toml and 'debug-log = "/var/log/runsc/"' in toml, toml
+        toml = (m.read("/etc/containerd/runsc.toml") or b"").decode()
+        assert 'debug = "true"' in toml and 'debug-log = "/var/log/runsc/"' in toml, toml
     fleet.done.add("flag change")
 
 
@@ -208,6 +210,8 @@ def test_destroy_puts_docker_and_containerd_configs_back(fleet: Fleet) -> None:
     assert not fleet.stack.checkpoint()["checkpoint"].get("latest", {}).get("resources")
     for m in fleet.machines:
         assert snapshot(m) == fleet.as_found[m.name], f"{m.name} differs from before `pulumi up`"
+        assert m.read("/etc/containerd/config.toml") == harness.USER_CONTAINERD_TOML.encode()
+        assert m.read("/etc/containerd/runsc.toml") == harness.USER_RUNSC_TOML.encode()
         assert "runsc" not in docker_runtimes(m)
     fleet.done.add("destroy")
 

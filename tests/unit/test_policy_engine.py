@@ -1,15 +1,18 @@
 """`pulumi preview --policy-pack components/policy` with the real Pulumi engine.
 
-Uses the engine that tests/toolchain/build-pulumi.sh builds (skipped when it
-is not built, e.g. on a runner that skipped tests/setup.sh). The engine runs
-a Python policy pack through the language host's RunPlugin call; a language
-host without it makes these tests skip with that reason. Nothing here dials a
-machine: remote commands do not run during a preview.
+Uses the engine and the upstream plugins that tests/toolchain/build-pulumi.sh
+builds (skipped when they are not built, e.g. on a runner that skipped
+tests/setup.sh). The engine starts the Python policy pack through the
+upstream language host (its RunPlugin call); the Kubernetes resources go
+through the upstream pulumi-kubernetes provider's Check before the pack sees
+them. Nothing here dials a machine: remote commands do not run during a
+preview, and the provider previews against a cluster it cannot reach.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -29,6 +32,17 @@ MACHINES = [
     {"name": "edge-arm", "address": "192.0.2.11", "arch": "aarch64", "user": "admin"},
 ]
 KEY = generate_ed25519("policy-engine-test").private_key
+KUBERNETES_VERSION = re.search(
+    r"^pulumi-kubernetes==(\S+)$", (ROOT / "requirements.txt").read_text(), re.MULTILINE
+).group(1)  # type: ignore[union-attr]
+# A cluster nobody serves: the provider previews without it (and says so).
+UNREACHABLE_KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: nowhere, cluster: {server: "https://127.0.0.1:9"}}]
+users: [{name: nobody, user: {token: not-a-token}}]
+contexts: [{name: nowhere, context: {cluster: nowhere, user: nobody}}]
+current-context: nowhere
+"""
 
 
 def engine_env() -> dict[str, str] | None:
@@ -38,7 +52,8 @@ def engine_env() -> dict[str, str] | None:
     ).stdout
     env = dict(line.split("=", 1) for line in out.decode().split("\0") if "=" in line)
     bin_dir = Path(env["GVISOR_FLEET_PULUMI_BIN"])
-    if not (bin_dir / "pulumi").is_file() or not (bin_dir / "pulumi-language-python").is_file():
+    kubernetes = Path(env["PULUMI_HOME"]) / "plugins" / f"resource-kubernetes-v{KUBERNETES_VERSION}"
+    if not (bin_dir / "pulumi").is_file() or not kubernetes.is_dir():
         return None
     return env
 
@@ -62,15 +77,18 @@ class Project:
     def stack(self, name: str) -> None:
         """A new stack holding only the SSH key secret."""
         assert self.pulumi("stack", "init", name).returncode == 0
-        done = self.pulumi("config", "set", "--secret", "sshPrivateKey", "--stack", name, stdin=KEY)
+        self.set_secret(name, "sshPrivateKey", KEY)
+
+    def set_secret(self, stack: str, key: str, value: str) -> None:
+        done = self.pulumi("config", "set", "--secret", key, "--stack", stack, stdin=value)
         assert done.returncode == 0, done.stderr
 
     def configure(self, stack: str, **config: object) -> None:
-        """Replaces the stack's config (keys without the project prefix), keeping its SSH key secret."""
+        """Replaces the stack's config (keys without the project prefix), keeping its secrets."""
         path = self.dir / "stacks" / f"Pulumi.{stack}.yaml"
         doc = yaml.safe_load(path.read_text())
-        key = doc["config"]["gvisor-fleet:sshPrivateKey"]
-        doc["config"] = {"gvisor-fleet:sshPrivateKey": key, **{f"gvisor-fleet:{k}": v for k, v in config.items()}}
+        secrets = {k: v for k, v in doc["config"].items() if isinstance(v, dict) and "secure" in v}
+        doc["config"] = {**secrets, **{f"gvisor-fleet:{k}": v for k, v in config.items()}}
         path.write_text(yaml.safe_dump(doc))
 
     def preview(self, stack: str, policy_config: Mapping[str, object] | None = None) -> tuple[int, str]:
@@ -87,7 +105,10 @@ class Project:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     env = engine_env()
     if env is None:
-        pytest.skip("the Pulumi engine is not built (sh tests/toolchain/build-pulumi.sh)")
+        pytest.skip(
+            f"the Pulumi engine or its kubernetes provider {KUBERNETES_VERSION} is not built"
+            " (sh tests/toolchain/build-pulumi.sh)"
+        )
     if not (ROOT / ".venv" / "bin" / "python").exists():
         pytest.skip("no .venv (sh tests/setup.sh)")
     base = tmp_path_factory.mktemp("policy-engine")
@@ -113,11 +134,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     for stack in ("prod", "dev"):
         project.stack(stack)
     code, output = project.preview("prod")  # no machines: nothing to check, but the pack must start
-    if "RunPlugin not implemented" in output:
-        pytest.skip(
-            "the language host in tests/toolchain/pulumi-language-python does not implement RunPlugin, "
-            "which the engine uses to start Python policy packs"
-        )
     assert code == 0, output
     yield project
 
@@ -147,3 +163,23 @@ def test_default_runtime_on_a_configured_image_builder_fails(project: Project):
     assert code != 0, output
     assert "machine 'build-1' builds images" in output
     assert "edge-arm' builds images" not in output
+
+
+def test_kubernetes_layer_previews_through_the_upstream_provider(project: Project):
+    project.configure("prod", release="20261116.0", machines=MACHINES, kubernetes={"enabled": True})
+    project.set_secret("prod", "kubeconfig", UNREACHABLE_KUBECONFIG)
+    code, output = project.preview("prod")
+    assert code == 0, output
+    for kind in ("node.k8s.io/v1:RuntimeClass", "core/v1:Namespace", "networking/v1:NetworkPolicy", "batch/v1:Job"):
+        assert f"kubernetes:{kind}" in output, output
+    assert "gvisor-fleet@v0.1.0" in output  # the pack ran over the provider's checked inputs
+    listed = project.pulumi("plugin", "ls")
+    assert re.search(rf"kubernetes\s+resource\s+{re.escape(KUBERNETES_VERSION)}\b", listed.stdout), listed.stdout
+
+
+def test_kubernetes_without_containerd_fails_the_pack(project: Project):
+    project.configure("prod", release="20261116.0", machines=MACHINES, kubernetes={"enabled": True}, containerd="off")
+    project.set_secret("prod", "kubeconfig", UNREACHABLE_KUBECONFIG)
+    code, output = project.preview("prod")
+    assert code != 0, output
+    assert "has no containerd runtime on machine 'build-1'" in output, output
