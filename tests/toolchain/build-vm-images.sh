@@ -8,7 +8,9 @@
 #   sh tests/toolchain/build-vm-images.sh --print-dir           print the output directory
 #
 # Each image is a host with both container engines the program configures:
-# Debian's docker.io, and containerd 2 (tests/toolchain/build-containerd.sh,
+# Debian's docker.io (with apparmor, its Recommends: Debian's kernel enables
+# AppArmor, and without apparmor_parser Docker cannot load docker-default and
+# runs no container at all), and containerd 2 (tests/toolchain/build-containerd.sh,
 # built for the image's arch; Debian's 1.6 cannot run the current gVisor shim)
 # run by Debian's containerd.service. A busybox image is imported into both at
 # boot, before sshd starts, from a static busybox tarball in the image, under the
@@ -20,7 +22,7 @@
 # containerd) and the packages of tests/toolchain/install-vm-deps.sh.
 set -eu
 
-REV=2 # bump when the image contents change: tests then rebuild
+REV=3 # bump when the image contents change: tests then rebuild
 VERIFY_IMAGE=docker.io/library/busybox:1.37 # components/settings.py DEFAULT_VERIFY_IMAGE
 SUITE=bookworm
 MIRROR=${GVISOR_FLEET_DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -148,7 +150,7 @@ build_arch() {
     start=$(date +%s)
     log "building the $arch root file system with mmdebstrap (Debian $SUITE, $darch)"
     mmdebstrap --quiet --variant=minbase --arch="$darch" \
-        --include="systemd-sysv,udev,dbus,openssh-server,iproute2,sudo,kmod,initramfs-tools,linux-image-$darch,cloud-init,curl,ca-certificates,bzip2,procps,docker.io,busybox-static" \
+        --include="systemd-sysv,udev,dbus,openssh-server,iproute2,sudo,kmod,initramfs-tools,linux-image-$darch,cloud-init,curl,ca-certificates,bzip2,procps,docker.io,apparmor,busybox-static" \
         --dpkgopt='path-exclude=/usr/share/man/*' \
         --dpkgopt='path-exclude=/usr/share/doc/*' \
         --dpkgopt='path-include=/usr/share/doc/*/copyright' \
