@@ -157,6 +157,9 @@ class Vm:
             image=str(self.images / "disk.qcow2"),
             kernel=str(self.images / "vmlinuz"),
             initrd=str(self.images / "initrd.img"),
+            # Docker on an AppArmor kernel needs apparmor_parser, which the
+            # minimal test images leave out (README, vm tier).
+            kernel_args="root=/dev/vda rw apparmor=0",
             ssh_port=self.port,
             boot_timeout=int(os.environ.get("GVISOR_FLEET_VM_BOOT_TIMEOUT", "900")),
         )
