@@ -170,16 +170,22 @@ def test_kubernetes_layer_previews_through_the_upstream_provider(project: Projec
     project.set_secret("prod", "kubeconfig", UNREACHABLE_KUBECONFIG)
     code, output = project.preview("prod")
     assert code == 0, output
-    for kind in ("node.k8s.io/v1:RuntimeClass", "core/v1:Namespace", "networking/v1:NetworkPolicy", "batch/v1:Job"):
+    for kind in (
+        "node.k8s.io/v1:RuntimeClass",
+        "core/v1:Namespace",
+        "networking.k8s.io/v1:NetworkPolicy",
+        "batch/v1:Job",
+    ):
         assert f"kubernetes:{kind}" in output, output
     assert "gvisor-fleet@v0.1.0" in output  # the pack ran over the provider's checked inputs
     listed = project.pulumi("plugin", "ls")
     assert re.search(rf"kubernetes\s+resource\s+{re.escape(KUBERNETES_VERSION)}\b", listed.stdout), listed.stdout
 
 
-def test_kubernetes_without_containerd_fails_the_pack(project: Project):
+def test_kubernetes_without_containerd_stops_the_preview(project: Project):
+    # The program refuses this before the policy pack would see it, naming the key.
     project.configure("prod", release="20261116.0", machines=MACHINES, kubernetes={"enabled": True}, containerd="off")
     project.set_secret("prod", "kubeconfig", UNREACHABLE_KUBECONFIG)
     code, output = project.preview("prod")
     assert code != 0, output
-    assert "has no containerd runtime on machine 'build-1'" in output, output
+    assert "gvisor-fleet:containerd: 'off' leaves the nodes' containerd without the 'runsc' runtime" in output, output
