@@ -418,7 +418,10 @@ class Stack:
         self.dir = work / "project"
         self.state = work / "state"
         self.logs = work / "logs"
-        for d in (self.dir, self.state, self.logs):
+        # The engine's plugins write temporary files (the kubernetes provider its
+        # kubeconfig copies): keep them in the test's own folder.
+        self.tmp = work / "tmp"
+        for d in (self.dir, self.state, self.logs, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
         for item in PROJECT_FILES:
             src = REPO / item
@@ -434,6 +437,7 @@ class Stack:
             PULUMI_BACKEND_URL=self.state.as_uri(),
             PULUMI_CONFIG_PASSPHRASE=self.passphrase,
             NO_COLOR="1",
+            TMPDIR=str(self.tmp),
         )
         self.env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
         self.env.pop("PULUMI_ACCESS_TOKEN", None)

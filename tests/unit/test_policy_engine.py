@@ -124,10 +124,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     (project_dir / ".venv").symlink_to(ROOT / ".venv")
     state = base / "state"
     state.mkdir()
+    (base / "tmp").mkdir()
     env = {
         **{k: v for k, v in env.items() if not k.startswith("PULUMI_BACKEND")},
         "PULUMI_BACKEND_URL": f"file://{state}",
         "PULUMI_CONFIG_PASSPHRASE": "policy-engine-test",
+        # The kubernetes provider leaves kubeconfig copies in TMPDIR: keep them here.
+        "TMPDIR": str(base / "tmp"),
     }
     env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
     project = Project(project_dir, env)
