@@ -18,6 +18,8 @@ import pytest
 from components.gvisor.agent import parse_facts
 from components.gvisor.runsc_config import effective_flags, render_runsc_toml
 from tests.host.conftest import MIRROR_URL, TEST_IMAGE
+from tests.host.host_state import ok
+from tests.host.host_state import refusal as failed
 from tests.host.mirror import Releases
 from tests.host.sandbox import AGENT, Sandbox
 
@@ -25,16 +27,6 @@ pytestmark = pytest.mark.host
 
 PREFIX = "/usr/local/bin"
 RUNSC_TOML = "/etc/containerd/runsc.toml"
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
-    assert result.returncode == 0, f"agent failed ({result.returncode}):\n{result.stderr}"
-    return parse_facts(result.stdout)
-
-
-def failed(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode != 0, f"agent should have failed:\n{result.stdout}\n{result.stderr}"
-    return result.stderr
 
 
 def install(host: Sandbox, release: str) -> subprocess.CompletedProcess[str]:

@@ -17,9 +17,11 @@ import pytest
 from components.gvisor.agent import parse_facts
 from tests.host import mirror
 from tests.host.conftest import CACHE, MIRROR_URL
+from tests.host.host_state import ok
+from tests.host.host_state import refusal as failed
 from tests.host.mirror import Releases
 from tests.host.sandbox import Sandbox
-from tests.host.test_agent import CUSTOM_CONTAINERD, DOCKER_CE_CONTAINERD, PREFIX, RUNSC_TOML, failed, ok, toml_b64
+from tests.host.test_agent import CUSTOM_CONTAINERD, DOCKER_CE_CONTAINERD, PREFIX, RUNSC_TOML, toml_b64
 
 pytestmark = pytest.mark.host
 
