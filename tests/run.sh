@@ -54,7 +54,7 @@ run_tier() {
 lint() {
     # Listed first and checked: git refuses a checkout another user owns
     # ("dubious ownership"), and shellcheck given no files fails with only its usage.
-    scripts=$(git ls-files -co --exclude-standard '*.sh' tests/host/sandbox/systemctl) || scripts=""
+    scripts=$(git ls-files -co --exclude-standard '*.sh' tests/host/sandbox/systemctl tests/host/sandbox/journalctl) || scripts=""
     if [ -z "$scripts" ]; then
         echo "lint: 'git ls-files' listed no shell scripts in $PWD (git's message, if any, is above)."
         echo "lint: a checkout owned by another user needs: git config --global --add safe.directory \"$PWD\""

@@ -86,11 +86,12 @@ def test_without_curl_or_wget_preflight_refuses(host: Sandbox, releases: Release
 # its `stop` waits for dockerd to vanish, but the sandbox's PID 1 (sleep) never
 # reaps it, and its `ulimit` raises need CAP_SYS_RESOURCE, which this machine
 # withholds from root. So the script records each call, then starts and stops
-# the real dockerd through the sandbox's daemon starter (tests/host/sandbox).
+# the real dockerd through the sandbox's daemon starter (tests/host/sandbox),
+# logging where Debian's script does (/var/log/docker.log).
 STAND_IN_INIT_SCRIPT = """#!/bin/sh
 # Stand-in /etc/init.d/docker (tests/host/test_fallbacks.py).
 echo "$1" >> /run/init.d-docker.calls
-exec /usr/local/sbin/systemctl "$1" docker
+SANDBOX_LOG=/var/log/docker.log exec /usr/local/sbin/systemctl "$1" docker
 """
 
 
@@ -129,6 +130,20 @@ def test_docker_restarts_through_service_without_systemd(host: Sandbox, releases
     assert init_script_calls(host) == ["restart", "restart"]
     assert dockerd_pid(host) != second
     assert "runsc" not in json.loads(host.sh("docker info --format '{{json .Runtimes}}'"))
+
+
+def test_without_systemd_a_failed_restart_names_dockers_reason_from_its_log(host: Sandbox, releases: Releases):
+    without_systemd(host)
+    ok(host.agent("install", MIRROR_URL, releases.current, PREFIX, "-"))
+    # An earlier failure in the log is not this start's reason.
+    host.sh("echo 'failed to start daemon: a stale reason' >> /var/log/docker.log")
+    host.sh("touch /run/not-a-directory")
+    owners = '{\n    "pidfile": "/run/not-a-directory/docker.pid"\n}\n'
+    host.write(DAEMON_JSON, owners)
+    err = refusal(host.agent("docker-configure", "runsc", "false", PREFIX, "--platform=systrap"))
+    assert "Docker failed to start with runtime runsc: " in err and "not a directory" in err, err
+    assert "stale reason" not in err
+    assert host.read(DAEMON_JSON) == owners.encode()
 
 
 def test_no_systemd_and_no_service_is_refused_before_any_change(host: Sandbox, releases: Releases, tmp_path: Path):

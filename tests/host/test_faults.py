@@ -151,7 +151,10 @@ def test_a_failed_step_leaves_no_backup_so_destroy_keeps_the_owners_fix(host: Sa
     ok(host.agent(*install_args(releases.current)))
     host.sh("touch /run/not-a-directory")
     host.write(engine.path, engine.broken)
-    assert "restored" in failed(host.agent(*engine.step))
+    err = failed(host.agent(*engine.step))
+    assert "restored" in err
+    # The engine's own reason (its log line since the restart), not only ours.
+    assert "not a directory" in err, err
     assert config_backups(host) == "", "a rolled-back step kept a backup"
 
     host.write(engine.path, engine.fixed)  # the owner fixes it
@@ -164,25 +167,45 @@ def test_a_failed_step_leaves_no_backup_so_destroy_keeps_the_owners_fix(host: Sa
     assert host.sh(f"test -e {STATE} && echo left behind || true").strip() == ""
 
 
-def test_a_restore_that_leaves_containerd_down_fails_loudly(host: Sandbox, releases: Releases):
-    host.sh("mkdir -p /run/ctd-state")
-    original = CUSTOM_CONTAINERD.replace('root = "/var/lib/containerd"', 'state = "/run/ctd-state"')
-    host.write("/etc/containerd/config.toml", original)
-    host.sh("systemctl restart containerd")
+@dataclass(frozen=True)
+class Restore:
+    original: str  # the owner's file: state in /run/eng-state, which must be a folder
+    configure: tuple[str, ...]
+    restore: tuple[str, ...]
+
+
+RESTORES = {
+    "containerd": Restore(
+        CUSTOM_CONTAINERD.replace('root = "/var/lib/containerd"', 'state = "/run/eng-state"'),
+        containerd_args(), ("containerd-restore", RUNSC_TOML),
+    ),
+    "docker": Restore(
+        '{\n    "pidfile": "/run/eng-state/docker.pid"\n}\n', docker_args(), ("docker-restore", "runsc", PREFIX),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(RESTORES))
+def test_a_restore_that_leaves_the_engine_down_fails_loudly(host: Sandbox, releases: Releases, name: str):
+    engine, restore = ENGINES[name], RESTORES[name]
+    host.sh("mkdir -p /run/eng-state")
+    host.write(engine.path, restore.original)
+    host.sh(f"systemctl restart {engine.service}")
     ok(host.agent(*install_args(releases.current)))
-    ok(host.agent(*containerd_args()))
-    # Since then the world changed: containerd (still running) could not start
+    ok(host.agent(*restore.configure))
+    # Since then the world changed: the engine (still running) could not start
     # again with the original file.
-    host.sh("rm -rf /run/ctd-state && touch /run/ctd-state")
-    err = failed(host.agent("containerd-restore", RUNSC_TOML))
-    assert "containerd did not start again after /etc/containerd/config.toml was restored" in err
-    assert host.read("/etc/containerd/config.toml") == original.encode()
+    host.sh("rm -rf /run/eng-state && touch /run/eng-state")
+    err = failed(host.agent(*restore.restore))
+    assert f"did not start again after {engine.path} was restored: " in err, err
+    assert "not a directory" in err, "the engine's own reason is missing"
+    assert host.read(engine.path) == restore.original.encode()
     # Run again, it still says so; once the owner fixes the cause, it completes.
-    assert "did not start again" in failed(host.agent("containerd-restore", RUNSC_TOML))
-    host.sh("rm /run/ctd-state && mkdir /run/ctd-state")
-    assert ok(host.agent("containerd-restore", RUNSC_TOML))["containerd"] == "restored"
-    host.sh("ctr version >/dev/null")
-    assert host.read("/etc/containerd/config.toml") == original.encode()
+    assert "did not start again" in failed(host.agent(*restore.restore))
+    host.sh("rm /run/eng-state && mkdir /run/eng-state")
+    assert ok(host.agent(*restore.restore))[name] == "restored"
+    host.sh(f"{engine.serving} >/dev/null")
+    assert host.read(engine.path) == restore.original.encode()
 
 
 def hide_flock(host: Sandbox) -> None:

@@ -305,6 +305,7 @@ service_manager() {
 
 service_restart() {
     svc=$1
+    mark_engine_log "$svc"
     # Bounded, and without the lock's descriptor: a daemon started from
     # here must not hold the step lock for its whole life.
     case $(service_manager) in
@@ -315,10 +316,27 @@ service_restart() {
     esac
 }
 
-# The engine's own reason for not starting, where the init system keeps its log.
+# Where the engine's log stood before a restart (time, and size of the log
+# file Debian's init scripts write), so only what this start logged is read.
+mark_engine_log() {
+    RESTART_SINCE=$(date +%s)
+    RESTART_OFFSET=$({ wc -c <"/var/log/$1.log"; } 2>/dev/null || echo 0)
+}
+
+# The engine's own reason for not starting since the last restart: from
+# journald under systemd, else from /var/log/<service>.log (Debian's sysvinit
+# scripts, e.g. /etc/init.d/docker).
 engine_reason() {
-    have journalctl || return 0
-    _reason=$(journalctl -u "$1" -n 30 --no-pager -o cat 2>/dev/null | grep -iE 'fatal|error|failed' | tail -n 1)
+    if [ "$(service_manager)" = systemd ] && have journalctl; then
+        _log=$(journalctl -u "$1" --since "@${RESTART_SINCE:-0}" --no-pager -o cat 2>/dev/null)
+    elif [ -f "/var/log/$1.log" ]; then
+        _log=$(tail -c +"$((${RESTART_OFFSET:-0} + 1))" "/var/log/$1.log")
+    else
+        return 0
+    fi
+    # Its last line that is neither routine (info/debug/warning) nor systemd's
+    # own words about the unit ("Failed to start ...": no reason in them).
+    _reason=$(printf '%s\n' "$_log" | grep -vE 'level=(trace|debug|info|warn)|\.service: |^(Start|Stop|Failed to start|Scheduled restart)|^ *$' | tail -n 1)
     [ -z "$_reason" ] || printf ': %s' "$_reason"
 }
 
@@ -647,13 +665,14 @@ cmd_docker_configure() {
         fact docker configured
         return 0
     fi
-    log "Docker did not come back with runtime $runtime; restoring the previous daemon.json"
+    reason=$(engine_reason docker)
+    log "Docker did not come back with runtime $runtime$reason; restoring the previous daemon.json"
     if [ -f "$tmp/previous.json" ]; then replace_file "$tmp/previous.json" "$DAEMON_JSON"; else rm -f "$DAEMON_JSON"; fi
     # A step that changed nothing leaves no journal: destroy must not later
     # put back this file over one its owner has fixed since.
     if same_as_backup "$DAEMON_JSON"; then forget "$DAEMON_JSON"; fi
     service_restart docker || true
-    die "Docker failed to start with runtime $runtime$(engine_reason docker); previous $DAEMON_JSON restored"
+    die "Docker failed to start with runtime $runtime$reason; previous $DAEMON_JSON restored"
 }
 
 docker_up() { timeout 10 docker info >/dev/null 2>&1; }
@@ -936,7 +955,8 @@ cmd_containerd_configure() {
         fact containerd_config_version "$version"
         return 0
     fi
-    log "containerd did not come back; restoring the previous configuration"
+    reason=$(engine_reason containerd)
+    log "containerd did not come back$reason; restoring the previous configuration"
     if [ -f "$tmp/previous-config.toml" ]; then replace_file "$tmp/previous-config.toml" "$CONTAINERD_CONFIG"; else rm -f "$CONTAINERD_CONFIG"; fi
     if [ -f "$tmp/previous-runsc.toml" ]; then replace_file "$tmp/previous-runsc.toml" "$runsc_toml"; else rm -f "$runsc_toml"; fi
     # A step that changed nothing leaves no journal (see cmd_docker_configure).
@@ -944,7 +964,7 @@ cmd_containerd_configure() {
         if same_as_backup "$f"; then forget "$f"; fi
     done
     if service_restart containerd; then wait_for containerd 30 containerd_serving || true; fi
-    die "containerd failed to start with runtime $runtime$(engine_reason containerd); previous configuration restored"
+    die "containerd failed to start with runtime $runtime$reason; previous configuration restored"
 }
 
 cmd_containerd_restore() {
