@@ -126,6 +126,26 @@ UNIT
 chroot "$1" systemctl enable gvisor-fleet-test-image.service >/dev/null 2>&1
 rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/var/log/*.log'
 
+# Unmounts what a killed mmdebstrap left mounted in a build folder (/proc,
+# /sys, /dev/pts, ...), deepest first, so removing the folder cannot reach
+# into the machine's own trees.
+unmount_under() {
+    awk -v d="$1/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r m; do
+        umount -l "$m" || die "cannot unmount $m; unmount it, then remove $1"
+    done
+}
+
+remove_build() {
+    unmount_under "$1"
+    rm -rf "$1"
+}
+
+# An interrupted build leaves no half-built folder or mount behind.
+work=""
+trap '[ -z "$work" ] || [ ! -d "$work" ] || remove_build "$work"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
 build_arch() {
     arch=$1
     case $arch in
@@ -143,7 +163,7 @@ build_arch() {
     CONTAINERD_BIN=$(sh "$(dirname "$0")/build-containerd.sh" --arch "$arch" --print-dir)
     export CONTAINERD_BIN VERIFY_IMAGE
     work="$out/.build-$arch"
-    rm -rf "$work"
+    remove_build "$work" # a build killed with SIGKILL (no trap) may have left one
     mkdir -p "$work"
     start=$(date +%s)
     log "building the $arch root file system with mmdebstrap (Debian $SUITE, $darch)"
@@ -171,6 +191,7 @@ build_arch() {
     touch "$work/.complete"
     rm -rf "$dest"
     mv "$work" "$dest"
+    work=""
     log "built $dest in $(($(date +%s) - start))s ($(du -h "$dest/disk.qcow2" | cut -f1) qcow2)"
 }
 
