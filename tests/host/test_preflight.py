@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from components.gvisor.agent import agent_command, parse_facts
+from tests.host.conftest import TEST_IMAGE
 from tests.host.host_state import HostSnapshot, ok, refusal, remove_command, remove_from_view
 from tests.host.sandbox import AGENT, Sandbox
 
@@ -165,3 +166,37 @@ def test_required_engine_that_is_missing_is_refused(
     snapshot.assert_unchanged()
     # The same host passes when the engine is only wanted if present.
     ok(preflight(host, **{engine: "auto"}))
+
+
+# --- Docker before 23.0, AppArmor on, apparmor_parser missing ----------------
+
+
+def with_apparmor_on(host: Sandbox) -> None:
+    """The kernel's AppArmor switches as a Debian kernel shows them. This machine's
+    kernel has no AppArmor, so tmpfs mounts in the sandbox's own mount namespace
+    show the two paths Docker and the agent read; the machine's /sys is untouched."""
+    host.sh("mount -t tmpfs apparmor-on /sys/module && mkdir -p /sys/module/apparmor/parameters")
+    host.sh("echo Y > /sys/module/apparmor/parameters/enabled")
+    host.sh("mount -t tmpfs securityfs-view /sys/kernel/security && mkdir /sys/kernel/security/apparmor")
+    host.sh(": > /sys/kernel/security/apparmor/profiles")  # no profile loaded yet
+
+
+def test_old_docker_with_apparmor_on_and_no_apparmor_parser_is_refused(host: Sandbox):
+    with_apparmor_on(host)
+    assert host.sh("command -v apparmor_parser || true") == "", "this test needs a host without apparmor_parser"
+    # The premise, with the real Docker 20.10: it now fails every container, runc's too.
+    host.sh("systemctl restart docker")
+    failed = host.run(["docker", "run", "--rm", "--runtime", "runc", TEST_IMAGE, "true"])
+    assert failed.returncode != 0 and "apparmor_parser" in failed.stderr, failed.stderr
+    snapshot = HostSnapshot(host)
+    result = preflight(host)
+    err = refusal(result)
+    assert "cannot start any container: the kernel has AppArmor on and apparmor_parser is missing" in err
+    assert "install the 'apparmor' package" in err and "gvisor-fleet:docker to off" in err
+    snapshot.assert_unchanged()
+    # Docker off: nothing to refuse. With the parser installed (a stand-in: the
+    # real one needs a kernel with AppArmor to load profiles), preflight passes.
+    ok(preflight(host, docker="off"))
+    host.write("/usr/local/sbin/apparmor_parser", "#!/bin/sh\nexit 0\n")
+    host.sh("chmod 0755 /usr/local/sbin/apparmor_parser")
+    ok(preflight(host))

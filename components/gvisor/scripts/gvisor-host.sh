@@ -388,6 +388,18 @@ docker_version() {
     dockerd --version 2>/dev/null | sed -n 's/^Docker version \([^,]*\).*/\1/p'
 }
 
+# Docker before 23.0 loads its AppArmor profile whenever the kernel has
+# AppArmor on, and then fails every container if apparmor_parser is missing
+# (moby#44900); 23.0 and later check for the parser first.
+apparmor_blocks_docker() {
+    [ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" = Y ] && [ -d /sys/kernel/security/apparmor ] ||
+        return 1
+    if have apparmor_parser || [ -x /sbin/apparmor_parser ] || [ -x /usr/sbin/apparmor_parser ]; then return 1; fi
+    _docker_major=${1%%.*}
+    case $_docker_major in '' | *[!0-9]*) return 1 ;; esac
+    [ "$_docker_major" -lt 23 ]
+}
+
 cmd_preflight() {
     expected_arch=$1 platform=$2 docker_mode=$3 containerd_mode=$4
     [ "$(id -u)" = 0 ] || die "must run as root (set the machine's user to root or give it passwordless sudo)"
@@ -430,6 +442,9 @@ cmd_preflight() {
     if { [ "$docker_mode" != off ] && [ -n "$dv" ]; } || { [ "$containerd_mode" != off ] && [ -n "$cv" ]; }; then
         service_manager >/dev/null ||
             die "this host has neither systemd nor a 'service' command, so Docker and containerd cannot be restarted with gVisor; install one, or set gvisor-fleet:docker and gvisor-fleet:containerd to off"
+    fi
+    if [ "$docker_mode" != off ] && [ -n "$dv" ] && apparmor_blocks_docker "$dv"; then
+        die "Docker $dv on this host cannot start any container: the kernel has AppArmor on and apparmor_parser is missing (Docker before 23.0 does not check for it); install the 'apparmor' package, boot with apparmor=0, or set gvisor-fleet:docker to off"
     fi
     for tool in sha512sum tar mktemp timeout; do
         have "$tool" || die "'$tool' is missing on this host; install coreutils/tar"
