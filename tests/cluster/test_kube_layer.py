@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from components.kube.manifests import job_result, verify_job
+from components.kube.manifests import job_result, sample_pod, verify_job
 from components.kube.settings import KubeSettings
 from tests.cluster.node import NODE, RUNTIME, SAMPLE_IMAGE, Binaries, Cluster, kubernetes_bin
 from tests.e2e import harness
@@ -34,6 +35,24 @@ MACHINE = "node1"
 WATCHED = ("/etc/containerd/config.toml", "/etc/containerd/runsc.toml", "/usr/local/bin/runsc")
 KUBE_CONFIG = {"cluster": "existing", "nodeNames": {MACHINE: NODE}, "sampleImage": SAMPLE_IMAGE}
 KUBE_SETTINGS = KubeSettings(handler=RUNTIME, sample_image=SAMPLE_IMAGE, node_names={MACHINE: NODE})
+POLICY_PACK = ("--policy-pack", "components/policy")
+# What a stack's owner might add to the program: a workload of their own in the
+# sandbox namespace, through a provider of their own on the same cluster.
+OWN_POD_PROGRAM = """
+import json as _json
+
+import pulumi_kubernetes as _k8s
+
+_pod = _json.loads({manifest!r})
+_k8s.core.v1.Pod(
+    "own-workload",
+    metadata=_pod["metadata"],
+    spec=_pod["spec"],
+    opts=pulumi.ResourceOptions(
+        provider=_k8s.Provider("own-workloads", kubeconfig=pulumi.Config().require_secret("kubeconfig"))
+    ),
+)
+"""
 
 
 def kubernetes_plugin() -> Path | None:
@@ -135,6 +154,42 @@ def test_up_converges_the_node_and_deploys_the_kubernetes_layer(deployment: Depl
 def test_a_second_up_changes_nothing(deployment: Deployment):
     deployment.require("up")
     deployment.stack.pulumi("up", "--yes", "--expect-no-changes", timeout=600).check()
+
+
+def unsandboxed_pod() -> dict[str, Any]:
+    """The sample pod as a user's own: Pod Security `restricted` admits it, but it sets no RuntimeClass."""
+    pod = sample_pod(KUBE_SETTINGS, "x86_64")
+    pod["metadata"] = {"name": "own-workload", "namespace": NAMESPACE, "labels": {"app": "own-workload"}}
+    del pod["spec"]["runtimeClassName"]
+    return pod
+
+
+def test_policy_pack_stops_a_preview_that_adds_a_pod_without_the_runtime_class(deployment: Deployment):
+    deployment.require("up")
+    d = deployment
+    # The deployed stack as it is passes the pack, against the live cluster.
+    same = d.stack.pulumi("preview", *POLICY_PACK, timeout=600).check()
+    assert "gvisor-fleet@v0.1.0" in same.output and "sandbox-workloads-use-gvisor" not in same.output, same.output
+    pod = unsandboxed_pod()
+    program = d.stack.dir / "__main__.py"
+    original = program.read_text()
+    program.write_text(original + OWN_POD_PROGRAM.format(manifest=json.dumps(pod)))
+    try:
+        stopped = d.stack.pulumi("preview", *POLICY_PACK, timeout=600)
+        unchecked = d.stack.pulumi("preview", timeout=600)
+    finally:
+        program.write_text(original)
+    assert stopped.returncode != 0, stopped.output
+    violation = r"\[mandatory\]\s+sandbox-workloads-use-gvisor\s+\(kubernetes:core/v1:Pod: own-workload\)"
+    assert re.search(violation, stopped.output), stopped.output
+    assert (
+        f"Pod '{NAMESPACE}/own-workload' is in sandbox namespace '{NAMESPACE}' but spec.runtimeClassName is not set"
+        in stopped.output
+    ), stopped.output
+    # Only the pack stops it: the same preview without it passes, and the cluster would admit the pod.
+    assert unchecked.returncode == 0 and "own-workload" in unchecked.output, unchecked.output
+    d.cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(pod))
+    assert d.cluster.kubectl("get", "pod", "-n", NAMESPACE, "own-workload", check=False).returncode != 0
 
 
 def test_restricted_namespace_rejects_a_privileged_pod(deployment: Deployment):
