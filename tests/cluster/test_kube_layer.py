@@ -1,103 +1,63 @@
 """The program's Kubernetes layer through the real Pulumi engine and the upstream provider.
 
-One SSH test machine (tests/e2e/harness.py) is made the node of a real
-cluster (tests/cluster/node.py) with its host layer left undone. The stack,
-`cluster: existing` with the cluster's kubeconfig as a secret, then converges
-the host over SSH and deploys the Kubernetes layer with the upstream
-pulumi-kubernetes provider (tests/toolchain/build-pulumi.sh builds it into the
-offline plugin directory). The steps run in order, each on what the one
-before left: up, a no-op up, Pod Security and a Job forced onto runc, destroy.
+The stack of tests/cluster/live_stack.py (one SSH test machine that is also
+the node of a real cluster, `cluster: existing`). The steps run in order,
+each on what the one before left: up, a no-op up, the policy pack on a live
+preview, Pod Security and a Job forced onto runc, destroy.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
+import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from components.kube.manifests import job_result, verify_job
+from components.kube.manifests import job_result, sample_pod, verify_job
 from components.kube.settings import KubeSettings
-from tests.cluster.node import NODE, RUNTIME, SAMPLE_IMAGE, Binaries, Cluster, kubernetes_bin
-from tests.e2e import harness
-from tests.e2e.harness import Machine, Stack
-from tests.host.conftest import CACHE, REPO
+from tests.cluster.live_stack import MACHINE, NAMESPACE, WATCHED, Deployment, live_stack, missing_prerequisites
+from tests.cluster.node import NODE, RUNTIME, SAMPLE_IMAGE, Cluster
 from tests.host.mirror import Releases
 
-NAMESPACE = "gvisor-sandbox"
-MACHINE = "node1"
-WATCHED = ("/etc/containerd/config.toml", "/etc/containerd/runsc.toml", "/usr/local/bin/runsc")
-KUBE_CONFIG = {"cluster": "existing", "nodeNames": {MACHINE: NODE}, "sampleImage": SAMPLE_IMAGE}
 KUBE_SETTINGS = KubeSettings(handler=RUNTIME, sample_image=SAMPLE_IMAGE, node_names={MACHINE: NODE})
+POLICY_PACK = ("--policy-pack", "components/policy")
+# What a stack's owner might add to the program: a workload of their own in the
+# sandbox namespace, through a provider of their own on the same cluster.
+OWN_POD_PROGRAM = """
+import json as _json
+
+import pulumi_kubernetes as _k8s
+
+_pod = _json.loads({manifest!r})
+_k8s.core.v1.Pod(
+    "own-workload",
+    metadata=_pod["metadata"],
+    spec=_pod["spec"],
+    opts=pulumi.ResourceOptions(
+        provider=_k8s.Provider("own-workloads", kubeconfig=pulumi.Config().require_secret("kubeconfig"))
+    ),
+)
+"""
 
 
-def kubernetes_plugin() -> Path | None:
-    """The upstream provider for the pulumi-kubernetes SDK in the venv, if it is in the plugin directory."""
-    version = importlib.metadata.version("pulumi-kubernetes")
-    home = Path(harness.pulumi_env().get("PULUMI_HOME", ""))
-    plugin = home / "plugins" / f"resource-kubernetes-v{version}" / "pulumi-resource-kubernetes"
-    return plugin if plugin.exists() else None
-
-
-@dataclass
-class Deployment:
-    machine: Machine
-    cluster: Cluster
-    stack: Stack
-    as_found: dict[str, bytes | None] = field(default_factory=dict)
-    labels_as_found: dict[str, str] = field(default_factory=dict)
-    done: set[str] = field(default_factory=set)
-
-    def require(self, step: str) -> None:
-        if step not in self.done:
-            pytest.skip(f"needs the '{step}' step, which failed or did not run")
+def require(d: Deployment, step: str) -> None:
+    if step not in d.done:
+        pytest.skip(f"needs the '{step}' step, which failed or did not run")
 
 
 @pytest.fixture(scope="module")
 def deployment(
     tmp_path_factory: pytest.TempPathFactory, releases: Releases, containerd2_bin: Path
 ) -> Iterator[Deployment]:
-    why = harness.missing_prerequisites()
+    why = missing_prerequisites()
     if why:
         pytest.skip(why)
-    harness.build_pulumi()
-    if kubernetes_plugin() is None:
-        version = importlib.metadata.version("pulumi-kubernetes")
-        pytest.skip(
-            f"the upstream pulumi-kubernetes provider v{version} (the venv's SDK) is not in the offline plugin "
-            "directory; tests/toolchain/build-pulumi.sh builds it"
-        )
-    work = tmp_path_factory.mktemp("kube-layer")
-    client = harness.make_key(work / "client" / "id_ed25519", "gvisor-fleet-cluster")
-    image_tar = harness.make_image_tar(work / "busybox-rootfs.tar")
-    bins = Binaries(kubernetes=kubernetes_bin(REPO), containerd=containerd2_bin, etcd=Path("/usr/bin/etcd"))
-    machine = harness.start_machine(MACHINE, work / MACHINE, client, image_tar)
-    cluster = Cluster(work / "cluster", bins, CACHE / "mirror", releases.current, sandbox=machine.sandbox)
-    try:
-        cluster.start(converge_host=False)
-        stack = Stack(work / "stack")
-        config = harness.stack_config(
-            [machine],
-            releases,
-            containerd=True,
-            overrides={
-                "kubernetes": {"cluster": "existing", "nodeNames": {MACHINE: NODE}, "sampleImage": SAMPLE_IMAGE}
-            },
-        )
-        stack.init(config, client.private_text)
-        stack.pulumi("config", "set", "--secret", "kubeconfig", stdin=cluster.kubeconfig).check()
-        d = Deployment(machine, cluster, stack)
-        d.as_found = {p: machine.read(p) for p in WATCHED}
-        d.labels_as_found = cluster.kubectl_json("get", "node", NODE)["metadata"]["labels"]
+    with live_stack(tmp_path_factory.mktemp("kube-layer"), releases, containerd2_bin) as d:
         yield d
-    finally:
-        cluster.close()
-        machine.close()
 
 
 def sample_log(cluster: Cluster) -> dict[str, str]:
@@ -133,12 +93,48 @@ def test_up_converges_the_node_and_deploys_the_kubernetes_layer(deployment: Depl
 
 
 def test_a_second_up_changes_nothing(deployment: Deployment):
-    deployment.require("up")
+    require(deployment, "up")
     deployment.stack.pulumi("up", "--yes", "--expect-no-changes", timeout=600).check()
 
 
+def unsandboxed_pod() -> dict[str, Any]:
+    """The sample pod as a user's own: Pod Security `restricted` admits it, but it sets no RuntimeClass."""
+    pod = sample_pod(KUBE_SETTINGS, "x86_64")
+    pod["metadata"] = {"name": "own-workload", "namespace": NAMESPACE, "labels": {"app": "own-workload"}}
+    del pod["spec"]["runtimeClassName"]
+    return pod
+
+
+def test_policy_pack_stops_a_preview_that_adds_a_pod_without_the_runtime_class(deployment: Deployment):
+    require(deployment, "up")
+    d = deployment
+    # The deployed stack as it is passes the pack, against the live cluster.
+    same = d.stack.pulumi("preview", *POLICY_PACK, timeout=600).check()
+    assert "gvisor-fleet@v0.1.0" in same.output and "sandbox-workloads-use-gvisor" not in same.output, same.output
+    pod = unsandboxed_pod()
+    program = d.stack.dir / "__main__.py"
+    original = program.read_text()
+    program.write_text(original + OWN_POD_PROGRAM.format(manifest=json.dumps(pod)))
+    try:
+        stopped = d.stack.pulumi("preview", *POLICY_PACK, timeout=600)
+        unchecked = d.stack.pulumi("preview", timeout=600)
+    finally:
+        program.write_text(original)
+    assert stopped.returncode != 0, stopped.output
+    violation = r"\[mandatory\]\s+sandbox-workloads-use-gvisor\s+\(kubernetes:core/v1:Pod: own-workload\)"
+    assert re.search(violation, stopped.output), stopped.output
+    assert (
+        f"Pod '{NAMESPACE}/own-workload' is in sandbox namespace '{NAMESPACE}' but spec.runtimeClassName is not set"
+        in stopped.output
+    ), stopped.output
+    # Only the pack stops it: the same preview without it passes, and the cluster would admit the pod.
+    assert unchecked.returncode == 0 and "own-workload" in unchecked.output, unchecked.output
+    d.cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(pod))
+    assert d.cluster.kubectl("get", "pod", "-n", NAMESPACE, "own-workload", check=False).returncode != 0
+
+
 def test_restricted_namespace_rejects_a_privileged_pod(deployment: Deployment):
-    deployment.require("up")
+    require(deployment, "up")
     privileged = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -151,7 +147,7 @@ def test_restricted_namespace_rejects_a_privileged_pod(deployment: Deployment):
 
 
 def test_a_job_forced_onto_runc_reports_failed(deployment: Deployment):
-    deployment.require("up")
+    require(deployment, "up")
     c = deployment.cluster
     job = verify_job(KUBE_SETTINGS, "x86_64")
     job["metadata"]["name"] = "gvisor-verify-on-runc"
@@ -175,7 +171,7 @@ def test_a_job_forced_onto_runc_reports_failed(deployment: Deployment):
 
 def test_destroy_removes_every_object_and_restores_the_node(deployment: Deployment):
     d = deployment
-    d.require("up")
+    require(d, "up")
     d.stack.pulumi("destroy", "--yes", "--skip-preview", timeout=900).check()
     c = d.cluster
     assert c.kubectl("get", "runtimeclass", "gvisor", check=False).returncode != 0
