@@ -259,7 +259,8 @@ def test_config_containerd_cannot_start_with_is_rolled_back(host: Sandbox, relea
     host.write("/etc/containerd/config.toml", edited)
 
     err = failed(configure_containerd(host))
-    assert "containerd failed to start with runtime runsc; previous configuration restored" in err
+    assert "containerd failed to start with runtime runsc: " in err
+    assert "not a directory; previous configuration restored" in err, "containerd's own reason is missing"
     assert host.read("/etc/containerd/config.toml") == edited.encode()
     assert host.read(RUNSC_TOML) is None
 
