@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from functools import cache
 from typing import Any
 
 import pulumi
@@ -51,6 +52,7 @@ def keep_only_the_declaring_frame() -> None:
         _sdk_resource._get_stack_trace = _declaring_frame
 
 
+@cache  # a fleet's machines share one key: parse it once
 def compact_private_key(text: str) -> str:
     """An unencrypted ed25519 key in PKCS#8 PEM (119 bytes) instead of OpenSSH's format (about 400).
 
