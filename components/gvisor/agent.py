@@ -7,7 +7,7 @@ runs it from there: `sh -c CHECK <copy's name> FILE TIMEOUT -- <subcommand>
 name (saying how to copy it again), then runs it, through `sudo -n` for
 other users than root. The steps name the hash, so a change to
 the script still shows in `pulumi preview` as a change to every step, while
-the state keeps the 30 KB script once per machine as an asset hash, not as
+the state keeps the 47 KB script once per machine as an asset hash, not as
 text in every step's inputs and outputs.
 """
 
