@@ -11,6 +11,7 @@ from components.config import read_raw_config
 from components.fleet.build import build_fleet
 from components.fleet.machine import Machine
 from components.gvisor.host import GvisorHost
+from components.lean_state import keep_only_the_declaring_frame
 from components.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ class Program:
 
 def build(config: pulumi.Config) -> Program:
     """Reads and validates stack config, then declares every resource."""
+    keep_only_the_declaring_frame()
     private_key = config.get_secret("sshPrivateKey")
     try:
         settings = load_settings(read_raw_config(config), has_private_key=private_key is not None)

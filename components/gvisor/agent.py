@@ -1,12 +1,19 @@
 """The host agent script and the command lines that run it over SSH.
 
-The script travels on stdin (`sh -s -- <subcommand> ...`): no file copy, no
-SFTP (which cannot sudo), no SSH `AcceptEnv`, and a change to the script shows
-in `pulumi preview` as a change to the commands that use it.
+The script reaches each machine once, as a file named by its content hash in
+the login user's home (copied over SFTP, which needs no sudo), and each step
+runs it from there: `sh -c CHECK <copy's name> FILE TIMEOUT -- <subcommand>
+...`. CHECK refuses a file that is missing or differs from the hash in its
+name (saying how to copy it again), then runs it, through `sudo -n` for
+other users than root. The steps name the hash, so a change to
+the script still shows in `pulumi preview` as a change to every step, while
+the state keeps the 47 KB script once per machine as an asset hash, not as
+text in every step's inputs and outputs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from collections.abc import Mapping
 from functools import cache
@@ -20,11 +27,42 @@ def agent_script() -> str:
     return SCRIPT_PATH.read_text()
 
 
-def agent_stdin(step_timeout: int) -> str:
-    """The script as sent: the stack's time bound for one step (gvisor-fleet:stepTimeout)
-    set on its second line, so the command lines stay as they are."""
-    shebang, _, rest = agent_script().partition("\n")
-    return f"{shebang}\nGVISOR_FLEET_STEP_TIMEOUT={int(step_timeout)} # gvisor-fleet:stepTimeout\n{rest}"
+@cache
+def agent_sha256() -> str:
+    return hashlib.sha256(agent_script().encode()).hexdigest()
+
+
+# The folder in the login user's home that holds the copied script (SFTP paths
+# are relative to it); destroy removes it after the last step that needs it.
+AGENT_DIR = ".gvisor-fleet"
+
+
+def agent_file() -> str:
+    """Where the script lands, relative to the login user's home: named by its SHA-256 (the
+    first 128 bits, which the steps check the file against)."""
+    return f"{AGENT_DIR}/agent-{agent_sha256()[:32]}"
+
+
+# Runs on the login user's shell as `sh -c`, so any login shell works: $0 is
+# the copy's resource name, then FILE TIMEOUT -- SUBCOMMAND ARGS. A file that
+# is missing or whose SHA-256 does not start with the hash in its name is refused. Short on purpose:
+# each step keeps its line twice in the state.
+_RUN_CHECKED = (
+    'f=$1 t=$2; shift 3; case $(sha256sum <"$f") in "${f##*-}"*) ;; *) echo "gvisor-fleet: $HOME/$f'
+    ' is missing or altered; copy it again: pulumi up --replace <URN of $0>" >&2; exit 3 ;; esac; '
+)
+
+
+def agent_run(subcommand: str, *args: str, sudo: bool, step_timeout: int, copy_name: str) -> str:
+    """A command line running one subcommand of the copied script, after checking its hash.
+
+    step_timeout is the stack's bound for one step (gvisor-fleet:stepTimeout);
+    copy_name names the resource that copies the script, for the error message.
+    """
+    run = "exec sudo -n env" if sudo else "exec env"
+    program = _RUN_CHECKED + f'{run} GVISOR_FLEET_STEP_TIMEOUT=$t sh "$f" "$@"'
+    parts = ("sh", "-c", program, copy_name, agent_file(), str(int(step_timeout)), "--", subcommand, *args)
+    return shlex.join(parts)
 
 
 def agent_command(subcommand: str, *args: str, sudo: bool = False) -> str:

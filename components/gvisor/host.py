@@ -1,31 +1,43 @@
 """GvisorHost: preflight, install, Docker, containerd and verify on one machine.
 
-A thin shell over pure pieces: `agent_command` builds each command line,
+A thin shell over pure pieces: `agent_run` builds each command line,
 `runsc_config` renders the flags, and the agent script does the host work.
-Every step is a `remote.Command` whose create is idempotent and whose delete
-puts back what was there, so `pulumi destroy` leaves the host as found.
+The script reaches the machine once (`remote.CopyToRemote`, named by its
+hash); every step is a `remote.Command` whose create is idempotent and whose
+delete puts back what was there, so `pulumi destroy` leaves the host as found.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import shlex
 from collections.abc import Sequence
+from pathlib import Path
 
 import pulumi
 from pulumi_command import remote
 
 from components.fleet.machine import Machine
-from components.gvisor.agent import agent_command, agent_stdin, checks_passed, parse_facts
+from components.gvisor.agent import AGENT_DIR, SCRIPT_PATH, agent_file, agent_run, checks_passed, parse_facts
 from components.gvisor.runsc_config import docker_runtime_args, effective_flags, render_runsc_toml
+from components.lean_state import lean_connection
 from components.settings import GvisorSettings
 
+# Removes the copied script and its folder (only if nothing else is in it).
+REMOVE_AGENT = "sh -c " + shlex.quote(f"rm -f {AGENT_DIR}/agent-*; rmdir {AGENT_DIR} 2>/dev/null; true")
 
-def host_commands(machine: Machine, gv: GvisorSettings) -> dict[str, tuple[str, str | None]]:
-    """(create, delete) command lines per step; pure, so tests read them directly."""
+
+def host_commands(machine: Machine, gv: GvisorSettings, copy: str = "") -> dict[str, tuple[str, str | None]]:
+    """(create, delete) command lines per step; pure, so tests read them directly.
+
+    copy: the name of the resource that copies the script (`<machine>-agent`).
+    """
     sudo = machine.user != "root"
+    copy = copy or f"{machine.name}-agent"
 
     def cmd(sub: str, *args: str) -> str:
-        return agent_command(sub, *args, sudo=sudo)
+        return agent_run(sub, *args, sudo=sudo, step_timeout=gv.step_timeout, copy_name=copy)
 
     docker_flags = effective_flags(gv.platform, gv.docker_network, gv.runsc_flags)
     containerd_flags = effective_flags(gv.platform, gv.containerd_network, gv.runsc_flags)
@@ -58,6 +70,15 @@ def host_commands(machine: Machine, gv: GvisorSettings) -> dict[str, tuple[str, 
     return steps
 
 
+def script_asset_path() -> str:
+    """The script's path for the asset: relative to the project (the program's working
+    directory) when inside it, so the state does not change with the checkout's location."""
+    try:
+        return str(SCRIPT_PATH.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(SCRIPT_PATH)
+
+
 class GvisorHost(pulumi.ComponentResource):
     """gVisor installed, wired into Docker and containerd, and verified on one machine."""
 
@@ -76,23 +97,42 @@ class GvisorHost(pulumi.ComponentResource):
     ) -> None:
         super().__init__("gvisor-fleet:gvisor:GvisorHost", name, None, opts)
         self.builds_images = builds_images
-        script = agent_stdin(settings.step_timeout)
-        commands = host_commands(machine, settings)
+        connection = lean_connection(machine.connection)
+        renewed = [machine.instance] if machine.instance is not None else []
+        # Never replaced: its delete (the folder's removal) runs once, at the end
+        # of destroy, after every step that runs the script from there is deleted.
+        cleanup = remote.Command(
+            f"{name}-agent-cleanup",
+            connection=connection,
+            delete=REMOVE_AGENT,
+            add_previous_output_in_env=False,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(machine.ready)),
+        )
+        # The state keeps the asset's hash, not the script. Copied again to a
+        # new machine (instance) or login (user, address): the file is per login home.
+        copy = remote.CopyToRemote(
+            f"{name}-agent",
+            connection=connection,
+            source=pulumi.FileAsset(script_asset_path()),
+            remote_path=agent_file(),
+            triggers=[*renewed, machine.user, machine.connection.host, machine.connection.port],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[cleanup]),
+        )
+        commands = host_commands(machine, settings, copy=f"{name}-agent")
 
         def step(
             step_name: str,
             depends_on: Sequence[pulumi.Resource],
             triggers: Sequence[pulumi.Input[str | None]] | None = None,
         ) -> remote.Command:
-            create, delete = commands[step_name]
             # A machine created anew (a replaced VM) gets every step again.
-            triggers = [*(triggers or []), *([machine.instance] if machine.instance is not None else [])]
+            triggers = [*(triggers or []), *renewed]
+            create, delete = commands[step_name]
             return remote.Command(
                 f"{name}-{step_name}",
-                connection=machine.connection,
+                connection=connection,
                 create=create,
                 delete=delete,
-                stdin=script,
                 triggers=list(triggers) if triggers else None,
                 # The agent never reads PULUMI_COMMAND_STDOUT; sending it warns on every stock sshd.
                 add_previous_output_in_env=False,
@@ -101,19 +141,24 @@ class GvisorHost(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on), delete_before_replace=True),
             )
 
-        preflight = step("preflight", machine.ready)
+        # The copy waits for the machine (through the cleanup); every other step
+        # depends on preflight, so on the copy too, and is deleted before it.
+        preflight = step("preflight", [copy])
         install = step("install", [preflight])
         configured = [install]
         for runtime in ("docker", "containerd"):
             if runtime in commands:
                 configured.append(step(runtime, [install]))
-        # Verify again whenever anything it checks has been changed.
-        verify = step("verify", configured, triggers=[c.create for c in configured])
+        # Verify again whenever anything it checks has been changed: a digest of
+        # those command lines (the lines themselves would double the state).
+        changed = "\n".join(commands[s][0] for s in commands if s not in ("preflight", "verify"))
+        verify = step("verify", configured, triggers=[hashlib.sha256(changed.encode()).hexdigest()[:16]])
 
         steps = [preflight, *configured, verify]
         self.facts = pulumi.Output.all(*[s.stdout for s in steps]).apply(
             lambda outs: {k: v for out in outs for k, v in parse_facts(out).items()}
         )
         self.checks_passed = self.facts.apply(checks_passed)
-        # The policy pack reads buildsImages (no default runtime on image builders).
-        self.register_outputs({"facts": self.facts, "checks_passed": self.checks_passed, "buildsImages": builds_images})
+        # The policy pack reads buildsImages (no default runtime on image builders). The
+        # facts are the stack output machines.<name>: the state keeps them there only.
+        self.register_outputs({"checks_passed": self.checks_passed, "buildsImages": builds_images})

@@ -9,7 +9,9 @@ under Pulumi mocks.
 What the rules read:
 
 - the host steps' command lines (`command:remote:Command` `create`), which
-  the program builds as `[sudo -n] sh -s -- <subcommand> <args...>`:
+  the program builds as `sh -c CHECK <name> .gvisor-fleet/<file> TIMEOUT --
+  <subcommand> <args...>` (the GvisorHost steps, see agent_run) or
+  `[sudo -n] sh -s -- <subcommand> <args...>` (the k3s steps):
   `install <baseUrl> <release> <installDir> <sha512|->`,
   `docker-configure <runtimeName> <defaultRuntime true|false> <installDir> --flags...`,
   `containerd-configure <runtimeName> <b64 runsc.toml> <installDir> <runscConfigPath>`,
@@ -202,7 +204,7 @@ def get_path(props: Any, path: Sequence[str]) -> Any:
 
 @dataclass(frozen=True)
 class AgentCall:
-    """A host agent command line split up: `[sudo -n] sh -s -- <subcommand> <args...>`."""
+    """A host agent command line split up: its subcommand and arguments (after `--`)."""
 
     subcommand: str
     args: tuple[str, ...]
@@ -221,6 +223,9 @@ def agent_call(create: object) -> AgentCall | None:
         return None
     if words[:2] == ["sudo", "-n"]:
         words = words[2:]
+    # The copied script, run after its hash check: the agent's own words follow `--`.
+    if words[:2] == ["sh", "-c"] and words[4:5] and words[4].startswith(".gvisor-fleet/") and words[6:7] == ["--"]:
+        words = ["sh", "-s", *words[6:]]
     if words[:3] != ["sh", "-s", "--"] or len(words) < 4:
         return None
     return AgentCall(words[3], tuple(words[4:]))

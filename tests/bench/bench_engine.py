@@ -94,6 +94,29 @@ def plugin_versions(bin_dir: Path) -> dict[str, str]:
     return dict(sorted(plugins.items()))
 
 
+def engine_and_mirror(tool: str) -> tuple[Path, Releases, dict[str, object]] | None:
+    """The engine (built or cached), the release mirror, and what the results record of both; None if missing."""
+    why = harness.missing_prerequisites()
+    if why:
+        print(f"{tool}: cannot run: {why}", file=sys.stderr)
+        return None
+    bin_dir = harness.build_pulumi()
+    engine = subprocess.run([str(bin_dir / "pulumi"), "version"], capture_output=True, text=True).stdout.strip()
+    described: dict[str, object] = {
+        "engine": f"pulumi {engine} (file backend, passphrase secrets)",
+        "plugins": plugin_versions(bin_dir),
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+    }
+    return bin_dir, harness.prepare_mirror(), described
+
+
+def write_results(out: Path, results: dict[str, object]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--machines", default="1,4", help="fleet sizes, comma-separated (default 1,4)")
@@ -101,23 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    why = harness.missing_prerequisites()
-    if why:
-        print(f"bench_engine: cannot run: {why}", file=sys.stderr)
+    ready = engine_and_mirror("bench_engine")
+    if ready is None:
         return 2
-    bin_dir = harness.build_pulumi()
-    engine = subprocess.run([str(bin_dir / "pulumi"), "version"], capture_output=True, text=True).stdout.strip()
-    releases = harness.prepare_mirror()
+    _, releases, results = ready
     sizes = [int(n) for n in args.machines.split(",")]
-    results: dict[str, object] = {
-        "engine": f"pulumi {engine} (file backend, passphrase secrets)",
-        "plugins": plugin_versions(bin_dir),
-        "cpus": os.cpu_count(),
-        "kernel": platform.release(),
-        "repeat": args.repeat,
-        # Other work on the machine skews wall times: the 1-minute load when the run started.
-        "load_average_at_start": round(os.getloadavg()[0], 2),
-    }
+    results.update(
+        {
+            "repeat": args.repeat,
+            # Other work on the machine skews wall times: the 1-minute load when the run started.
+            "load_average_at_start": round(os.getloadavg()[0], 2),
+        }
+    )
     fleets: dict[str, dict[str, object]] = {}
     medians: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
@@ -145,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         results["ratio_4_to_1"] = {
             phase: round(medians[4][phase] / medians[1][phase], 2) for phase, _ in PHASES if medians[1][phase]
         }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    write_results(args.out, results)
     return 0
 
 

@@ -274,27 +274,41 @@ class Machine:
         self.sandbox.close()
 
 
-def start_machine(name: str, work: Path, client: KeyPair, image_tar: Path, containerd2: Path | None = None) -> Machine:
+def _start_daemons(sandbox: Sandbox, image_tar: Path, containerd2: Path | None) -> None:
+    if containerd2:
+        sandbox.sh(f"cp {shlex.quote(str(containerd2))}/* /usr/local/sbin/")
+        sandbox.write("/etc/containerd/config.toml", USER_CONTAINERD_TOML)
+        sandbox.write("/etc/containerd/runsc.toml", USER_RUNSC_TOML)
+    sandbox.write("/etc/docker/daemon.json", USER_DAEMON_JSON)
+    sandbox.sh("systemctl start containerd && systemctl start docker")
+    sandbox.sh(f"docker import {image_tar} {TEST_IMAGE} >/dev/null")
+
+
+def start_machine(
+    name: str,
+    work: Path,
+    client: KeyPair,
+    image_tar: Path,
+    containerd2: Path | None = None,
+    daemons: bool = True,
+) -> Machine:
     """A fresh machine: Docker and containerd running with the owner's settings, mirror served, sshd reachable.
 
     With `containerd2` (a bin directory from build-containerd.sh) the machine runs
     that containerd 2.x instead of Debian's 1.6, which cannot run the current shim,
-    with its owner's config.toml and runsc.toml.
+    with its owner's config.toml and runsc.toml. daemons=False starts neither
+    Docker nor containerd (a fleet of cheap machines for the scale benchmark).
     """
     work.mkdir(parents=True, exist_ok=True)
     sandbox = Sandbox(work / "host")
     try:
-        if containerd2:
-            sandbox.sh(f"cp {shlex.quote(str(containerd2))}/* /usr/local/sbin/")
-            sandbox.write("/etc/containerd/config.toml", USER_CONTAINERD_TOML)
-            sandbox.write("/etc/containerd/runsc.toml", USER_RUNSC_TOML)
-        sandbox.write("/etc/docker/daemon.json", USER_DAEMON_JSON)
-        sandbox.sh("systemctl start containerd && systemctl start docker")
+        if daemons:
+            _start_daemons(sandbox, image_tar, containerd2)
+
         sandbox.sh(
             f"nohup python3 -m http.server {MIRROR_PORT} --bind 127.0.0.1 --directory {CACHE / 'mirror'}"
             " > /var/log/mirror.log 2>&1 &"
         )
-        sandbox.sh(f"docker import {image_tar} {TEST_IMAGE} >/dev/null")
         sandbox.sh("mkdir -p /run/sshd && chmod 0755 /run/sshd")
         host_key = make_key(work / "ssh_host_ed25519_key", f"{name}-host")
         (work / "authorized_keys").write_text(client.public_line + "\n")
@@ -342,12 +356,19 @@ def start_machine(name: str, work: Path, client: KeyPair, image_tar: Path, conta
 
 
 def start_machines(
-    count: int, work: Path, client: KeyPair, image_tar: Path, containerd2: Path | None = None, prefix: str = "m"
+    count: int,
+    work: Path,
+    client: KeyPair,
+    image_tar: Path,
+    containerd2: Path | None = None,
+    prefix: str = "m",
+    daemons: bool = True,
 ) -> list[Machine]:
     machines: list[Machine] = []
     try:
         for i in range(1, count + 1):
-            machines.append(start_machine(f"{prefix}{i}", work / f"{prefix}{i}", client, image_tar, containerd2))
+            name = f"{prefix}{i}"
+            machines.append(start_machine(name, work / name, client, image_tar, containerd2, daemons=daemons))
     except BaseException:
         for m in machines:
             m.close()

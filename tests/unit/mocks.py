@@ -33,7 +33,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.resources.append(args)
         outputs = dict(args.inputs)
-        if args.typ == "command:remote:Command":
+        if args.typ == "command:remote:Command" and args.inputs.get("create"):
             sub = args.inputs["create"].split(" -- ", 1)[1].split(" ", 1)[0]
             outputs["stdout"] = self.stdout.get(args.name, AGENT_OUTPUT.get(sub, ""))
         return [f"{args.name}-id", outputs]

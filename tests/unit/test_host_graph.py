@@ -2,12 +2,14 @@
 
 import dataclasses
 import shlex
+from pathlib import Path
 
 import pulumi
 import pytest
 
 from components.fleet.specs import MachineSpec
 from components.fleet.static import static_machine
+from components.gvisor.agent import AGENT_DIR, SCRIPT_PATH, agent_file, agent_sha256
 from components.gvisor.host import GvisorHost, host_commands
 from components.settings import GvisorSettings
 
@@ -16,7 +18,9 @@ SPEC = MachineSpec(name="m1", arch="x86_64", address="127.0.0.1", port=2222, hos
 
 
 def argv(line: str) -> list[str]:
-    return shlex.split(line)
+    """The agent's subcommand and its arguments (what follows `--`)."""
+    words = shlex.split(line)
+    return words[words.index("--") + 1 :]
 
 
 @pulumi.runtime.test
@@ -25,12 +29,21 @@ def test_steps_are_children_with_delete_paths(mocks):
 
     def check(_):
         commands = {r.name: r for r in mocks.of_type("command:remote:Command")}
+        cleanup = commands.pop("m1-agent-cleanup")
         assert set(commands) == {f"m1-{s}" for s in ("preflight", "install", "docker", "containerd", "verify")}
         for step in ("install", "docker", "containerd"):
             r = commands[f"m1-{step}"]
             assert r.inputs.get("delete"), f"{step} has no delete: destroy would leave the host changed"
+        # The script reaches the machine once, as a file named by its hash; no step carries it.
+        (copy,) = mocks.of_type("command:remote:CopyToRemote")
+        assert copy.name == "m1-agent" and copy.inputs["remotePath"] == agent_file()
+        assert isinstance(copy.inputs["source"], pulumi.FileAsset)
+        assert Path(copy.inputs["source"].path).resolve() == SCRIPT_PATH.resolve()
+        assert "create" not in cleanup.inputs and AGENT_DIR in cleanup.inputs["delete"]
         for r in commands.values():
-            assert r.inputs["stdin"].startswith("#!/bin/sh"), r.name
+            assert "stdin" not in r.inputs, r.name
+            assert agent_file() in r.inputs["create"] and agent_sha256()[:32] in r.inputs["create"], r.name
+            assert "pulumi up --replace" in r.inputs["create"] and " m1-agent " in r.inputs["create"]
             assert KEY not in r.inputs["create"] and KEY not in r.inputs.get("delete", "")
         (component,) = mocks.of_type("gvisor-fleet:gvisor:GvisorHost")
         assert component.name == "m1"
@@ -64,8 +77,11 @@ def test_steps_run_preflight_install_engines_verify(mocks, settings, order):
     host = GvisorHost("m1", static_machine(SPEC, KEY), settings)
 
     def check(_):
-        steps = [r.name for r in mocks.of_type("command:remote:Command")]
-        assert run_order(mocks.depends_on, steps) == [{f"m1-{s}" for s in wave} for wave in order]
+        steps = [r.name for r in mocks.of_type("command:remote:Command")] + ["m1-agent"]
+        # The script's folder is removed last on destroy (deletes run in reverse), after every
+        # step that runs the script; the copy comes before the first step.
+        expected = [{"agent-cleanup"}, {"agent"}, *order]
+        assert run_order(mocks.depends_on, steps) == [{f"m1-{s}" for s in wave} for wave in expected]
         # verify waits for every step that changed what it checks, not only the last one.
         configured = {f"m1-{s}" for wave in order[1:-1] for s in wave}
         assert configured <= mocks.depends_on["m1-verify"]
@@ -112,7 +128,9 @@ def test_docker_off_removes_the_step_and_verify_skips_it():
 def test_non_root_user_runs_agent_with_sudo():
     spec = MachineSpec(name="m1", arch="aarch64", address="h", user="admin")
     steps = host_commands(static_machine(spec, KEY), GvisorSettings())
-    assert all(create.startswith("sudo -n sh -s -- ") for create, _ in steps.values())
+    assert all("exec sudo -n env " in create for create, _ in steps.values())
+    root = host_commands(static_machine(SPEC, KEY), GvisorSettings())
+    assert not any("sudo" in create for create, _ in root.values())
 
 
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
@@ -121,14 +139,14 @@ def test_install_passes_release_mirror_and_per_arch_pin(arch):
     spec = MachineSpec(name="m1", arch=arch, address="h")
     create, delete = host_commands(static_machine(spec, KEY), gv)["install"]
     pin = "ab" * 64 if arch == "aarch64" else "-"
-    assert argv(create)[3:] == ["install", "http://mirror", "20261109.0", "/usr/local/bin", pin]
-    assert argv(delete)[3:] == ["uninstall", "/usr/local/bin"]
+    assert argv(create) == ["install", "http://mirror", "20261109.0", "/usr/local/bin", pin]
+    assert argv(delete) == ["uninstall", "/usr/local/bin"]
 
 
 def test_docker_step_carries_runtime_args_and_default_runtime():
     gv = GvisorSettings(docker_network="none", default_runtime=True, runsc_flags={"debug": True})
     create, _ = host_commands(static_machine(SPEC, KEY), gv)["docker"]
-    assert argv(create)[3:] == [
+    assert argv(create) == [
         "docker-configure", "runsc", "true", "/usr/local/bin",
         "--debug=true", "--network=none", "--platform=systrap",
     ]  # fmt: skip
@@ -147,7 +165,9 @@ def test_a_machine_created_anew_gets_every_step_again(mocks):
     host = GvisorHost("m1", machine, GvisorSettings())
 
     def check(_):
-        for r in mocks.of_type("command:remote:Command"):
-            assert "vm-generation-2" in r.inputs.get("triggers", []), r.name
+        renewed = [*mocks.of_type("command:remote:Command"), *mocks.of_type("command:remote:CopyToRemote")]
+        for r in renewed:
+            if r.name != "m1-agent-cleanup":  # never replaced: it only removes the folder on destroy
+                assert "vm-generation-2" in r.inputs.get("triggers", []), r.name
 
     return host.facts.apply(check)

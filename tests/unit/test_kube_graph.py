@@ -19,6 +19,7 @@ from components.fleet.static import static_machine
 from components.gvisor.host import GvisorHost
 from components.kube.deploy import KubeDeployment, deploy_kubernetes
 from components.kube.settings import KubeSettings, parse_kube_settings
+from components.policy.rules import agent_call
 from components.settings import GvisorSettings
 from tests.unit.mocks import AGENT_OUTPUT, RecordingMocks
 
@@ -73,8 +74,9 @@ class KubeMocks(RecordingMocks):
         args.inputs = unsecret(args.inputs)
         if args.typ == "command:remote:Command":
             self.resources.append(args)
-            sub = argv(args.inputs["create"])[3]
-            table = K3S_OUTPUT if "k3s node agent" in args.inputs["stdin"] else self.agent_output
+            line = argv(args.inputs.get("create", "sh -s -- -"))
+            sub = line[line.index("--") + 1]
+            table = K3S_OUTPUT if "k3s node agent" in args.inputs.get("stdin", "") else self.agent_output
             return [f"{args.name}-id", {**args.inputs, "stdout": table.get(sub, "")}]
         rid, outputs = super().new_resource(args)
         if args.typ == "kubernetes:batch/v1:Job":
@@ -137,7 +139,8 @@ def test_existing_cluster_graph(kmocks, runtime_name):
         (rc,) = kmocks.of_type("kubernetes:node.k8s.io/v1:RuntimeClass")
         # The one setting: the containerd runtime table the host layer writes is the handler.
         containerd_steps = [r for r in kmocks.of_type("command:remote:Command") if r.name.endswith("-containerd")]
-        assert {argv(r.inputs["create"])[4] for r in containerd_steps} == {rc.inputs["handler"]} == {runtime_name}
+        handlers = {agent_call(r.inputs["create"]).args[0] for r in containerd_steps}  # type: ignore[union-attr]
+        assert handlers == {rc.inputs["handler"]} == {runtime_name}
         assert rc.inputs["scheduling"]["nodeSelector"] == {"gvisor-fleet/gvisor": "verified"}
         assert rc.inputs["overhead"] == {"podFixed": {"cpu": "100m", "memory": "64Mi"}}
 
@@ -168,7 +171,8 @@ def test_existing_cluster_graph(kmocks, runtime_name):
         assert netpol.inputs["spec"]["policyTypes"] == ["Ingress", "Egress"]
 
         # No k3s here, and everything Kubernetes goes through the component's own provider.
-        assert not [r for r in kmocks.of_type("command:remote:Command") if "k3s node agent" in r.inputs["stdin"]]
+        commands = kmocks.of_type("command:remote:Command")
+        assert not [r for r in commands if "k3s node agent" in r.inputs.get("stdin", "")]
         (provider,) = kmocks.of_type("pulumi:providers:kubernetes")
         assert "kubeconfig" not in provider.inputs
         for r in kmocks.resources:
@@ -255,7 +259,7 @@ def test_k3s_cluster_graph(kmocks):
     def check(args):
         kubeconfig_secret, kubeconfig, _ = args
         commands = {
-            r.name: r for r in kmocks.of_type("command:remote:Command") if "k3s node agent" in r.inputs["stdin"]
+            r.name: r for r in kmocks.of_type("command:remote:Command") if "k3s node agent" in r.inputs.get("stdin", "")
         }
         assert set(commands) == {
             "kubernetes-k3s-m1-install", "kubernetes-k3s-token", "kubernetes-k3s-m2-install",
@@ -317,7 +321,7 @@ def test_k3s_server_url_and_api_url_overrides(kmocks):
     dep = deploy(kmocks, s)
 
     def check(_):
-        commands = {r.name: argv(r.inputs["create"]) for r in kmocks.of_type("command:remote:Command")}
+        commands = {r.name: argv(r.inputs.get("create", "")) for r in kmocks.of_type("command:remote:Command")}
         assert commands["kubernetes-k3s-m1-install"][-1] == "k3s.example.com"  # tls-san for the API URL
         assert commands["kubernetes-k3s-m2-install"][-3] == "https://10.0.0.1:6443"
         assert commands["kubernetes-k3s-kubeconfig"][-1] == "https://k3s.example.com:6443"

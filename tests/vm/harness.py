@@ -30,6 +30,7 @@ from components.fleet.cloudinit import meta_data, user_data
 from components.fleet.keys import KeyPair, generate_ed25519, key_material
 from components.fleet.qemu import SCRIPT, choose_accel, kvm_works, launcher_command, parse_launcher_facts, qemu_argv
 from components.fleet.specs import QemuOptions, local_arch
+from components.gvisor.agent import agent_file
 
 REPO = Path(__file__).parents[2]
 CACHE = Path(os.environ.get("GVISOR_FLEET_CACHE") or Path.home() / ".cache" / "gvisor-fleet")
@@ -210,8 +211,11 @@ class Vm:
         return out
 
     def agent(self, command_line: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        """One host-layer command line (as GvisorHost runs it) with the agent script on stdin."""
-        return self.ssh(command_line, stdin=AGENT.read_text(), timeout=timeout)
+        """One host-layer command line, as GvisorHost runs it, after putting the agent script
+        where its copy resource does (over SSH here; the e2e tests run the real SFTP copy)."""
+        place = shlex.quote('mkdir -p "${1%/*}" && cat > "$1"')
+        copy = f"sh -c {place} sh {shlex.quote(agent_file())}"
+        return self.ssh(f"{copy} && {command_line}", stdin=AGENT.read_text(), timeout=timeout)
 
     def serial_tail(self, lines: int = 30) -> str:
         log = Path(self.vm_dir) / "serial.log"
