@@ -16,12 +16,16 @@ from pulumi_command import remote
 
 from components.fleet.machine import Machine
 from components.gvisor.agent import agent_command, agent_stdin, checks_passed, parse_facts
+from components.gvisor.release_copy import plan_release_copy
 from components.gvisor.runsc_config import docker_runtime_args, effective_flags, render_runsc_toml
 from components.settings import GvisorSettings
 
 
-def host_commands(machine: Machine, gv: GvisorSettings) -> dict[str, tuple[str, str | None]]:
-    """(create, delete) command lines per step; pure, so tests read them directly."""
+def host_commands(
+    machine: Machine, gv: GvisorSettings, copied: Sequence[str] | None = None
+) -> dict[str, tuple[str, str | None]]:
+    """(create, delete) command lines per step; pure, so tests read them directly.
+    COPIED: `install-file` arguments when the release is copied (release_copy.py)."""
     sudo = machine.user != "root"
 
     def cmd(sub: str, *args: str) -> str:
@@ -35,7 +39,7 @@ def host_commands(machine: Machine, gv: GvisorSettings) -> dict[str, tuple[str, 
     steps: dict[str, tuple[str, str | None]] = {
         "preflight": (cmd("preflight", machine.arch, gv.platform, gv.docker, gv.containerd), None),
         "install": (
-            cmd("install", gv.base_url, gv.release, gv.install_dir, pinned),
+            cmd("install-file", *copied) if copied else cmd("install", gv.base_url, gv.release, gv.install_dir, pinned),
             cmd("uninstall", gv.install_dir),
         ),
     }
@@ -77,7 +81,8 @@ class GvisorHost(pulumi.ComponentResource):
         super().__init__("gvisor-fleet:gvisor:GvisorHost", name, None, opts)
         self.builds_images = builds_images
         script = agent_stdin(settings.step_timeout)
-        commands = host_commands(machine, settings)
+        copy = plan_release_copy(machine, settings)
+        commands = host_commands(machine, settings, copy.install_args if copy else None)
 
         def step(
             step_name: str,
@@ -102,7 +107,7 @@ class GvisorHost(pulumi.ComponentResource):
             )
 
         preflight = step("preflight", machine.ready)
-        install = step("install", [preflight])
+        install = step("install", [preflight, *(copy.resources(name, machine, self, [preflight]) if copy else [])])
         configured = [install]
         for runtime in ("docker", "containerd"):
             if runtime in commands:
