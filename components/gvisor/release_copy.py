@@ -83,7 +83,8 @@ def _fetched(
         fetched = fetch_release(base_url, release, arch, default_cache(), pin, fallback, Limits(total=total))
     except ReleaseFetchError as err:
         raise pulumi.RunError(f"gvisor-fleet:releaseFetch once: {err}") from None
-    pulumi.log.info(f"gVisor {release} for {arch}: {fetched.path} (SHA-512 checked, from {fetched.source})")
+    how = "in the cache, fetched before" if fetched.cached else "fetched"
+    pulumi.log.info(f"gVisor {release} for {arch}: {fetched.path} (SHA-512 checked; {how} from {fetched.source})")
     return fetched
 
 

@@ -49,6 +49,7 @@ class FetchedRelease:
     path: Path  # the checked archive in the cache
     sha512: str
     source: str  # the URL it came from
+    cached: bool = False  # True when it was in the cache already (no network used)
 
 
 class ReleaseFetchError(Exception):
@@ -97,11 +98,13 @@ def fetch_release(
 
 def _fetch(base: str, release: str, arch: str, cache: Path, pin: str | None, limits: Limits) -> FetchedRelease:
     url = f"{base}/{release}/{arch}"
-    entry = cache / release / arch
+    # One entry per source too: a build filed in a local directory under a
+    # release's name never stands in for that release from the bucket.
+    entry = cache / release / arch / source_key(base)
     cached = _cached_digest(entry)
     moving = release == "latest" or base.startswith("file:")
     if cached and not moving and (pin is None or pin == cached):
-        return FetchedRelease(release, arch, entry / ARCHIVE, cached, url)
+        return FetchedRelease(release, arch, entry / ARCHIVE, cached, url, cached=True)
 
     published = _published_digest(url, limits)
     if pin is not None and pin != published:
@@ -112,6 +115,13 @@ def _fetch(base: str, release: str, arch: str, cache: Path, pin: str | None, lim
     if cached != published:
         _download(f"{url}/{ARCHIVE}", entry, published, limits)
     return FetchedRelease(release, arch, entry / ARCHIVE, published, url)
+
+
+def source_key(base: str) -> str:
+    """A folder name for a base URL: readable, and distinct per URL."""
+    parts = urllib.parse.urlsplit(base)
+    host = parts.netloc.replace(":", "_") if parts.netloc else parts.scheme
+    return f"{host}-{hashlib.sha256(base.encode()).hexdigest()[:12]}"
 
 
 def _cached_digest(entry: Path) -> str | None:

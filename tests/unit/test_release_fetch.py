@@ -88,11 +88,12 @@ def test_fetched_once_then_served_from_the_cache_without_any_request(mirror, tmp
     digest = publish(root)
     first = fetch_release(server.url, RELEASE, ARCH, tmp_path / "cache", limits=FAST)
     assert first.sha512 == digest and first.path.read_bytes() == b"archive bytes"
-    assert first.path == tmp_path / "cache" / RELEASE / ARCH / "gvisor.tar.bz2"
+    assert first.path.parent.parent == tmp_path / "cache" / RELEASE / ARCH and not first.cached
     asked = len(server.requests)
     server.close()  # the bucket is gone: a dated release in the cache needs nothing from it
     again = fetch_release(server.url, RELEASE, ARCH, tmp_path / "cache", limits=FAST)
-    assert again == first and len(server.requests) == asked
+    assert (again.path, again.sha512, again.cached) == (first.path, first.sha512, True)
+    assert len(server.requests) == asked
 
 
 def test_a_damaged_cache_entry_is_fetched_again(mirror, tmp_path: Path):
@@ -118,7 +119,7 @@ def test_a_bad_download_is_not_kept(mirror, tmp_path: Path):
     publish(root, data=b"tampered", sums=b"archive bytes")
     err = failure(server.url, tmp_path)
     assert err.kind == "checksum" and "checksum mismatch for" in str(err) and "nothing was kept" in str(err)
-    assert not list((tmp_path / RELEASE / ARCH).iterdir()), "a partial or bad archive stayed in the cache"
+    assert not [p for p in (tmp_path / RELEASE / ARCH).rglob("*") if p.is_file()], "a bad archive stayed in the cache"
 
 
 def test_the_pin_is_checked_before_anything_is_downloaded(mirror, tmp_path: Path):
@@ -206,3 +207,14 @@ def test_when_both_fail_both_reasons_are_given(tmp_path: Path):
     assert "cannot resolve release-mirror.invalid (DNS)" in str(err)
     assert "then, from gvisor-fleet:releaseDir: gVisor release not found at file://" in str(err)
     assert "the directory has no such folder or file" in str(err)
+
+
+def test_a_release_from_the_local_directory_never_stands_in_for_the_buckets(mirror, tmp_path: Path):
+    """The same release name from two sources: each has its own cache entry."""
+    root, server = mirror
+    local = publish(tmp_path / "local", data=b"the set-up's own build")
+    got = fetch("http://release-mirror.invalid", tmp_path / "cache", fallback_dir=str(tmp_path / "local"))
+    assert got.sha512 == local  # type: ignore[attr-defined]
+    official = publish(root)  # the bucket is reachable now
+    got = fetch(server.url, tmp_path / "cache", fallback_dir=str(tmp_path / "local"))
+    assert got.sha512 == official and got.path.read_bytes() == b"archive bytes"  # type: ignore[attr-defined]
