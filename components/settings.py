@@ -10,6 +10,7 @@ before anything touches a host.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from components.kube.settings import KubeSettings, fleet_problems, parse_kube_se
 
 NS = "gvisor-fleet"
 MODES = ("auto", "required", "off")
+RELEASE_FETCH = ("host", "once")
 
 DEFAULT_RELEASE = "20261116.0"
 DEFAULT_BASE_URL = "https://storage.googleapis.com/gvisor/releases/release"
@@ -62,6 +64,10 @@ class GvisorSettings:
     runsc_config_path: str = "/etc/containerd/runsc.toml"
     verify_image: str = DEFAULT_VERIFY_IMAGE
     step_timeout: int = 900
+    # host: each host downloads the release; once: the machine running Pulumi
+    # fetches and checks it once and copies it to each host (release_copy.py).
+    release_fetch: str = "host"
+    release_dir: str | None = None  # a local release directory, used when baseUrl cannot be reached
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,10 @@ def _gvisor(raw: Mapping[str, object], problems: list[str]) -> GvisorSettings:
     runsc_config_path = text("runscConfigPath", d.runsc_config_path)
     problems.extend(_path_problems("runscConfigPath", runsc_config_path))
     step_timeout = _seconds("stepTimeout", raw.get("stepTimeout"), d.step_timeout, problems)
+    release_fetch = choice(
+        "releaseFetch", d.release_fetch, RELEASE_FETCH, " (once: fetched and checked here, copied to each host)"
+    )
+    release_dir = _release_dir(raw.get("releaseDir"), release_fetch, problems)
 
     return GvisorSettings(
         release=release,
@@ -189,7 +199,29 @@ def _gvisor(raw: Mapping[str, object], problems: list[str]) -> GvisorSettings:
         runsc_config_path=runsc_config_path,
         verify_image=text("verifyImage", d.verify_image),
         step_timeout=step_timeout,
+        release_fetch=release_fetch,
+        release_dir=release_dir,
     )
+
+
+def _release_dir(value: object, release_fetch: str, problems: list[str]) -> str | None:
+    """A local directory laid out like the bucket, read on the machine running Pulumi."""
+    if value is None:
+        return None
+    key = _key("releaseDir")
+    if not isinstance(value, str) or not value.strip():
+        problems.append(f"{key}: must be a directory path, e.g. ~/.cache/gvisor-fleet/local-releases")
+        return None
+    if release_fetch != "once":
+        problems.append(
+            f"{key}: is read only when {_key('releaseFetch')} is once (the machine running Pulumi fetches); "
+            "set releaseFetch to once, or remove releaseDir"
+        )
+    path = os.path.expanduser(value.strip())
+    if not path.startswith("/"):
+        problems.append(f"{key}: '{value}' must be an absolute path or start with ~")
+        return None
+    return path
 
 
 def _path_problems(name: str, path: str) -> list[str]:
@@ -218,6 +250,7 @@ def _seconds(name: str, value: object, default: int, problems: list[str]) -> int
 SCALAR_KEYS = (
     "release", "baseUrl", "installDir", "platform", "dockerNetwork", "containerdNetwork",
     "docker", "containerd", "defaultRuntime", "runtimeName", "runscConfigPath", "verifyImage", "stepTimeout",
+    "releaseFetch", "releaseDir",
 )  # fmt: skip
 OBJECT_KEYS = ("sha512", "runscFlags", "machines", "kubernetes")
 SECRET_KEYS = ("sshPrivateKey", "kubeconfig")
@@ -246,6 +279,14 @@ def load_settings(raw: Mapping[str, object], has_private_key: bool) -> Settings:
                     f"{_key('machines')}[{i}].buildsImages: machine '{spec.name}' builds images; "
                     f"{_key('defaultRuntime')} true would make runsc its Docker default (BuildKit RUN steps "
                     "are not sandboxed, Compose DNS breaks); set defaultRuntime to false"
+                )
+    if gvisor.release_fetch == "once":
+        for i, spec in enumerate(machines):
+            if spec.arch not in ("x86_64", "aarch64"):
+                problems.append(
+                    f"{_key('machines')}[{i}].arch: machine '{spec.name}' has arch '{spec.arch}', but "
+                    f"{_key('releaseFetch')} once fetches the release for a known arch before any host is "
+                    "reached; write x86_64 or aarch64"
                 )
     kube = parse_kube_settings(raw.get("kubernetes"), gvisor.runtime_name, problems)
     if kube:

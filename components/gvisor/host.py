@@ -20,6 +20,7 @@ from pulumi_command import remote
 
 from components.fleet.machine import Machine
 from components.gvisor.agent import AGENT_DIR, SCRIPT_PATH, agent_file, agent_run, checks_passed, parse_facts
+from components.gvisor.release_copy import plan_release_copy
 from components.gvisor.runsc_config import docker_runtime_args, effective_flags, render_runsc_toml
 from components.lean_state import lean_connection
 from components.settings import GvisorSettings
@@ -28,10 +29,13 @@ from components.settings import GvisorSettings
 REMOVE_AGENT = "sh -c " + shlex.quote(f"rm -f {AGENT_DIR}/agent-*; rmdir {AGENT_DIR} 2>/dev/null; true")
 
 
-def host_commands(machine: Machine, gv: GvisorSettings, copy: str = "") -> dict[str, tuple[str, str | None]]:
+def host_commands(
+    machine: Machine, gv: GvisorSettings, copy: str = "", copied: Sequence[str] | None = None
+) -> dict[str, tuple[str, str | None]]:
     """(create, delete) command lines per step; pure, so tests read them directly.
 
     copy: the name of the resource that copies the script (`<machine>-agent`).
+    copied: `install-file` arguments when the release is copied (release_copy.py).
     """
     sudo = machine.user != "root"
     copy = copy or f"{machine.name}-agent"
@@ -47,7 +51,7 @@ def host_commands(machine: Machine, gv: GvisorSettings, copy: str = "") -> dict[
     steps: dict[str, tuple[str, str | None]] = {
         "preflight": (cmd("preflight", machine.arch, gv.platform, gv.docker, gv.containerd), None),
         "install": (
-            cmd("install", gv.base_url, gv.release, gv.install_dir, pinned),
+            cmd("install-file", *copied) if copied else cmd("install", gv.base_url, gv.release, gv.install_dir, pinned),
             cmd("uninstall", gv.install_dir),
         ),
     }
@@ -118,7 +122,10 @@ class GvisorHost(pulumi.ComponentResource):
             triggers=[*renewed, machine.user, machine.connection.host, machine.connection.port],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[cleanup]),
         )
-        commands = host_commands(machine, settings, copy=f"{name}-agent")
+        release = plan_release_copy(machine, settings)
+        commands = host_commands(
+            machine, settings, copy=f"{name}-agent", copied=release.install_args if release else None
+        )
 
         def step(
             step_name: str,
@@ -144,7 +151,9 @@ class GvisorHost(pulumi.ComponentResource):
         # The copy waits for the machine (through the cleanup); every other step
         # depends on preflight, so on the copy too, and is deleted before it.
         preflight = step("preflight", [copy])
-        install = step("install", [preflight])
+        install = step(
+            "install", [preflight, *(release.resources(name, machine, self, [preflight]) if release else [])]
+        )
         configured = [install]
         for runtime in ("docker", "containerd"):
             if runtime in commands:

@@ -13,6 +13,7 @@ What the rules read:
   <subcommand> <args...>` (the GvisorHost steps, see agent_run) or
   `[sudo -n] sh -s -- <subcommand> <args...>` (the k3s steps):
   `install <baseUrl> <release> <installDir> <sha512|->`,
+  `install-file <copy> <sha512> <release> <installDir>` (a copied release),
   `docker-configure <runtimeName> <defaultRuntime true|false> <installDir> --flags...`,
   `containerd-configure <runtimeName> <b64 runsc.toml> <installDir> <runscConfigPath>`,
   and k3s nodes' `runtime-configure <runtimeName> <shim> <b64 runsc.toml> <path>`;
@@ -296,12 +297,15 @@ def release_pinned(resource: Resource, config: PolicyConfig) -> list[Violation]:
     if resource.type != COMMAND_TYPE:
         return []
     call = agent_call(resource.props.get("create"))
-    if call is None or call.subcommand != "install":
+    if call is None or call.subcommand not in ("install", "install-file"):
         return []
     stack = stack_of(resource.urn)
     if matches(stack, config.dev_stacks):
         return []
-    base_url, release = call.arg(0) or "", call.arg(1) or ""
+    if call.subcommand == "install":
+        base_url, release = call.arg(0) or "", call.arg(1) or ""
+    else:  # a copied release (releaseFetch once): <copy> <sha512> <release> <installDir>
+        base_url, release = "", call.arg(2) or ""
     machine = machine_of(resource, "install")
     if "/nightly" in base_url:
         return [

@@ -11,6 +11,7 @@ from pulumi.runtime.mocks import MockMonitor
 AGENT_OUTPUT = {
     "preflight": "arch=x86_64\nkernel=6.1.0-28-amd64\ncgroup_version=2\nkvm=no\n",
     "install": "changed=true\nrelease=20261116.0\nrunsc_version=release-20261116.0\n",
+    "install-file": "changed=true\nrelease=20261116.0\nrunsc_version=release-20261116.0\n",
     "docker-configure": "docker=configured\n",
     "containerd-configure": "containerd=configured\ncontainerd_config_version=2\n",
     "verify": (
@@ -33,7 +34,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.resources.append(args)
         outputs = dict(args.inputs)
-        if args.typ == "command:remote:Command" and args.inputs.get("create"):
+        if args.typ == "command:remote:Command" and args.inputs.get("create"):  # a delete-only command has none
             sub = args.inputs["create"].split(" -- ", 1)[1].split(" ", 1)[0]
             outputs["stdout"] = self.stdout.get(args.name, AGENT_OUTPUT.get(sub, ""))
         return [f"{args.name}-id", outputs]

@@ -72,6 +72,19 @@ def test_defaults_are_valid_and_pinned():
         ({"stepTimeout": "10"}, "gvisor-fleet:stepTimeout", "60 to 86400"),
         ({"stepTimeout": "15m"}, "gvisor-fleet:stepTimeout", "whole number of seconds"),
         ({"stepTimeout": True}, "gvisor-fleet:stepTimeout", "whole number of seconds"),
+        ({"releaseFetch": "local"}, "gvisor-fleet:releaseFetch", "host, once"),
+        ({"releaseDir": "/srv/releases"}, "gvisor-fleet:releaseDir", "gvisor-fleet:releaseFetch is once"),
+        (
+            {"releaseFetch": "once", "releaseDir": "releases"},
+            "gvisor-fleet:releaseDir",
+            "absolute path or start with ~",
+        ),
+        ({"releaseFetch": "once", "releaseDir": ""}, "gvisor-fleet:releaseDir", "directory path"),
+        (
+            {"releaseFetch": "once", "machines": [{**MACHINE, "arch": "detect"}]},
+            "gvisor-fleet:machines[0].arch",
+            "write x86_64 or aarch64",
+        ),
         ({"relase": None}, "gvisor-fleet:relase", "did you mean 'release'?"),
         ({"runscFlag": None}, "gvisor-fleet:runscFlag", "did you mean 'runscFlags'?"),
         ({"zzz": None}, "gvisor-fleet:zzz", "Configuration reference"),
@@ -152,3 +165,12 @@ def test_keys_the_program_does_not_read_reach_the_check_without_their_values():
     assert raw == {"relase": None}
     (found,) = problems(raw)
     assert found.startswith("gvisor-fleet:relase:") and "'release'" in found
+
+
+def test_release_fetch_defaults_to_each_host_and_once_takes_a_release_dir(monkeypatch):
+    assert load_settings({}, has_private_key=False).gvisor.release_fetch == "host"
+    monkeypatch.setenv("HOME", "/home/ops")
+    g = load_settings({"releaseFetch": "once", "releaseDir": "~/releases"}, has_private_key=False).gvisor
+    assert (g.release_fetch, g.release_dir) == ("once", "/home/ops/releases")
+    # Static machines may detect their arch while each host downloads for itself.
+    load_settings({"machines": [{**MACHINE, "arch": "detect"}]}, has_private_key=True)

@@ -227,6 +227,7 @@ still_running() {
 # Runs on every exit of a step that changes the host (also on TERM/INT/HUP).
 finish_step() {
     _step_rc=$?
+    [ -z "${PROBE_TMP:-}" ] || rm -rf "$PROBE_TMP"
     [ -n "${LOCKED:-}" ] || return 0 # another step runs: its files are not ours to tidy
     if [ "$_step_rc" != 0 ]; then
         # A step that failed and changed nothing leaves no journal behind.
@@ -264,32 +265,86 @@ tidy_state() {
 
 # Every download is bounded: connecting, stalling (under LOW_SPEED bytes/s for
 # LOW_SPEED_TIME s) and the whole transfer (what is left of the step). Returns
-# 1 when the server answers that the file is not there; a transfer that hits a
-# limit stops the step, naming the URL and the limit.
+# 1 when the server answers that the file is not there (HTTP 404 or 410, a
+# missing file:// path). Any other failure stops the step saying what
+# happened, each its own way: the name did not resolve (DNS), the connection
+# failed, TLS failed, a limit was hit, or the server answered another error.
 # POSIX sh has no local variables: helpers use names no caller uses.
 fetch() {
     _fetch_url=$1 _fetch_dest=$2
     _fetch_max=$(remaining)
     _fetch_slow=$LOW_SPEED_TIME
     [ "$_fetch_slow" -le "$_fetch_max" ] || _fetch_slow=$_fetch_max
-    _fetch_rc=0
+    _fetch_rc=0 _fetch_code="" _fetch_log="$_fetch_dest.log"
     if have curl; then
-        timeout "$_fetch_max" curl -fsSL --retry 3 --connect-timeout "$CONNECT_TIMEOUT" --max-time "$_fetch_max" \
-            --speed-limit "$LOW_SPEED" --speed-time "$_fetch_slow" -o "$_fetch_dest" "$_fetch_url" \
-            2>"$_fetch_dest.log" || _fetch_rc=$?
-        # 28: one of curl's own limits; 124: the step's budget ran out.
-        case $_fetch_rc in 28 | 124) _fetch_rc=timeout ;; esac
+        # curl's own limit comes first, so it can say which phase timed out.
+        _fetch_code=$(timeout "$((_fetch_max + 2))" curl -fsSL --retry 3 --connect-timeout "$CONNECT_TIMEOUT" \
+            --max-time "$_fetch_max" --speed-limit "$LOW_SPEED" --speed-time "$_fetch_slow" \
+            --retry-max-time "$_fetch_max" -w '%{http_code} %{time_connect}' -o "$_fetch_dest" "$_fetch_url" \
+            2>"$_fetch_log") || _fetch_rc=$?
+        _fetch_why=$(curl_failure "$_fetch_rc" "$_fetch_code")
     elif have wget; then
-        timeout "$_fetch_max" wget -q -T "$_fetch_slow" -t 3 -O "$_fetch_dest" "$_fetch_url" \
-            2>"$_fetch_dest.log" || _fetch_rc=$?
-        if [ "$_fetch_rc" = 124 ] || grep -qi 'timed out' "$_fetch_dest.log"; then _fetch_rc=timeout; fi
+        # -nv: errors only, which say what failed (wget's exit code 4 covers every network failure).
+        timeout "$_fetch_max" wget -nv -T "$_fetch_slow" -t 3 -O "$_fetch_dest" "$_fetch_url" \
+            2>"$_fetch_log" || _fetch_rc=$?
+        _fetch_why=$(wget_failure "$_fetch_rc" "$_fetch_log")
     else
         die "neither curl nor wget is installed; install one of them to download gVisor"
     fi
-    rm -f "$_fetch_dest.log"
-    [ "$_fetch_rc" != timeout ] ||
-        die "download of $_fetch_url stopped at a limit: connect ${CONNECT_TIMEOUT}s, stalled below $LOW_SPEED bytes/s for ${_fetch_slow}s, or ${_fetch_max}s left of the step's ${STEP_TIMEOUT}s (gvisor-fleet:stepTimeout); check the mirror (gvisor-fleet:baseUrl)"
-    [ "$_fetch_rc" = 0 ]
+    _fetch_said=$(grep -v '^ *$' "$_fetch_log" 2>/dev/null | tail -n 1 || true)
+    rm -f "$_fetch_log"
+    [ "$_fetch_rc" != 0 ] || return 0
+    rm -f "$_fetch_dest"
+    fetch_failed "$_fetch_url" "$_fetch_why" "$_fetch_said"
+}
+
+# The kind of a curl failure: notfound, dns, connect, tls, connect-timeout,
+# timeout, http:<code>, broken or other.
+curl_failure() {
+    case $1 in
+        0) echo ok ;;
+        22) case ${2%% *} in 404 | 410) echo notfound ;; *) echo "http:${2%% *}" ;; esac ;;
+        37) echo notfound ;;
+        5 | 6) echo dns ;;
+        7) echo connect ;;
+        35 | 51 | 53 | 54 | 58 | 59 | 60 | 64 | 66 | 77 | 80 | 82 | 83 | 90 | 91) echo tls ;;
+        # One of curl's limits; without a connect time the connection never came up.
+        28) case ${2#* } in *[1-9]*) echo timeout ;; *) echo connect-timeout ;; esac ;;
+        124) echo timeout ;; # the step's budget ran out (curl's retries included)
+        18 | 52 | 56) echo broken ;;
+        *) echo other ;;
+    esac
+}
+
+wget_failure() {
+    if [ "$1" = 0 ]; then echo ok
+    elif [ "$1" = 124 ] || grep -qi 'timed out' "$2"; then echo timeout
+    elif grep -qiE 'ERROR (404|410)' "$2"; then echo notfound
+    elif grep -qiE 'resolv|bad address|name or service not known' "$2"; then echo dns
+    elif grep -qiE 'refused|unreachable|no route' "$2"; then echo connect
+    elif [ "$1" = 5 ] || grep -qiE 'ssl|tls|certificate' "$2"; then echo tls
+    elif grep -qE 'ERROR [0-9]+' "$2"; then echo "http:$(sed -n 's/.*ERROR \([0-9]*\).*/\1/p' "$2" | tail -n 1)"
+    else echo other
+    fi
+}
+
+# One message per kind of failure: a host that cannot reach the bucket is
+# told apart from a release that is not there (return 1, for the caller).
+fetch_failed() {
+    _ff_url=$1 _ff_why=$2 _ff_said=${3:+ ($3)}
+    _ff_server=$(printf '%s' "$_ff_url" | sed -n 's|^[a-z]*://\([^/]*\).*|\1|p')
+    _ff_fix="check gvisor-fleet:baseUrl, or set gvisor-fleet:releaseFetch to once so hosts need no internet"
+    case $_ff_why in
+        notfound) return 1 ;;
+        dns) die "cannot resolve $_ff_server (DNS) for $_ff_url: this host cannot look up the release server$_ff_said; $_ff_fix" ;;
+        connect) die "cannot connect to $_ff_server for $_ff_url: connection refused or no route$_ff_said; $_ff_fix" ;;
+        connect-timeout) die "cannot connect to $_ff_server for $_ff_url: no answer within ${CONNECT_TIMEOUT}s (timeout)$_ff_said; $_ff_fix" ;;
+        tls) die "TLS with $_ff_server failed for $_ff_url (handshake or certificate)$_ff_said; check the server's certificate and that it speaks https; $_ff_fix" ;;
+        timeout) die "download of $_ff_url stopped at a limit: connect ${CONNECT_TIMEOUT}s, stalled below $LOW_SPEED bytes/s for ${_fetch_slow}s, or ${_fetch_max}s left of the step's ${STEP_TIMEOUT}s (gvisor-fleet:stepTimeout); check the mirror (gvisor-fleet:baseUrl)" ;;
+        http:*) die "$_ff_url answered HTTP ${_ff_why#http:}$_ff_said; check gvisor-fleet:baseUrl" ;;
+        broken) die "the connection to $_ff_server broke off while fetching $_ff_url$_ff_said; run again, or check the mirror (gvisor-fleet:baseUrl)" ;;
+        *) die "download of $_ff_url failed$_ff_said; check gvisor-fleet:baseUrl" ;;
+    esac
 }
 
 # How this host restarts services: systemd, or an init with `service`.
@@ -464,14 +519,13 @@ detect_layout() {
     elif fetch "$url/runsc.sha512" "$dir/runsc.sha512"; then
         echo loose
     else
-        die "gVisor release not found at $url/ (neither gvisor.tar.bz2.sha512 nor runsc.sha512); check gvisor-fleet:release and gvisor-fleet:baseUrl"
+        die "gVisor release not found at $url/ (neither gvisor.tar.bz2.sha512 nor runsc.sha512; the server answered, the release is not there); check gvisor-fleet:release and gvisor-fleet:baseUrl"
     fi
 }
 
 # Downloads and checks the release into $dir/stage (runsc, shim, gvisor-bin/).
 download_release() {
     url=$1 dir=$2 layout=$3 pinned_sha=$4
-    mkdir -p "$dir/stage"
     if [ "$layout" = archive ]; then
         files=gvisor.tar.bz2
     else
@@ -494,77 +548,148 @@ download_release() {
     fi
     for f in $files; do
         log "downloading $url/$f"
-        fetch "$url/$f" "$dir/$f" || die "download failed: $url/$f"
+        fetch "$url/$f" "$dir/$f" || die "download failed: $url/$f is not there (its .sha512 is)"
         (cd "$dir" && sha512sum -c "$f.sha512" >/dev/null 2>&1) ||
             die "checksum mismatch for $url/$f (expected $(cut -d' ' -f1 "$dir/$f.sha512")); nothing was installed"
     done
+    unpack_release "$dir" "$layout" "$url/gvisor.tar.bz2" "$files"
+}
+
+# Unpacks (or moves) a checked release in DIR into DIR/stage and checks that its runsc runs here.
+unpack_release() {
+    dir=$1 layout=$2 from=$3 files=${4:-}
+    mkdir -p "$dir/stage"
     if [ "$layout" = archive ]; then
-        tar -xjf "$dir/gvisor.tar.bz2" -C "$dir/stage"
+        tar -xjf "$dir/gvisor.tar.bz2" -C "$dir/stage" || die "$from is not a bzip2 tar archive; nothing was installed"
     else
         for f in $files; do mv "$dir/$f" "$dir/stage/"; done
     fi
-    [ -f "$dir/stage/runsc" ] || die "$url/gvisor.tar.bz2 holds no runsc"
+    [ -f "$dir/stage/runsc" ] || die "$from holds no runsc"
     chmod 0755 "$dir/stage/runsc"
     [ -f "$dir/stage/containerd-shim-runsc-v1" ] && chmod 0755 "$dir/stage/containerd-shim-runsc-v1"
     "$dir/stage/runsc" --version >/dev/null 2>&1 ||
-        die "the downloaded runsc does not run on this machine ($(uname -m)); check the mirror's $(uname -m) directory"
+        die "the runsc in $from does not run on this machine ($(uname -m)); check that it was built for $(uname -m)"
 }
 
+# Nothing on the host changes until the release is known to be there: the
+# checksum files are fetched into a private folder of the system's temporary
+# space first, so an unreachable server or a missing release leaves no trace.
 cmd_install() {
     base_url=$1 release=$2 prefix=$3 pinned_sha=$4
     arch=$(uname -m)
     url="$base_url/$release/$arch"
-    mkdir -p "$STATE_DIR" "$prefix"
-    state="$STATE_DIR/install.state"
-    begin_step
-    # Staging folders of killed installs (tens of MB each); the lock says none is in use.
-    rm -rf "$prefix"/.gvisor-fleet.* "$prefix/gvisor-bin.old"
-    # Beside installDir, so moving files into place is atomic.
-    RUN_TMP=$(mktemp -d "$prefix/.gvisor-fleet.XXXXXX")
-    tmp=$RUN_TMP
-    layout=$(detect_layout "$url" "$tmp")
+    trap finish_step EXIT
+    PROBE_TMP=$(mktemp -d)
+    layout=$(detect_layout "$url" "$PROBE_TMP")
     if [ "$layout" = archive ]; then sumfile=gvisor.tar.bz2.sha512; else sumfile=runsc.sha512; fi
-    published=$(cut -d' ' -f1 "$tmp/$sumfile")
-
-    # Same release already installed and untouched: download nothing.
-    if [ -f "$state" ] && [ -x "$prefix/runsc" ] &&
-        grep -qx "url=$url" "$state" && grep -qx "published=$published" "$state" &&
-        grep -qx "runsc=$(sha512_of "$prefix/runsc")" "$state"; then
+    published=$(cut -d' ' -f1 "$PROBE_TMP/$sumfile")
+    begin_install "$prefix"
+    cp "$PROBE_TMP"/*.sha512 "$tmp/"
+    if already_installed "$url" "$published"; then
         log "release $release already installed from $url"
         fact changed false
     else
         download_release "$url" "$tmp" "$layout" "$pinned_sha"
-        checkpoint install:downloaded
-        # Journal first: what was there (or that nothing was), then a state
-        # saying the files in installDir are ours, and only then the moves. A
-        # re-run after a kill never takes our runsc for the owner's.
-        if ! [ -f "$state" ]; then
-            for f in runsc containerd-shim-runsc-v1 gvisor-bin; do backup_once "$prefix/$f" verbatim; done
-            checkpoint install:backed-up
-        fi
-        write_install_state "$url" "$release" "$layout" pending
-        checkpoint install:journaled
-        if [ -d "$tmp/stage/gvisor-bin" ]; then
-            [ ! -d "$prefix/gvisor-bin" ] || mv "$prefix/gvisor-bin" "$prefix/gvisor-bin.old"
-            mv "$tmp/stage/gvisor-bin" "$prefix/gvisor-bin"
-            rm -rf "$prefix/gvisor-bin.old"
-        else
-            rm -rf "$prefix/gvisor-bin" # ours, from another release
-        fi
-        if [ -f "$tmp/stage/containerd-shim-runsc-v1" ]; then
-            mv -f "$tmp/stage/containerd-shim-runsc-v1" "$prefix/containerd-shim-runsc-v1"
-        else
-            rm -f "$prefix/containerd-shim-runsc-v1" # ours, from another release
-        fi
-        checkpoint install:shim-moved
-        mv -f "$tmp/stage/runsc" "$prefix/runsc"
-        checkpoint install:runsc-moved
-        write_install_state "$url" "$release" "$layout" "$published"
+        put_in_place "$url" "$release" "$layout" "$published"
         log "installed gVisor $release ($layout layout) into $prefix"
-        fact changed true
     fi
-    fact release "$release"
-    fact layout "$layout"
+    report_installed "$release" "$layout"
+}
+
+# The release archive copied to this host by the machine running Pulumi
+# (gvisor-fleet:releaseFetch once), checked there against the release's
+# .sha512 (or the pin) and here again against that same SHA-512.
+cmd_install_file() {
+    copy=$1 expected=$2 release=$3 prefix=$4
+    source="copy:$release/$(uname -m)"
+    state="$STATE_DIR/install.state"
+    trap finish_step EXIT
+    # Checked where it lies first, so a bad or missing copy changes nothing on the host.
+    if [ -f "$copy" ]; then
+        found=$(sha512_of "$copy")
+        [ "$found" = "$expected" ] || copy_mismatch "$found"
+    elif ! already_installed "$source" "$expected"; then
+        copy_missing
+    fi
+    begin_install "$prefix"
+    if already_installed "$source" "$expected"; then
+        log "release $release already installed from a copy with this SHA-512"
+        fact changed false
+    else
+        [ -f "$copy" ] || copy_missing
+        # The staged copy is what gets unpacked: checked again, as root, where no one else writes.
+        cp "$copy" "$tmp/gvisor.tar.bz2"
+        found=$(sha512_of "$tmp/gvisor.tar.bz2")
+        [ "$found" = "$expected" ] || copy_mismatch "$found"
+        unpack_release "$tmp" archive "$copy"
+        put_in_place "$source" "$release" archive "$expected"
+        log "installed gVisor $release (copied, SHA-512 checked) into $prefix"
+    fi
+    report_installed "$release" archive
+}
+
+copy_missing() {
+    die "the copied release $copy is not on this host (removed since it was copied?); copy it again: pulumi up --replace with the URN of this machine's release-copy resource (pulumi stack --show-urns)"
+}
+
+copy_mismatch() {
+    die "the copy of gVisor $release at $copy has SHA-512 $1, not $expected as checked on the machine running Pulumi (gvisor-fleet:releaseFetch once): it changed on the way or on this host; nothing was installed"
+}
+
+# Takes the step lock and a staging folder ($tmp) beside installDir, so
+# moving files into place is atomic.
+begin_install() {
+    prefix=$1
+    state="$STATE_DIR/install.state"
+    mkdir -p "$STATE_DIR" "$prefix"
+    begin_step
+    # Staging folders of killed installs (tens of MB each); the lock says none is in use.
+    rm -rf "$prefix"/.gvisor-fleet.* "$prefix/gvisor-bin.old"
+    RUN_TMP=$(mktemp -d "$prefix/.gvisor-fleet.XXXXXX")
+    tmp=$RUN_TMP
+}
+
+# Same release already installed from the same source and untouched.
+already_installed() {
+    [ -f "$state" ] && [ -x "$prefix/runsc" ] &&
+        grep -qx "url=$1" "$state" && grep -qx "published=$2" "$state" &&
+        grep -qx "runsc=$(sha512_of "$prefix/runsc")" "$state"
+}
+
+# Moves a staged release ($tmp/stage) into installDir.
+put_in_place() {
+    checkpoint install:downloaded
+    # Journal first: what was there (or that nothing was), then a state
+    # saying the files in installDir are ours, and only then the moves. A
+    # re-run after a kill never takes our runsc for the owner's.
+    if ! [ -f "$state" ]; then
+        for f in runsc containerd-shim-runsc-v1 gvisor-bin; do backup_once "$prefix/$f" verbatim; done
+        checkpoint install:backed-up
+    fi
+    write_install_state "$1" "$2" "$3" pending
+    checkpoint install:journaled
+    if [ -d "$tmp/stage/gvisor-bin" ]; then
+        [ ! -d "$prefix/gvisor-bin" ] || mv "$prefix/gvisor-bin" "$prefix/gvisor-bin.old"
+        mv "$tmp/stage/gvisor-bin" "$prefix/gvisor-bin"
+        rm -rf "$prefix/gvisor-bin.old"
+    else
+        rm -rf "$prefix/gvisor-bin" # ours, from another release
+    fi
+    if [ -f "$tmp/stage/containerd-shim-runsc-v1" ]; then
+        mv -f "$tmp/stage/containerd-shim-runsc-v1" "$prefix/containerd-shim-runsc-v1"
+    else
+        rm -f "$prefix/containerd-shim-runsc-v1" # ours, from another release
+    fi
+    checkpoint install:shim-moved
+    mv -f "$tmp/stage/runsc" "$prefix/runsc"
+    checkpoint install:runsc-moved
+    write_install_state "$1" "$2" "$3" "$4"
+    fact changed true
+}
+
+report_installed() {
+    fact release "$1"
+    fact layout "$2"
     fact runsc_path "$prefix/runsc"
     fact runsc_version "$("$prefix/runsc" --version 2>/dev/null | head -n 1 | sed 's/^runsc version //')"
     if [ -x "$prefix/containerd-shim-runsc-v1" ]; then fact shim yes; else fact shim no; fi
@@ -1110,7 +1235,7 @@ cmd_verify() {
 # --- entry -------------------------------------------------------------------
 
 usage() {
-    die "usage: sh -s -- preflight|install|uninstall|docker-configure|docker-restore|containerd-plan|containerd-configure|containerd-restore|verify ARGS"
+    die "usage: sh -s -- preflight|install|install-file|uninstall|docker-configure|docker-restore|containerd-plan|containerd-configure|containerd-restore|verify ARGS"
 }
 
 case $STEP_TIMEOUT in
@@ -1122,6 +1247,7 @@ shift
 case $sub in
     preflight) cmd_preflight "$@" ;;
     install) cmd_install "$@" ;;
+    install-file) cmd_install_file "$@" ;;
     uninstall) cmd_uninstall "$@" ;;
     docker-configure) cmd_docker_configure "$@" ;;
     docker-restore) cmd_docker_restore "$@" ;;

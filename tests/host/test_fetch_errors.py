@@ -1,0 +1,95 @@
+"""Why a host could not fetch the release, said plainly: its own message for a
+name that does not resolve, a refused connection, a TLS failure, a server that
+never answers and a release that is not there (HTTP 404), with curl and with
+wget, each leaving the host byte for byte as it was (host_state.digest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.host import mirror
+from tests.host.conftest import CACHE, MIRROR_PORT, MIRROR_URL
+from tests.host.host_state import HostSnapshot, refusal, remove_command
+from tests.host.mirror import Releases
+from tests.host.sandbox import Sandbox
+from tests.host.test_agent import PREFIX
+
+pytestmark = pytest.mark.host
+
+CLOSED_PORT = 18097  # nothing listens there in the sandbox's own network
+SILENT_PORT = 18081  # takes the connection, never answers (mirror.py silent)
+SELF_SIGNED_PORT = 18443
+
+
+@dataclass(frozen=True)
+class Case:
+    base_url: str
+    says: str  # the phrase only this kind of failure prints
+
+
+CASES = {
+    "dns": Case("http://release-mirror.invalid", "cannot resolve release-mirror.invalid (DNS)"),
+    "connect": Case(f"http://127.0.0.1:{CLOSED_PORT}", f"cannot connect to 127.0.0.1:{CLOSED_PORT}"),
+    "tls-plain-http": Case(f"https://127.0.0.1:{MIRROR_PORT}", f"TLS with 127.0.0.1:{MIRROR_PORT} failed"),
+    "tls-self-signed": Case(f"https://127.0.0.1:{SELF_SIGNED_PORT}", f"TLS with 127.0.0.1:{SELF_SIGNED_PORT} failed"),
+    "timeout": Case(f"http://127.0.0.1:{SILENT_PORT}", "stopped at a limit"),
+    "404": Case(MIRROR_URL, "gVisor release not found at"),
+}
+
+# An https server with a certificate no one signed, serving the mirror.
+SELF_SIGNED_SERVER = """
+import http.server, ssl, functools, sys
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[3], sys.argv[4])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"""
+
+
+def serve_broken_servers(host: Sandbox, work: Path) -> None:
+    host.sh(f"nohup python3 {mirror.__file__} {CACHE / 'mirror'} {SILENT_PORT} silent >/dev/null 2>&1 &")
+    cert, key = work / "cert.pem", work / "key.pem"
+    work.mkdir(parents=True, exist_ok=True)
+    host.sh(
+        f"openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -keyout {key} -out {cert} 2>/dev/null"
+    )
+    (work / "server.py").write_text(SELF_SIGNED_SERVER)
+    host.sh(f"nohup python3 {work / 'server.py'} {CACHE / 'mirror'} {SELF_SIGNED_PORT} {cert} {key} >/dev/null 2>&1 &")
+    for port in (SILENT_PORT, SELF_SIGNED_PORT):
+        # Listening once curl no longer says "connection refused" (7).
+        probe = f"curl -s -m 1 -o /dev/null http://127.0.0.1:{port}/x"
+        host.sh(f"i=0; until {probe}; [ $? != 7 ]; do i=$((i+1)); [ $i -lt 50 ]; sleep 0.2; done")
+
+
+@pytest.mark.parametrize("fetcher", ["curl", "wget"])
+def test_each_fetch_failure_has_its_own_message_and_changes_nothing(
+    host: Sandbox, releases: Releases, tmp_path: Path, fetcher: str
+):
+    serve_broken_servers(host, tmp_path / "servers")
+    if fetcher == "wget":
+        remove_command(host, tmp_path / "absent", "curl")
+        assert host.sh("command -v wget || true"), "this test needs wget installed (sh tests/setup.sh installs it)"
+    said = {}
+    for kind, case in CASES.items():
+        release = releases.missing if kind == "404" else releases.current
+        snapshot = HostSnapshot(host)
+        err = refusal(
+            host.agent("install", case.base_url, release, PREFIX, "-", env={"GVISOR_FLEET_STEP_TIMEOUT": "8"})
+        )
+        url = f"{case.base_url}/{release}/x86_64/"
+        assert case.says in err and url in err, f"{fetcher}, {kind}:\n{err}"
+        snapshot.assert_unchanged()
+        said[kind] = err
+    # Each message is its kind's alone: an unreachable host never reads as a missing release.
+    for kind, err in said.items():
+        others = {case.says for k, case in CASES.items() if k != kind and case.says != CASES[kind].says}
+        assert not [phrase for phrase in others if phrase in err], f"{fetcher}, {kind}:\n{err}"
+    # Reachability problems point at the way out for hosts without internet.
+    for kind in ("dns", "connect", "tls-plain-http"):
+        assert "gvisor-fleet:releaseFetch" in said[kind]
