@@ -8,6 +8,12 @@ Writes tests/bench/results/program.json with
 - eval_seconds: wall time to evaluate the whole program under Pulumi mocks
   for 2, 20 and 200 machines: min, median and max over the rounds (on a
   shared machine rounds differ by 2-3x), every round, and median per machine;
+- skeleton: the same 200-machine evaluation against a bare skeleton that
+  registers exactly the resources the program registered (types, names,
+  parents, inputs, dependencies), in the same order, with no program logic,
+  rounds interleaved so both see the same load; program_over_skeleton is the
+  ratio of their medians (goal: at most 1.5), i.e. what the program itself
+  adds to what the SDK and engine need for its resources anyway;
 - the CPU count and 1-minute load average around the run, since other work
   on the machine skews wall times.
 
@@ -17,27 +23,66 @@ Writes tests/bench/results/program.json with
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pulumi
 from pulumi.runtime.config import set_all_config
 
 from components.fleet.keys import generate_ed25519
 from components.program import build
-from tests.unit.mocks import RecordingMocks, use
+from tests.unit.mocks import RecordingMocks, RecordingMonitor, use
 
 RESULTS = Path(__file__).parent / "results" / "program.json"
 KEY = generate_ed25519("bench").private_key
 SIZES = (2, 20, 200)
+SKELETON_SIZE = 200
 
 
-def evaluate(machines: int) -> tuple[float, RecordingMocks]:
-    mocks = use(RecordingMocks(), stack="bench")
+@dataclass(frozen=True)
+class Registration:
+    """One resource as the program registered it."""
+
+    urn: str
+    type: str
+    name: str
+    custom: bool
+    parent: str  # URN (the stack's for top-level resources)
+    dependencies: tuple[str, ...]  # URNs
+    inputs: dict[str, Any]
+
+
+class Recorder(RecordingMonitor):
+    """The mock monitor, also keeping every registration in order, for the skeleton to replay."""
+
+    registrations: list[Registration]
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            inputs = self.mocks.resources[-1].inputs
+            self.registrations.append(
+                Registration(
+                    response.urn,
+                    request.type,
+                    request.name,
+                    bool(request.custom),
+                    request.parent,
+                    tuple(request.dependencies),
+                    inputs,
+                )
+            )
+        return response
+
+
+def configure(machines: int) -> None:
     specs = [
         {"name": f"m{i}", "address": f"192.0.2.{i % 250 + 1}", "port": 22, "arch": "x86_64"} for i in range(machines)
     ]
@@ -45,6 +90,51 @@ def evaluate(machines: int) -> tuple[float, RecordingMocks]:
         {"gvisor-fleet:machines": json.dumps(specs), "gvisor-fleet:sshPrivateKey": KEY},
         secret_keys=["gvisor-fleet:sshPrivateKey"],
     )
+
+
+def record(machines: int) -> list[Registration]:
+    """What the program registers for a fleet of this size."""
+    mocks = RecordingMocks()
+    monitor = Recorder(mocks)
+    monitor.registrations = []
+    pulumi.runtime.set_mocks(mocks, project="gvisor-fleet", stack="bench", preview=False, monitor=monitor)
+    configure(machines)
+
+    @pulumi.runtime.test
+    def run() -> pulumi.Output[object]:
+        return pulumi.Output.all(*build(pulumi.Config("gvisor-fleet")).outputs().values())
+
+    run()
+    return monitor.registrations
+
+
+def evaluate_skeleton(registrations: list[Registration]) -> float:
+    """Registers the same resources with no program logic; the wall time."""
+    use(RecordingMocks(), stack="bench")
+
+    @pulumi.runtime.test
+    def run() -> pulumi.Output[object]:
+        made: dict[str, pulumi.Resource] = {}
+        for r in registrations:
+            opts = pulumi.ResourceOptions(
+                parent=made.get(r.parent), depends_on=[made[d] for d in r.dependencies if d in made]
+            )
+            res: pulumi.Resource
+            if r.custom:
+                res = pulumi.CustomResource(r.type, r.name, dict(r.inputs), opts)
+            else:
+                res = pulumi.ComponentResource(r.type, r.name, None, opts)
+            made[r.urn] = res
+        return pulumi.Output.all(*[res.urn for res in made.values()])
+
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def evaluate(machines: int) -> tuple[float, RecordingMocks]:
+    mocks = use(RecordingMocks(), stack="bench")
+    configure(machines)
 
     @pulumi.runtime.test
     def run() -> pulumi.Output[object]:
@@ -70,10 +160,12 @@ def spread(rounds: list[float], machines: int) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=5, help="evaluations per fleet size (default 5)")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="fleet sizes (default 2,20,200)")
     args = parser.parse_args(argv)
 
     _, mocks = evaluate(2)
-    commands = [r.name.split("-", 1) for r in mocks.of_type("command:remote:Command")]
+    # Steps that run something on up (the agent folder's remover only deletes, on destroy).
+    commands = [r.name.split("-", 1) for r in mocks.of_type("command:remote:Command") if r.inputs.get("create")]
     per_host = Counter(host for host, _ in commands)
     results: dict[str, object] = {
         # In the order they were declared (the order they run in; see test_host_graph).
@@ -81,7 +173,27 @@ def main(argv: list[str] | None = None) -> None:
         "cpus": os.cpu_count(),
         "load_average_at_start": round(os.getloadavg()[0], 2),
     }
-    results["eval_seconds"] = {str(n): spread([evaluate(n)[0] for _ in range(args.rounds)], n) for n in SIZES}
+    sizes = [int(n) for n in args.sizes.split(",")]
+    results["eval_seconds"] = {str(n): spread([evaluate(n)[0] for _ in range(args.rounds)], n) for n in sizes}
+    registrations = record(SKELETON_SIZE)
+    program_rounds, skeleton_rounds = [], []
+    for _ in range(args.rounds):  # interleaved: both see the same load
+        # What earlier rounds left on the heap would otherwise slow whichever runs next
+        # (the collector walks it): collect, and keep what survives out of later collections.
+        gc.collect()
+        gc.freeze()
+        program_rounds.append(evaluate(SKELETON_SIZE)[0])
+        gc.collect()
+        gc.freeze()
+        skeleton_rounds.append(evaluate_skeleton(registrations))
+    ratio = statistics.median(program_rounds) / statistics.median(skeleton_rounds)
+    results["skeleton"] = {
+        "machines": SKELETON_SIZE,
+        "resources": len(registrations),
+        "program": spread(program_rounds, SKELETON_SIZE),
+        "skeleton": spread(skeleton_rounds, SKELETON_SIZE),
+        "program_over_skeleton": round(ratio, 2),
+    }
     results["load_average_at_end"] = round(os.getloadavg()[0], 2)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
