@@ -105,8 +105,8 @@ def test_up_copies_the_checked_release_and_installs_it_without_any_download(flee
     run = fleet.stack.pulumi("up", "--yes", events=True).check()
     record("copy up", run)
 
-    assert run.ops(COPY) == {f"{m.name}-release-copy": {"create"}}
-    expected = {f"{m.name}-{s}": {"create"} for s in (*STEPS, "release-cleanup")}
+    assert run.ops(COPY) == {f"{m.name}-{c}": {"create"} for c in ("release-copy", "agent")}
+    expected = {f"{m.name}-{s}": {"create"} for s in (*STEPS, "release-cleanup", "agent-cleanup")}
     assert run.ops(COMMAND) == expected
     assert "from file://" in run.output, "the program should say it took the release from releaseDir"
     outputs = fleet.stack.outputs()
