@@ -1,6 +1,8 @@
 #!/bin/sh
-# gVisor host agent: sent on stdin by the GvisorHost component and run as
-#   sh -s -- <subcommand> [args...]
+# gVisor host agent: copied once to each machine by the GvisorHost component
+# (named by its hash, see components/gvisor/agent.py) and run by each step as
+#   sh <this file> <subcommand> [args...]
+# (`sh -s -- <subcommand> ...` with the script on stdin works the same way).
 # Every subcommand is idempotent. Facts go to stdout as key=value lines (the
 # component parses them); progress and errors go to stderr. Nothing is changed
 # on the host until every check that can run first has passed.
