@@ -27,7 +27,7 @@ def _rendered(fig: Figure, fmt: str) -> bytes:
 def machine_chart(report: MachineReport, fmt: str = "png") -> bytes:
     """One row of small bar charts, one per figure the machine has."""
     figures = [f for f in FIGURES if any(r.figure == f for r in report.rows)]
-    fig, axes = plt.subplots(1, len(figures), figsize=(3.1 * len(figures), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(figures), figsize=(max(3.1 * len(figures), 9.0), 3.4), squeeze=False)
     for ax, figure in zip(axes[0], figures, strict=True):
         label, unit, _ = FIGURES[figure]
         rows = [r for r in report.rows if r.figure == figure]

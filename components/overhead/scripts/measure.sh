@@ -48,6 +48,14 @@ start_budget() {
     PARTIAL=false
 }
 
+# Seconds left of the whole budget for one clean-up command (10 at least:
+# leaving nothing behind comes before keeping to the second).
+cleanup_left() {
+    _l=$((END_S - $(date +%s)))
+    [ "$_l" -ge 10 ] || _l=10
+    echo "$_l"
+}
+
 # Seconds left for measuring; 0 once the budget's work share is spent.
 left() {
     _l=$((WORK_END_S - $(date +%s)))
@@ -141,11 +149,11 @@ start_detached() {
 
 forget_container() {
     case $ENGINE in
-        docker) timeout 30 docker rm -f "$1" >/dev/null 2>&1 || true ;;
+        docker) timeout "$(cleanup_left)" docker rm -f "$1" >/dev/null 2>&1 || true ;;
         containerd)
-            timeout 30 ctr -n "$CTR_NAMESPACE" tasks kill -s SIGKILL "$1" >/dev/null 2>&1 || true
-            timeout 30 ctr -n "$CTR_NAMESPACE" tasks rm -f "$1" >/dev/null 2>&1 || true
-            timeout 30 ctr -n "$CTR_NAMESPACE" containers rm "$1" >/dev/null 2>&1 || true
+            timeout "$(cleanup_left)" ctr -n "$CTR_NAMESPACE" tasks kill -s SIGKILL "$1" >/dev/null 2>&1 || true
+            timeout "$(cleanup_left)" ctr -n "$CTR_NAMESPACE" tasks rm -f "$1" >/dev/null 2>&1 || true
+            timeout "$(cleanup_left)" ctr -n "$CTR_NAMESPACE" containers rm "$1" >/dev/null 2>&1 || true
             ;;
     esac
 }
@@ -154,7 +162,7 @@ prepare_image() {
     IMAGE_PULLED=false
     case $ENGINE in
         docker)
-            if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+            if ! timeout "$(run_cap)" docker image inspect "$IMAGE" >/dev/null 2>&1; then
                 timeout "$(left)" docker pull -q "$IMAGE" >/dev/null 2>"$SCRATCH/err" ||
                     die "cannot pull $IMAGE for Docker: $(tail -n 2 "$SCRATCH/err")"
                 IMAGE_PULLED=true
@@ -163,8 +171,8 @@ prepare_image() {
         containerd)
             # A namespace of its own: removing it afterwards proves nothing is left in it.
             IMAGE_PULLED=true
-            if have docker && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-                docker save "$IMAGE" | timeout "$(left)" ctr -n "$CTR_NAMESPACE" images import - >/dev/null 2>"$SCRATCH/err"
+            if have docker && timeout "$(run_cap)" docker image inspect "$IMAGE" >/dev/null 2>&1; then
+                timeout "$(left)" docker save "$IMAGE" | timeout "$(left)" ctr -n "$CTR_NAMESPACE" images import - >/dev/null 2>"$SCRATCH/err"
             else
                 timeout "$(left)" ctr -n "$CTR_NAMESPACE" images pull "$IMAGE" >/dev/null 2>"$SCRATCH/err"
             fi || die "cannot get $IMAGE into containerd: $(tail -n 2 "$SCRATCH/err")"
@@ -177,18 +185,21 @@ prepare_image() {
 cleanup() {
     _rc=$?
     trap - EXIT INT TERM HUP
+    trap '' PIPE
     case ${ENGINE:-} in
         docker)
-            for _c in $(docker ps -aq --filter "name=$NAME_PREFIX-" 2>/dev/null); do
-                timeout 30 docker rm -f "$_c" >/dev/null 2>&1 || true
+            for _c in $(timeout "$(cleanup_left)" docker ps -aq --filter "name=$NAME_PREFIX-" 2>/dev/null); do
+                forget_container "$_c"
             done
-            if [ "${IMAGE_PULLED:-false}" = true ]; then timeout 60 docker rmi "$IMAGE" >/dev/null 2>&1 || true; fi
+            if [ "${IMAGE_PULLED:-false}" = true ]; then timeout "$(cleanup_left)" docker rmi "$IMAGE" >/dev/null 2>&1 || true; fi
             ;;
         containerd)
-            for _c in $(ctr -n "$CTR_NAMESPACE" containers ls -q 2>/dev/null); do forget_container "$_c"; done
-            timeout 60 ctr -n "$CTR_NAMESPACE" images rm --sync "$IMAGE" >/dev/null 2>&1 || true
-            if ctr namespaces ls -q 2>/dev/null | grep -qx "$CTR_NAMESPACE"; then
-                timeout 30 ctr namespaces rm "$CTR_NAMESPACE" >/dev/null 2>&1 ||
+            for _c in $(timeout "$(cleanup_left)" ctr -n "$CTR_NAMESPACE" containers ls -q 2>/dev/null); do
+                forget_container "$_c"
+            done
+            timeout "$(cleanup_left)" ctr -n "$CTR_NAMESPACE" images rm --sync "$IMAGE" >/dev/null 2>&1 || true
+            if timeout "$(cleanup_left)" ctr namespaces ls -q 2>/dev/null | grep -qx "$CTR_NAMESPACE"; then
+                timeout "$(cleanup_left)" ctr namespaces rm "$CTR_NAMESPACE" >/dev/null 2>&1 ||
                     log "containerd namespace $CTR_NAMESPACE is not empty: $(ctr -n "$CTR_NAMESPACE" snapshots ls 2>/dev/null | wc -l) snapshot lines left"
             fi
             ;;
@@ -256,7 +267,7 @@ sample_bench() {
 rss_kib() {
     _total=0
     for _d in /proc/[0-9]*; do
-        if grep -q -- "$1" "$_d/cgroup" 2>/dev/null || tr '\0' ' ' < "$_d/cmdline" 2>/dev/null | grep -q -- "$1"; then
+        if grep -q -- "$1" "$_d/cgroup" 2>/dev/null || { tr '\0' ' ' < "$_d/cmdline"; } 2>/dev/null | grep -q -- "$1"; then
             case $(cat "$_d/comm" 2>/dev/null) in containerd-shim* | "") continue ;; esac
             _kb=$(awk '/^VmRSS:/ { print $2 }' "$_d/status" 2>/dev/null)
             _total=$((_total + ${_kb:-0}))
@@ -272,7 +283,11 @@ sample_idle_memory() {
         forget_container "$_name"
         return 1
     fi
-    sleep "$IDLE_SETTLE"
+    # Idle means up for as long as a start took (an emulated machine needs far longer).
+    _settle=$(($(tail -n 1 "$SCRATCH/$(slug "$1").start_ms" 2>/dev/null || echo 0) / 1000))
+    [ "$_settle" -ge "$IDLE_SETTLE" ] || _settle=$IDLE_SETTLE
+    [ "$_settle" -lt "$(left)" ] || _settle=$(left)
+    sleep "$_settle"
     _id=$_name
     [ "$ENGINE" = containerd ] || _id=$(head -n 1 "$SCRATCH/id")
     _kib=$(rss_kib "$_id")
@@ -329,8 +344,8 @@ cmd_measure() {
     [ -x "$prefix/runsc" ] || die "$prefix/runsc is missing: the install step must run first"
     start_budget
     docker_on=false containerd_on=false
-    if [ "$docker_mode" != off ] && have docker && timeout 10 docker info >/dev/null 2>&1; then docker_on=true; fi
-    if [ "$containerd_mode" != off ] && have ctr && timeout 10 ctr --connect-timeout 2s version >/dev/null 2>&1; then containerd_on=true; fi
+    if [ "$docker_mode" != off ] && have docker && timeout "$(run_cap)" docker info >/dev/null 2>&1; then docker_on=true; fi
+    if [ "$containerd_mode" != off ] && have ctr && timeout "$(run_cap)" ctr --connect-timeout 10s version >/dev/null 2>&1; then containerd_on=true; fi
     case $engine_mode in
         auto) if [ "$docker_on" = true ]; then ENGINE=docker; elif [ "$containerd_on" = true ]; then ENGINE=containerd; else ENGINE=""; fi ;;
         docker | containerd) if eval "[ \"\$${engine_mode}_on\" = true ]"; then ENGINE=$engine_mode; else ENGINE=""; fi ;;
@@ -340,7 +355,9 @@ cmd_measure() {
 
     SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/gvisor-fleet-overhead.XXXXXX")
     trap cleanup EXIT
+    # A dropped SSH session hangs up, and the next log line then gets SIGPIPE.
     trap 'exit 130' INT TERM HUP
+    trap 'exit 141' PIPE
     : > "$SCRATCH/skipped"
 
     # The configured platform always; the other one where this engine can pick it per
@@ -361,14 +378,17 @@ cmd_measure() {
     round=0
     while [ "$round" -lt "$RUNS" ] && ! out_of_time; do
         round=$((round + 1))
+        # Runtime after runtime within each figure, so a budget that runs out
+        # still leaves runc and runsc side by side.
         for rt in $runtimes; do
             if ! out_of_time && ! sample_start "$rt" && [ "$round" = 1 ] && ! out_of_time; then
                 # A runtime that cannot run a container here is named, not measured.
                 skip "$rt" "$(reason)"
-                continue
             fi
-            out_of_time || sample_bench "$rt" || true
-            # One idle sandbox per runtime, in the first round.
+        done
+        for rt in $runtimes; do out_of_time || sample_bench "$rt" || true; done
+        # One idle sandbox per runtime, in the first round.
+        for rt in $runtimes; do
             if [ "$round" = 1 ] && ! out_of_time; then sample_idle_memory "$rt" || true; fi
         done
     done
@@ -376,7 +396,7 @@ cmd_measure() {
 
     {
         printf 'overhead={"v":1,"release":%s,"runsc_version":%s,"arch":%s,"kernel":%s,"virt":%s,"engine":"%s"' \
-            "$(json_string "$release")" "$(json_string "$("$prefix/runsc" --version 2>/dev/null | sed -n 's/^runsc version //p')")" \
+            "$(json_string "$release")" "$(json_string "$(timeout "$(cleanup_left)" "$prefix/runsc" --version 2>/dev/null | sed -n 's/^runsc version //p')")" \
             "$(json_string "$(uname -m)")" "$(json_string "$(uname -r)")" "$(json_string "$(detect_virt)")" "$ENGINE"
         printf ',"budget_s":%d,"runs":%d,"rounds":%d,"partial":%s,"elapsed_s":%s' \
             "$BUDGET" "$RUNS" "$round" "$PARTIAL" "$((($(now_ms) - START_MS) / 1000))"
