@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pulumi
@@ -12,6 +12,9 @@ from components.fleet.build import build_fleet
 from components.fleet.machine import Machine
 from components.gvisor.host import GvisorHost
 from components.lean_state import keep_only_the_declaring_frame
+from components.overhead.measure import OverheadMeasurement, measure_fleet, read_overhead_config, with_overhead
+from components.overhead.settings import CONFIG_NAME as OVERHEAD_KEY
+from components.overhead.settings import parse_overhead_settings
 from components.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -23,11 +26,12 @@ class Program:
     settings: Settings
     hosts: dict[str, GvisorHost]
     kubernetes: KubeDeployment | None = None
+    overhead: dict[str, OverheadMeasurement] = field(default_factory=dict)
 
     def outputs(self) -> dict[str, object]:
         outputs: dict[str, object] = {
             "gvisorRelease": self.settings.gvisor.release,
-            "machines": {name: host.facts for name, host in self.hosts.items()},
+            "machines": {name: with_overhead(host.facts, self.overhead.get(name)) for name, host in self.hosts.items()},
             "allChecksPassed": pulumi.Output.all(*[h.checks_passed for h in self.hosts.values()]).apply(all),
         }
         if self.kubernetes:
@@ -41,8 +45,12 @@ def build(config: pulumi.Config) -> Program:
     """Reads and validates stack config, then declares every resource."""
     keep_only_the_declaring_frame()
     private_key = config.get_secret("sshPrivateKey")
+    raw = read_raw_config(config)
+    raw.pop(OVERHEAD_KEY, None)  # its own layer: components/overhead/settings.py
     try:
-        settings = load_settings(read_raw_config(config), has_private_key=private_key is not None)
+        settings = load_settings(raw, has_private_key=private_key is not None)
+        gv = settings.gvisor
+        overhead = parse_overhead_settings(read_overhead_config(config), gv.docker, gv.containerd)
     except SettingsError as err:
         raise pulumi.RunError(str(err)) from None
 
@@ -58,4 +66,7 @@ def build(config: pulumi.Config) -> Program:
         from components.kube.deploy import deploy_kubernetes
 
         kube = deploy_kubernetes(settings.kubernetes, machines, config.get_secret("kubeconfig"), gvisor=settings.gvisor)
-    return Program(settings=settings, hosts={n: h for n, (_, h) in machines.items()}, kubernetes=kube)
+    measured = measure_fleet(machines, settings.gvisor, overhead)
+    return Program(
+        settings=settings, hosts={n: h for n, (_, h) in machines.items()}, kubernetes=kube, overhead=measured
+    )

@@ -16,7 +16,7 @@ say() { printf '\n== setup: %s\n' "$*"; }
 say "Debian packages"
 packages="runsc docker.io containerd runc busybox-static openssh-server openssh-client socat
     shellcheck curl wget sudo ca-certificates bzip2 iproute2 util-linux python3-venv gpg dpkg-dev
-    etcd-server containernetworking-plugins"
+    etcd-server containernetworking-plugins chromium"
 # The Go builds need a recent Go; this machine kind ships one in /usr/local/go.
 export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null 2>&1 || packages="$packages golang-go"

@@ -228,13 +228,53 @@ def test_changing_a_runsc_flag_updates_only_the_affected_steps(fleet: Fleet) -> 
     fleet.done.add("flag change")
 
 
+def test_the_measurement_runs_once_when_turned_on_and_again_only_when_its_setting_changes(fleet: Fleet) -> None:
+    fleet.require("flag change")
+    before = fleet.remote_commands()
+
+    def up(budget: int, label: str) -> dict[str, set[str]]:
+        overhead = {"budget": budget, "runs": 1, "engine": "docker"}
+        fleet.stack.set_config(fleet.config(runscFlags=DEBUG_FLAGS, overhead=overhead))
+        run = fleet.stack.pulumi("up", "--yes", events=True).check()
+        record(label, run)
+        return run.ops(COMMAND)
+
+    ops = up(60, "overhead on up")
+    for m in fleet.machines:
+        assert ops.pop(f"{m.name}-overhead") == {"create"}, ops
+    assert all(op == {"same"} for op in ops.values()), ops
+    outputs = fleet.stack.outputs()["machines"]
+    assert isinstance(outputs, dict)
+    for m in fleet.machines:
+        measured = outputs[m.name]["overhead"]
+        assert measured["engine"] == "docker" and measured["budget_s"] == 60
+        assert measured["runtimes"]["runc"]["start_ms"]["median"] > 0, measured
+        assert measured["runtimes"]["runsc/systrap"]["start_ms"]["median"] > 0, measured
+    ran = {k: v - before[k] for k, v in fleet.remote_commands().items()}
+    assert ran == {m.name: 1 for m in fleet.machines}, "only the measurement ran"
+
+    before = fleet.remote_commands()
+    run = fleet.stack.pulumi("up", "--yes", "--expect-no-changes", events=True).check()
+    assert all(op == {"same"} for op in run.ops().values())
+    assert fleet.remote_commands() == before, "a no-op up must not measure again"
+
+    ops = up(70, "overhead change up")
+    for m in fleet.machines:
+        assert ops.pop(f"{m.name}-overhead") == {"update"}, ops
+    assert all(op == {"same"} for op in ops.values()), ops
+    ran = {k: v - before[k] for k, v in fleet.remote_commands().items()}
+    assert ran == {m.name: 1 for m in fleet.machines}
+    fleet.done.add("overhead")
+
+
 def test_destroy_puts_docker_and_containerd_configs_back(fleet: Fleet) -> None:
     fleet.require("up")
     run = fleet.stack.pulumi("destroy", "--yes", events=True).check()
     record("destroy", run)
 
     ops = run.ops(COMMAND)
-    assert ops == {name: {"delete"} for name in fleet.commands()}
+    measured = [f"{m.name}-overhead" for m in fleet.machines] if "overhead" in fleet.done else []
+    assert ops == {name: {"delete"} for name in [*fleet.commands(), *measured]}
     assert not fleet.stack.checkpoint()["checkpoint"].get("latest", {}).get("resources")
     for m in fleet.machines:
         assert snapshot(m) == fleet.as_found[m.name], f"{m.name} differs from before `pulumi up`"

@@ -9,6 +9,8 @@ containerd 2 (tests/toolchain/build-vm-images.sh), so every step really runs.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import threading
 import time
@@ -21,6 +23,8 @@ from components.fleet.keys import generate_ed25519, key_material
 from components.fleet.machine import Machine
 from components.gvisor.agent import checks_passed, parse_facts
 from components.gvisor.host import host_commands
+from components.overhead.measure import measure_command, measure_script, overhead_from_stdout
+from components.overhead.settings import OverheadSettings
 from components.settings import GvisorSettings
 from tests.vm.harness import USER, Vm, runsc_version
 
@@ -182,6 +186,51 @@ def test_start_again_is_a_no_op(vms: dict[str, Vm]):
         assert again.returncode == 0, again.stderr
         assert "already running" in again.stderr
         assert vm.facts["instance"] == before["instance"] and vm.facts["pid"] == before["pid"]
+
+
+# The measurement's own budget per VM (both run at once, as `pulumi up` runs machines).
+OVERHEAD_BUDGET = 600
+RECORDED = Path(__file__).parents[1] / "report" / "recorded"
+
+
+def test_overhead_is_measured_on_both_arches_within_budget_and_leaves_nothing(
+    vms: dict[str, Vm], mirror: tuple[str, str]
+):
+    base_url, release = mirror
+    gv = GvisorSettings(release=release, base_url=base_url)
+    ov = OverheadSettings(enabled=True, budget=OVERHEAD_BUDGET, runs=5)
+    leftovers = (
+        "sudo -n sh -c 'docker ps -aq; docker images -q | sort; ctr namespaces ls -q;"
+        " ls -d /tmp/gvisor-fleet-overhead.* 2>/dev/null; pgrep -c -f [r]unsc-sandbox || true'"
+    )
+    before = {arch: vm.ssh(leftovers).stdout for arch, vm in vms.items()}
+    results: dict[str, subprocess.CompletedProcess[str]] = {}
+    took: dict[str, float] = {}
+
+    def run(vm: Vm) -> None:
+        started = time.monotonic()
+        results[vm.arch] = vm.ssh(measure_command(gv, ov, sudo=True), stdin=measure_script(), timeout=900)
+        took[vm.arch] = time.monotonic() - started
+
+    threads = [threading.Thread(target=run, args=(vm,)) for vm in vms.values()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for arch, vm in vms.items():
+        out = results[arch]
+        assert out.returncode == 0, f"{vm.name}: {out.stderr[-3000:]}"
+        data = overhead_from_stdout(out.stdout)
+        # SSH round trips on an emulated guest come on top of the script's own bound.
+        assert took[arch] < OVERHEAD_BUDGET + 120, f"{vm.name}: {took[arch]:.0f}s"
+        assert data["elapsed_s"] <= OVERHEAD_BUDGET and data["arch"] == arch and data["release"] == release
+        if vm.accel == "tcg":
+            assert data["virt"] == "qemu", f"{vm.name}: an emulated machine must say so: {data['virt']}"
+        runsc = data["runtimes"][f"runsc/{gv.platform}"]
+        assert runsc["start_ms"]["median"] > 0 and data["runtimes"]["runc"]["start_ms"]["median"] > 0, out.stderr
+        assert vm.ssh(leftovers).stdout == before[arch], f"{vm.name}: the measurement left something behind"
+        if os.environ.get("GVISOR_FLEET_RECORD_OVERHEAD"):  # refreshes the report's recordings
+            (RECORDED / f"vm-{arch}.json").write_text(json.dumps({**data, "accel": vm.accel}, indent=1) + "\n")
 
 
 def test_destroy_restores_the_engine_configs_byte_for_byte_then_stop_leaves_nothing(

@@ -1,0 +1,1 @@
+"""The measured cost of the sandbox per machine (opt-in): runc against runsc."""
