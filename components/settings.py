@@ -38,6 +38,13 @@ STEP_TIMEOUT_RANGE = (60, 86400)
 Mode = Literal["auto", "required", "off"]
 
 
+def config_bool(value: object) -> bool | None:
+    """A boolean setting: true/false, or the strings the Pulumi CLI stores for them; None for anything else."""
+    if isinstance(value, str) and value in ("true", "false"):
+        return value == "true"
+    return value if isinstance(value, bool) else None
+
+
 class SettingsError(ValueError):
     """Invalid stack configuration; `problems` holds one line per setting."""
 
@@ -160,10 +167,8 @@ def _gvisor(raw: Mapping[str, object], problems: list[str]) -> GvisorSettings:
 
     docker = cast(Mode, choice("docker", d.docker, MODES))
     containerd = cast(Mode, choice("containerd", d.containerd, MODES))
-    default_runtime = raw.get("defaultRuntime", False)
-    if isinstance(default_runtime, str) and default_runtime in ("true", "false"):
-        default_runtime = default_runtime == "true"
-    if not isinstance(default_runtime, bool):
+    default_runtime = config_bool(raw.get("defaultRuntime", False))
+    if default_runtime is None:
         problems.append(f"{_key('defaultRuntime')}: must be true or false")
         default_runtime = False
     if default_runtime and docker == "off":

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from components.settings import SettingsError
+from components.settings import SettingsError, config_bool
 
 KEY = "gvisor-fleet:overhead"
 CONFIG_NAME = "overhead"
@@ -60,10 +60,8 @@ def parse_overhead_settings(raw: object, docker: str = "auto", containerd: str =
         f"{KEY}.{k}: is not a setting of the measurement; use {', '.join(FIELDS)}" for k in raw if k not in FIELDS
     ]
     d = OverheadSettings()
-    enabled = raw.get("enabled", True)
-    if isinstance(enabled, str) and enabled in ("true", "false"):
-        enabled = enabled == "true"
-    if not isinstance(enabled, bool):
+    enabled = config_bool(raw.get("enabled", True))
+    if enabled is None:
         problems.append(f"{KEY}.enabled: must be true or false")
         enabled = False
     budget = _whole("budget", raw.get("budget"), d.budget, BUDGET_RANGE, "seconds", problems)
