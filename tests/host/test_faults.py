@@ -64,20 +64,25 @@ def assert_same_tree(before: dict[str, str], after: dict[str, str], what: str) -
 
 
 def test_install_killed_at_every_point_converges_and_uninstall_restores(host: Sandbox, releases: Releases):
+    kill_install_rerun_uninstall(host, install_args(releases.current))
+
+
+def kill_install_rerun_uninstall(host: Sandbox, step: tuple[str, ...]) -> None:
+    """SIGKILL an install step (download or copy) at each point, re-run, uninstall: the host as before."""
     # The owner's own runsc is in installDir: a re-run must never take ours for it.
     host.sh(f"cp /usr/bin/runsc {PREFIX}/runsc")
     before = host.tree(*TOUCHED)
     for point in INSTALL_POINTS:
         for then_rerun in (True, False) if point in NO_RERUN else (True,):
-            host.kill_agent_at(point, *install_args(releases.current))
+            host.kill_agent_at(point, *step)
             if then_rerun:
-                facts = ok(host.agent(*install_args(releases.current)))
+                facts = ok(host.agent(*step))
                 assert facts["changed"] == "true" and facts["shim"] == "yes", point
                 assert host.sh(f"ls -A {PREFIX} | grep -c '^.gvisor-fleet' || true").strip() == "0", point
             ok(host.agent("uninstall", PREFIX))
             assert_same_tree(before, host.tree(*TOUCHED), f"install killed at {point}, rerun={then_rerun}")
 
-    ok(host.agent(*install_args(releases.current)))
+    ok(host.agent(*step))
     host.kill_agent_at("uninstall:removed", "uninstall", PREFIX)
     ok(host.agent("uninstall", PREFIX))
     assert_same_tree(before, host.tree(*TOUCHED), "uninstall killed at uninstall:removed")

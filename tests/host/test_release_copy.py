@@ -18,7 +18,7 @@ from tests.host.host_state import HostSnapshot, ok, refusal
 from tests.host.mirror import Releases
 from tests.host.sandbox import Sandbox
 from tests.host.test_agent import PREFIX
-from tests.host.test_faults import TOUCHED, assert_same_tree
+from tests.host.test_faults import TOUCHED, assert_same_tree, kill_install_rerun_uninstall
 
 pytestmark = pytest.mark.host
 
@@ -103,3 +103,11 @@ def test_a_missing_copy_says_how_to_copy_it_again(host: Sandbox, releases: Relea
     err = refusal(host.agent("install-file", remote_path("x86_64", digest), digest, releases.current, PREFIX))
     assert "is not on this host" in err and "pulumi up --replace" in err
     snapshot.assert_unchanged()
+
+
+def test_install_from_the_copy_killed_at_every_point_converges_and_uninstall_restores(
+    host: Sandbox, releases: Releases
+):
+    digest = sha512(archive(releases))
+    path = put_copy(host, archive(releases), digest)
+    kill_install_rerun_uninstall(host, ("install-file", path, digest, releases.current, PREFIX))
