@@ -4,10 +4,10 @@ The Python SDK sends the whole call stack with every resource registration
 (language host, asyncio and SDK frames: about 1.3 KB per resource), and the
 engine stores it in the state, rewritten at every checkpoint. For a fleet of
 hundreds of machines with seven resources each that is most of the state.
-Only the first frame, the line of this program that declared the resource,
-is kept: it is also the resource's source position, which the engine shows
-in its messages. And the SSH key every remote resource keeps (encrypted, in
-its inputs and its outputs) is stored in its most compact form.
+Only the source position is kept: the line of this program that declared the
+resource, which the engine shows in its messages. And the SSH connection
+every remote resource keeps (encrypted, in its inputs and its outputs) is
+stored in its most compact form.
 """
 
 from __future__ import annotations
@@ -15,21 +15,26 @@ from __future__ import annotations
 import sys
 import traceback
 from functools import cache
-from typing import Any
 
 import pulumi
 from pulumi.runtime import resource as _sdk_resource
 from pulumi.runtime.proto import source_pb2
 from pulumi_command import remote
 
+# The declaring line of the resource being registered: the SDK asks for the
+# stack trace, then at once (same thread, no await between) for its position.
+_declared_at: list[source_pb2.SourcePosition | None] = [None]
 
-def _declaring_frame() -> Any:
-    """The SDK's stack trace cut to its first frame, found without building the others.
 
-    Same walk as the SDK's `_get_stack_trace`: outward from here to the third
-    `__init__` (Resource, Custom/ComponentResource, the concrete class); the
-    frame that called it declared the resource.
+def _source_position_only() -> source_pb2.StackTrace:
+    """In place of the SDK's `_get_stack_trace`: no frames (so the state keeps
+    no stack trace), after noting the declaring line for `_declared_position`.
+
+    Same walk as the SDK's: outward from here to the third `__init__`
+    (Resource, Custom/ComponentResource, the concrete class); the frame that
+    called it declared the resource.
     """
+    _declared_at[0] = None
     frame = sys._getframe(1)
     inits = 0
     while frame is not None:
@@ -37,19 +42,24 @@ def _declaring_frame() -> Any:
             inits += 1
             if inits == 3:
                 caller = frame.f_back
-                if caller is None:
-                    break
-                summary = traceback.FrameSummary(caller.f_code.co_filename, caller.f_lineno, "", lookup_line=False)
-                position = _sdk_resource._get_source_position_for_frame(summary)
-                return source_pb2.StackTrace(frames=[source_pb2.StackFrame(pc=position)])
+                if caller is not None:
+                    summary = traceback.FrameSummary(caller.f_code.co_filename, caller.f_lineno, "", lookup_line=False)
+                    _declared_at[0] = _sdk_resource._get_source_position_for_frame(summary)
+                break
         frame = frame.f_back  # type: ignore[assignment]
     return source_pb2.StackTrace()
 
 
-def keep_only_the_declaring_frame() -> None:
-    """Sends the SDK's stack traces cut to their first frame. A no-op on SDKs without them."""
-    if hasattr(_sdk_resource, "_get_stack_trace") and hasattr(_sdk_resource, "_get_source_position_for_frame"):
-        _sdk_resource._get_stack_trace = _declaring_frame
+def _declared_position(_stack: source_pb2.StackTrace) -> source_pb2.SourcePosition | None:
+    return _declared_at[0]
+
+
+def keep_only_the_source_position() -> None:
+    """Registers resources with their source position and no stack trace. A no-op on SDKs without these hooks."""
+    hooks = ("_get_stack_trace", "_get_source_position", "_get_source_position_for_frame")
+    if all(hasattr(_sdk_resource, hook) for hook in hooks):
+        _sdk_resource._get_stack_trace = _source_position_only
+        _sdk_resource._get_source_position = _declared_position
 
 
 @cache  # a fleet's machines share one key: parse it once

@@ -11,7 +11,7 @@ from components.config import read_raw_config
 from components.fleet.build import build_fleet
 from components.fleet.machine import Machine
 from components.gvisor.host import GvisorHost
-from components.lean_state import keep_only_the_declaring_frame
+from components.lean_state import keep_only_the_source_position
 from components.overhead.measure import OverheadMeasurement, measure_fleet, read_overhead_config, with_overhead
 from components.overhead.settings import CONFIG_NAME as OVERHEAD_KEY
 from components.overhead.settings import parse_overhead_settings
@@ -43,7 +43,7 @@ class Program:
 
 def build(config: pulumi.Config) -> Program:
     """Reads and validates stack config, then declares every resource."""
-    keep_only_the_declaring_frame()
+    keep_only_the_source_position()
     private_key = config.get_secret("sshPrivateKey")
     raw = read_raw_config(config)
     raw.pop(OVERHEAD_KEY, None)  # its own layer: components/overhead/settings.py

@@ -45,11 +45,12 @@ def agent_file() -> str:
 
 # Runs on the login user's shell as `sh -c`, so any login shell works: $0 is
 # the copy's resource name, then FILE TIMEOUT -- SUBCOMMAND ARGS. A file that
-# is missing or whose SHA-256 does not start with the hash in its name is refused. Short on purpose:
-# each step keeps its line twice in the state.
-_RUN_CHECKED = (
-    'f=$1 t=$2; shift 3; case $(sha256sum <"$f") in "${f##*-}"*) ;; *) echo "gvisor-fleet: $HOME/$f'
-    ' is missing or altered; copy it again: pulumi up --replace <URN of $0>" >&2; exit 3 ;; esac; '
+# is missing or whose SHA-256 does not start with the hash in its name is
+# refused. Short on purpose: each step keeps its lines twice in the state.
+_CHECK = 'f=$1 t=$2;shift 3;case $(sha256sum<"$f") in "${f##*-}"*)'
+_RUN = 'GVISOR_FLEET_STEP_TIMEOUT=$t sh "$f" "$@";;esac;'
+_REFUSE = (
+    'echo "gvisor-fleet: $HOME/$f is missing or altered; copy it again: pulumi up --replace <URN of $0>">&2;exit 3'
 )
 
 
@@ -59,8 +60,8 @@ def agent_run(subcommand: str, *args: str, sudo: bool, step_timeout: int, copy_n
     step_timeout is the stack's bound for one step (gvisor-fleet:stepTimeout);
     copy_name names the resource that copies the script, for the error message.
     """
-    run = "exec sudo -n env" if sudo else "exec env"
-    program = _RUN_CHECKED + f'{run} GVISOR_FLEET_STEP_TIMEOUT=$t sh "$f" "$@"'
+    run = "exec sudo -n env " if sudo else "exec env "
+    program = _CHECK + run + _RUN + _REFUSE
     parts = ("sh", "-c", program, copy_name, agent_file(), str(int(step_timeout)), "--", subcommand, *args)
     return shlex.join(parts)
 

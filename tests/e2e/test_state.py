@@ -8,6 +8,7 @@ script in preview, a copy of the script that vanished from a host, destroy.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,6 +63,11 @@ def test_state_per_machine_is_at_most_25_kb(small: Small) -> None:
     assert per_machine <= STATE_BYTES_PER_MACHINE, f"{per_machine:.0f} bytes of state per machine"
     # The script is in the state as an asset hash only, never as text.
     assert "gVisor host agent" not in exported
+    # Each resource keeps the line that declared it, and no stack trace (lean_state.py).
+    for resource in json.loads(exported)["deployment"]["resources"]:
+        if resource["type"].startswith(("command:", "gvisor-fleet:")):
+            assert "stackTrace" not in resource, resource["urn"]
+            assert resource["sourcePosition"].startswith("project:///components/"), resource["urn"]
     for m in small.machines:
         assert m.sandbox.sh(f"ls /root/{agent_file()}").strip()
 
