@@ -50,7 +50,7 @@ def _source_position_only() -> source_pb2.StackTrace:
     return source_pb2.StackTrace()
 
 
-def _declared_position(_stack: source_pb2.StackTrace) -> source_pb2.SourcePosition | None:
+def _declared_position(stack: source_pb2.StackTrace) -> source_pb2.SourcePosition | None:
     return _declared_at[0]
 
 
