@@ -4,8 +4,8 @@
 #
 #   sh tests/setup.sh           Debian packages, Python venv, Go-built toolchain
 #
-# First run on a fresh machine: about 15-20 minutes, most of it Go builds
-# (Pulumi engine ~7 min, current runsc + shim ~5 min, containerd 2 ~4 min).
+# First run on a fresh machine: over an hour, nearly all of it Go builds
+# (README.md, "Set-up: two commands", has the measured time of each); later runs: a minute.
 set -eu
 cd "$(dirname "$0")/.."
 
