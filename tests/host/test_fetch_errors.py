@@ -1,11 +1,13 @@
 """Why a host could not fetch the release, said plainly: its own message for a
-name that does not resolve, a refused connection, a TLS failure, a server that
-never answers and a release that is not there (HTTP 404), with curl and with
-wget, each leaving the host byte for byte as it was (host_state.digest).
+name that does not resolve, a refused connection, a connection that is never
+answered, a TLS failure, a server that never answers and a release that is not
+there (HTTP 404), with curl and with wget, each leaving the host byte for byte
+as it was (host_state.digest).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,8 @@ pytestmark = pytest.mark.host
 CLOSED_PORT = 18097  # nothing listens there in the sandbox's own network
 SILENT_PORT = 18081  # takes the connection, never answers (mirror.py silent)
 SELF_SIGNED_PORT = 18443
+FULL_PORT = 18099  # its accept queue is full: the kernel drops new SYNs, so connecting times out
+STEP_TIMEOUT = 8  # bounds each case, the connect timeout included (min of 20 s and what is left)
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class Case:
 CASES = {
     "dns": Case("http://release-mirror.invalid", "cannot resolve release-mirror.invalid (DNS)"),
     "connect": Case(f"http://127.0.0.1:{CLOSED_PORT}", f"cannot connect to 127.0.0.1:{CLOSED_PORT}"),
+    "connect-timeout": Case(f"http://127.0.0.1:{FULL_PORT}", "no answer within"),
     "tls-plain-http": Case(f"https://127.0.0.1:{MIRROR_PORT}", f"TLS with 127.0.0.1:{MIRROR_PORT} failed"),
     "tls-self-signed": Case(f"https://127.0.0.1:{SELF_SIGNED_PORT}", f"TLS with 127.0.0.1:{SELF_SIGNED_PORT} failed"),
     "timeout": Case(f"http://127.0.0.1:{SILENT_PORT}", "stopped at a limit"),
@@ -51,6 +56,29 @@ server.socket = context.wrap_socket(server.socket, server_side=True)
 server.serve_forever()
 """
 
+# Listens with a backlog of 0 and never accepts; connects to itself until a
+# connection is not answered: from then on Linux drops every SYN to the port
+# (no RST while net.ipv4.tcp_abort_on_overflow is 0, a new namespace's
+# default), as a firewall that drops packets would. Loopback only, no iptables.
+FULL_LISTENER = """
+import socket, sys, time
+port, ready = int(sys.argv[1]), sys.argv[2]
+listener = socket.socket()
+listener.bind(("127.0.0.1", port))
+listener.listen(0)
+fillers = []
+while len(fillers) < 8:
+    s = socket.socket()
+    s.settimeout(1)
+    try:
+        s.connect(("127.0.0.1", port))
+    except TimeoutError:
+        open(ready, "w").close()
+        time.sleep(3600)
+    fillers.append(s)
+sys.exit("the accept queue never filled: is net.ipv4.tcp_abort_on_overflow set?")
+"""
+
 
 def serve_broken_servers(host: Sandbox, work: Path) -> None:
     host.sh(f"nohup python3 {mirror.__file__} {CACHE / 'mirror'} {SILENT_PORT} silent >/dev/null 2>&1 &")
@@ -61,6 +89,12 @@ def serve_broken_servers(host: Sandbox, work: Path) -> None:
     )
     (work / "server.py").write_text(SELF_SIGNED_SERVER)
     host.sh(f"nohup python3 {work / 'server.py'} {CACHE / 'mirror'} {SELF_SIGNED_PORT} {cert} {key} >/dev/null 2>&1 &")
+    (work / "full.py").write_text(FULL_LISTENER)
+    full = work / "full.ready"
+    host.sh(f"nohup python3 {work / 'full.py'} {FULL_PORT} {full} >{work / 'full.log'} 2>&1 &")
+    # Ready once a connection to it went unanswered (at most 8 fillers of 1 s each).
+    wait = f"i=0; until [ -e {full} ]; do i=$((i+1)); [ $i -lt 60 ] || exit 1; sleep 0.2; done"
+    assert host.run(["sh", "-c", wait]).returncode == 0, (work / "full.log").read_text()
     for port in (SILENT_PORT, SELF_SIGNED_PORT):
         # Listening once curl no longer says "connection refused" (7).
         probe = f"curl -s -m 1 -o /dev/null http://127.0.0.1:{port}/x"
@@ -80,7 +114,9 @@ def test_each_fetch_failure_has_its_own_message_and_changes_nothing(
         release = releases.missing if kind == "404" else releases.current
         snapshot = HostSnapshot(host)
         err = refusal(
-            host.agent("install", case.base_url, release, PREFIX, "-", env={"GVISOR_FLEET_STEP_TIMEOUT": "8"})
+            host.agent(
+                "install", case.base_url, release, PREFIX, "-", env={"GVISOR_FLEET_STEP_TIMEOUT": str(STEP_TIMEOUT)}
+            )
         )
         url = f"{case.base_url}/{release}/x86_64/"
         assert case.says in err and url in err, f"{fetcher}, {kind}:\n{err}"
@@ -90,6 +126,9 @@ def test_each_fetch_failure_has_its_own_message_and_changes_nothing(
     for kind, err in said.items():
         others = {case.says for k, case in CASES.items() if k != kind and case.says != CASES[kind].says}
         assert not [phrase for phrase in others if phrase in err], f"{fetcher}, {kind}:\n{err}"
+    # The connect bound named is the one applied: the step's, when less than 20 s is left of it.
+    bound = re.search(r"no answer within (\d+)s \(timeout\)", said["connect-timeout"])
+    assert bound and 0 < int(bound[1]) <= STEP_TIMEOUT, f"{fetcher}:\n{said['connect-timeout']}"
     # Reachability problems point at the way out for hosts without internet.
-    for kind in ("dns", "connect", "tls-plain-http"):
+    for kind in ("dns", "connect", "connect-timeout", "tls-plain-http"):
         assert "gvisor-fleet:releaseFetch" in said[kind]

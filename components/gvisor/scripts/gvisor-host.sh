@@ -275,20 +275,23 @@ tidy_state() {
 fetch() {
     _fetch_url=$1 _fetch_dest=$2
     _fetch_max=$(remaining)
-    _fetch_slow=$LOW_SPEED_TIME
+    _fetch_slow=$LOW_SPEED_TIME _fetch_connect=$CONNECT_TIMEOUT
     [ "$_fetch_slow" -le "$_fetch_max" ] || _fetch_slow=$_fetch_max
+    [ "$_fetch_connect" -le "$_fetch_max" ] || _fetch_connect=$_fetch_max
     _fetch_rc=0 _fetch_code="" _fetch_log="$_fetch_dest.log"
     if have curl; then
         # curl's own limit comes first, so it can say which phase timed out.
-        _fetch_code=$(timeout "$((_fetch_max + 2))" curl -fsSL --retry 3 --connect-timeout "$CONNECT_TIMEOUT" \
+        _fetch_code=$(timeout "$((_fetch_max + 2))" curl -fsSL --retry 3 --connect-timeout "$_fetch_connect" \
             --max-time "$_fetch_max" --speed-limit "$LOW_SPEED" --speed-time "$_fetch_slow" \
             --retry-max-time "$_fetch_max" -w '%{http_code} %{time_connect}' -o "$_fetch_dest" "$_fetch_url" \
             2>"$_fetch_log") || _fetch_rc=$?
         _fetch_why=$(curl_failure "$_fetch_rc" "$_fetch_code")
     elif have wget; then
-        # -nv: errors only, which say what failed (wget's exit code 4 covers every network failure).
-        timeout "$_fetch_max" wget -nv -T "$_fetch_slow" -t 3 -O "$_fetch_dest" "$_fetch_url" \
-            2>"$_fetch_log" || _fetch_rc=$?
+        # -nv: errors only, which say what failed (wget's exit code 4 covers
+        # every network failure), in English (LC_ALL=C) for wget_failure to read.
+        # wget's own limits come first, as curl's do.
+        LC_ALL=C timeout "$((_fetch_max + 2))" wget -nv -T "$_fetch_slow" --connect-timeout="$_fetch_connect" \
+            -t 3 -O "$_fetch_dest" "$_fetch_url" 2>"$_fetch_log" || _fetch_rc=$?
         _fetch_why=$(wget_failure "$_fetch_rc" "$_fetch_log")
     else
         die "neither curl nor wget is installed; install one of them to download gVisor"
@@ -318,8 +321,12 @@ curl_failure() {
     esac
 }
 
+# The kind of a wget failure, from its log: "failed: Connection timed out." is
+# a connect that went unanswered (a read that did not is "Read error (...)"),
+# judged on the last attempt, which the step's budget may have cut short.
 wget_failure() {
     if [ "$1" = 0 ]; then echo ok
+    elif grep -v '^ *$' "$2" | tail -n 1 | grep -qi 'failed: connection timed out'; then echo connect-timeout
     elif [ "$1" = 124 ] || grep -qi 'timed out' "$2"; then echo timeout
     elif grep -qiE 'ERROR (404|410)' "$2"; then echo notfound
     elif grep -qiE 'resolv|bad address|name or service not known' "$2"; then echo dns
@@ -340,9 +347,9 @@ fetch_failed() {
         notfound) return 1 ;;
         dns) die "cannot resolve $_ff_server (DNS) for $_ff_url: this host cannot look up the release server$_ff_said; $_ff_fix" ;;
         connect) die "cannot connect to $_ff_server for $_ff_url: connection refused or no route$_ff_said; $_ff_fix" ;;
-        connect-timeout) die "cannot connect to $_ff_server for $_ff_url: no answer within ${CONNECT_TIMEOUT}s (timeout)$_ff_said; $_ff_fix" ;;
+        connect-timeout) die "cannot connect to $_ff_server for $_ff_url: no answer within ${_fetch_connect}s (timeout)$_ff_said; $_ff_fix" ;;
         tls) die "TLS with $_ff_server failed for $_ff_url (handshake or certificate)$_ff_said; check the server's certificate and that it speaks https; $_ff_fix" ;;
-        timeout) die "download of $_ff_url stopped at a limit: connect ${CONNECT_TIMEOUT}s, stalled below $LOW_SPEED bytes/s for ${_fetch_slow}s, or ${_fetch_max}s left of the step's ${STEP_TIMEOUT}s (gvisor-fleet:stepTimeout); check the mirror (gvisor-fleet:baseUrl)" ;;
+        timeout) die "download of $_ff_url stopped at a limit: connect ${_fetch_connect}s, stalled below $LOW_SPEED bytes/s for ${_fetch_slow}s, or ${_fetch_max}s left of the step's ${STEP_TIMEOUT}s (gvisor-fleet:stepTimeout); check the mirror (gvisor-fleet:baseUrl)" ;;
         http:*) die "$_ff_url answered HTTP ${_ff_why#http:}$_ff_said; check gvisor-fleet:baseUrl" ;;
         broken) die "the connection to $_ff_server broke off while fetching $_ff_url$_ff_said; run again, or check the mirror (gvisor-fleet:baseUrl)" ;;
         *) die "download of $_ff_url failed$_ff_said; check gvisor-fleet:baseUrl" ;;
