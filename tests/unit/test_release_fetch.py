@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -71,6 +72,33 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])  # closed again once this returns
+
+
+@contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A loopback port whose connects are never answered: a listener with a full
+    accept queue, to which Linux drops new SYNs (no reset while
+    net.ipv4.tcp_abort_on_overflow is 0, the default), as a dropping firewall would."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers: list[socket.socket] = []
+    try:
+        while True:
+            if len(fillers) == 8:
+                pytest.fail("the accept queue never filled: is net.ipv4.tcp_abort_on_overflow set?")
+            filler = socket.socket()
+            filler.settimeout(1)
+            fillers.append(filler)
+            try:
+                filler.connect(("127.0.0.1", port))
+            except TimeoutError:
+                break
+        yield port
+    finally:
+        for s in [*fillers, listener]:
+            s.close()
 
 
 def fetch(base: str, cache: Path, **kw: object) -> object:
@@ -157,7 +185,8 @@ def test_a_legacy_loose_release_is_named(mirror, tmp_path: Path):
 # Each way of not getting the release says what happened, and only that.
 SAYS = {
     "dns": "cannot resolve release-mirror.invalid (DNS)",
-    "connect": "cannot connect to 127.0.0.1:",
+    "connect": ": Connection refused;",
+    "connect-timeout": "no answer within 2s (timeout)",
     "tls": "TLS with 127.0.0.1:",
     "timeout": "stopped at a limit: the server took the connection but sent no answer within 2s",
     "notfound": "gVisor release not found at",
@@ -170,21 +199,23 @@ def test_each_failure_has_its_own_message(mirror, tmp_path: Path):
     silent = Server(root, Silent)
     port = closed_port()
     try:
-        bases = {
-            "dns": "http://release-mirror.invalid",
-            "connect": f"http://127.0.0.1:{port}",
-            "tls": server.url.replace("http:", "https:"),  # plain HTTP where TLS is expected
-            "timeout": silent.url,
-            "notfound": server.url,
-        }
-        for kind, base in bases.items():
-            start = time.monotonic()
-            err = failure(base, tmp_path)
-            message = str(err)
-            assert err.kind == kind, (kind, message)
-            assert SAYS[kind] in message and f"{base}/{RELEASE}/{ARCH}/" in message, message
-            assert [k for k, says in SAYS.items() if k != kind and says in message] == [], message
-            assert time.monotonic() - start < 8, f"{kind} took {time.monotonic() - start:.0f}s with a 2s limit"
+        with unanswered_port() as unanswered:
+            bases = {
+                "dns": "http://release-mirror.invalid",
+                "connect": f"http://127.0.0.1:{port}",
+                "connect-timeout": f"http://127.0.0.1:{unanswered}",
+                "tls": server.url.replace("http:", "https:"),  # plain HTTP where TLS is expected
+                "timeout": silent.url,
+                "notfound": server.url,
+            }
+            for kind, base in bases.items():
+                start = time.monotonic()
+                err = failure(base, tmp_path)
+                message = str(err)
+                assert err.kind == kind, (kind, message)
+                assert SAYS[kind] in message and f"{base}/{RELEASE}/{ARCH}/" in message, message
+                assert [k for k, says in SAYS.items() if k != kind and says in message] == [], message
+                assert time.monotonic() - start < 8, f"{kind} took {time.monotonic() - start:.0f}s with a 2s limit"
     finally:
         silent.close()
 
