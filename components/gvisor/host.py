@@ -22,8 +22,8 @@ from components.fleet.machine import Machine
 from components.gvisor.agent import AGENT_DIR, SCRIPT_PATH, agent_file, agent_run, checks_passed, parse_facts
 from components.gvisor.release_copy import plan_release_copy
 from components.gvisor.runsc_config import docker_runtime_args, effective_flags, render_runsc_toml
+from components.gvisor.settings import GvisorSettings
 from components.lean_state import lean_connection
-from components.settings import GvisorSettings
 
 # Removes the copied script and its folder (only if nothing else is in it).
 REMOVE_AGENT = "sh -c " + shlex.quote(f"rm -f {AGENT_DIR}/agent-*; rmdir {AGENT_DIR} 2>/dev/null; true")

@@ -19,7 +19,7 @@ from pulumi_command import remote
 
 from components.fleet.machine import Machine
 from components.gvisor.release_fetch import FetchedRelease, Limits, ReleaseFetchError, default_cache, fetch_release
-from components.settings import GvisorSettings
+from components.gvisor.settings import GvisorSettings
 
 REMOTE_DIR = "/var/tmp"
 

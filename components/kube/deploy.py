@@ -42,7 +42,7 @@ from components.kube.settings import KEY, K3sSettings, KubeSettings, fleet_probl
 if TYPE_CHECKING:
     from components.fleet.machine import Machine
     from components.gvisor.host import GvisorHost
-    from components.settings import GvisorSettings
+    from components.gvisor.settings import GvisorSettings
 
 Hosts = Mapping[str, "tuple[Machine, GvisorHost]"]
 

@@ -12,15 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from components.gvisor.agent import agent_command
 from components.gvisor.runsc_config import effective_flags, render_runsc_toml
+from components.gvisor.settings import GvisorSettings
 from components.kube.settings import K3sSettings
-
-if TYPE_CHECKING:  # components.settings imports this package's settings
-    from components.settings import GvisorSettings
 
 SCRIPT_PATH = Path(__file__).parent / "scripts" / "k3s-node.sh"
 API_PORT = 6443

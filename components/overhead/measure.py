@@ -19,8 +19,8 @@ import pulumi
 from pulumi_command import remote
 
 from components.fleet.machine import Machine
+from components.gvisor.settings import GvisorSettings
 from components.overhead.settings import CONFIG_NAME, OverheadSettings
-from components.settings import GvisorSettings
 
 SCRIPT_PATH = Path(__file__).parent / "scripts" / "measure.sh"
 

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from components.settings import SettingsError, config_bool
+from components.gvisor.settings import config_bool
+from components.settings import SettingsError
 
 KEY = "gvisor-fleet:overhead"
 CONFIG_NAME = "overhead"

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from components.gvisor.agent import checks_passed
-from components.settings import GvisorSettings
+from components.gvisor.settings import GvisorSettings
 from tests.vm.harness import Vm, describe_failure, ensure_images, ensure_mirror, missing_prerequisite, serve, start_all
 from tests.vm.test_vms import converge
 

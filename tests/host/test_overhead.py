@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from components.gvisor.settings import GvisorSettings
 from components.overhead.measure import measure_command, measure_script, parse_overhead
 from components.overhead.settings import OverheadSettings
-from components.settings import GvisorSettings
 from tests.host.conftest import MIRROR_URL, TEST_IMAGE
 from tests.host.host_state import changes, digest, ok
 from tests.host.host_state import refusal as failed

@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 
 from components.gvisor.agent import parse_facts
+from components.gvisor.settings import GvisorSettings
 from components.kube import k3s as plan
 from components.kube.settings import K3sSettings
-from components.settings import GvisorSettings
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]

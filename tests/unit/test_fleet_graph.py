@@ -15,7 +15,7 @@ from components.fleet.machine import Machine
 from components.fleet.qemu import QemuHost
 from components.fleet.specs import parse_machines
 from components.gvisor.host import GvisorHost
-from components.settings import GvisorSettings
+from components.gvisor.settings import GvisorSettings
 from tests.unit.test_fleet_mocks import FleetMocks, fake_aws
 
 FILES = {"/img/disk.qcow2", "/img/vmlinuz", "/img/initrd.img"}

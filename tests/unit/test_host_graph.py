@@ -11,7 +11,7 @@ from components.fleet.specs import MachineSpec
 from components.fleet.static import static_machine
 from components.gvisor.agent import AGENT_DIR, SCRIPT_PATH, agent_file, agent_sha256
 from components.gvisor.host import GvisorHost, host_commands
-from components.settings import GvisorSettings
+from components.gvisor.settings import GvisorSettings
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-material\n-----END OPENSSH PRIVATE KEY-----\n"
 SPEC = MachineSpec(name="m1", arch="x86_64", address="127.0.0.1", port=2222, host_key="ssh-ed25519 AAAA")

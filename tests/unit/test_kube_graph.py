@@ -17,10 +17,10 @@ import pytest
 from components.fleet.specs import MachineSpec
 from components.fleet.static import static_machine
 from components.gvisor.host import GvisorHost
+from components.gvisor.settings import GvisorSettings
 from components.kube.deploy import KubeDeployment, deploy_kubernetes
 from components.kube.settings import KubeSettings, parse_kube_settings
 from components.policy.rules import agent_call
-from components.settings import GvisorSettings
 from tests.unit.mocks import AGENT_OUTPUT, RecordingMocks
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-material\n-----END OPENSSH PRIVATE KEY-----\n"

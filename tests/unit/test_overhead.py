@@ -8,10 +8,11 @@ from pathlib import Path
 import pulumi
 import pytest
 
+from components.gvisor.settings import GvisorSettings
 from components.overhead.measure import measure_command, overhead_from_stdout
 from components.overhead.settings import OverheadSettings, parse_overhead_settings
 from components.program import build
-from components.settings import GvisorSettings, SettingsError
+from components.settings import SettingsError
 from tests.unit.mocks import RecordingMocks, use
 from tests.unit.test_program import KEY, configure
 

@@ -15,12 +15,12 @@ from pulumi_command import remote
 
 from components.fleet.machine import Machine
 from components.gvisor.host import host_commands
+from components.gvisor.settings import GvisorSettings
 from components.kube import k3s as k3s_plan
 from components.kube.manifests import namespace, runtime_class, sample_pod, verify_job
 from components.kube.settings import K3sSettings, KubeSettings
 from components.policy import rules
 from components.policy.rules import UNKNOWN, PolicyConfig, Resource
-from components.settings import GvisorSettings
 
 STACK = "prod"
 CMD = rules.COMMAND_TYPE

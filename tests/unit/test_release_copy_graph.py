@@ -14,9 +14,9 @@ from components.fleet.static import static_machine
 from components.gvisor import release_copy
 from components.gvisor.host import GvisorHost
 from components.gvisor.release_copy import remote_path
+from components.gvisor.settings import GvisorSettings
 from components.policy import rules
 from components.policy.rules import PolicyConfig, Resource
-from components.settings import GvisorSettings
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-material\n-----END OPENSSH PRIVATE KEY-----\n"
 RELEASE = "20261116.0"

@@ -5,7 +5,8 @@ import pytest
 from pulumi.runtime.config import set_all_config
 
 from components.config import read_raw_config
-from components.settings import DEFAULT_RELEASE, SettingsError, load_settings
+from components.gvisor.settings import DEFAULT_RELEASE
+from components.settings import SettingsError, load_settings
 
 MACHINE = {"name": "m1", "address": "127.0.0.1", "arch": "x86_64"}
 

@@ -23,9 +23,9 @@ from components.fleet.keys import generate_ed25519, key_material
 from components.fleet.machine import Machine
 from components.gvisor.agent import checks_passed, parse_facts
 from components.gvisor.host import host_commands
+from components.gvisor.settings import GvisorSettings
 from components.overhead.measure import measure_command, measure_script, overhead_from_stdout
 from components.overhead.settings import OverheadSettings
-from components.settings import GvisorSettings
 from tests.vm.harness import USER, Vm, runsc_version
 
 pytestmark = pytest.mark.vm
