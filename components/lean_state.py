@@ -5,9 +5,9 @@ The Python SDK sends the whole call stack with every resource registration
 engine stores it in the state, rewritten at every checkpoint. For a fleet of
 hundreds of machines with seven resources each that is most of the state.
 Only the source position is kept: the line of this program that declared the
-resource, which the engine shows in its messages. And the SSH connection
-every remote resource keeps (encrypted, in its inputs and its outputs) is
-stored in its most compact form.
+resource, which the engine shows in its messages. And the SSH key every
+remote resource keeps (encrypted, in its inputs and its outputs) is stored in
+its most compact form.
 """
 
 from __future__ import annotations
