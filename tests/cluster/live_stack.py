@@ -15,16 +15,21 @@ then converges both hosts and deploys the Kubernetes layer for both arches.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from components.fleet.keys import KeyPair
+from components.kube.manifests import verify_job, verify_job_name
+from components.kube.settings import KubeSettings
 from tests.cluster import vm_node
-from tests.cluster.node import NODE, SAMPLE_IMAGE, Binaries, Cluster, kubernetes_bin
+from tests.cluster.node import NODE, RUNTIME, SAMPLE_IMAGE, Binaries, Cluster, kubernetes_bin
 from tests.cluster.vm_node import VmNode, kubernetes_arm64_bin
 from tests.e2e import harness
 from tests.e2e.harness import Machine, Stack
@@ -140,3 +145,27 @@ def live_stack(
             vm.stop()
         cluster.close()
         machine.close()
+
+
+@contextmanager
+def job_on_runc(cluster: Cluster, arch: str, timeout: float) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The arch's verification Job without its RuntimeClass (so on runc), run to its end: (name, status).
+
+    The Job is deleted, with its pod, when the block ends.
+    """
+    job = verify_job(KubeSettings(handler=RUNTIME, sample_image=SAMPLE_IMAGE), arch)
+    name = f"{verify_job_name(arch)}-on-runc"
+    job["metadata"]["name"] = name
+    del job["spec"]["template"]["spec"]["runtimeClassName"]
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(job))
+    try:
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = cluster.kubectl_json("get", "job", "-n", NAMESPACE, name).get("status", {})
+            if any(cond["type"] == "Failed" for cond in status.get("conditions") or []):
+                break
+            time.sleep(1)
+        yield name, status
+    finally:
+        cluster.kubectl("delete", "job", "-n", NAMESPACE, name, "--cascade=foreground", check=False)

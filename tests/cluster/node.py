@@ -148,6 +148,11 @@ def kubelet_args(pki_dir: Path, node: str, node_ip: str) -> list[str]:
     ]
 
 
+def log_values(log: str) -> dict[str, str]:
+    """The key=value lines of a container's log (what the sample and verification pods print)."""
+    return dict(line.split("=", 1) for line in log.splitlines() if "=" in line)
+
+
 def runsc_toml_b64() -> str:
     return base64.b64encode(render_runsc_toml(effective_flags("systrap", "sandbox", {})).encode()).decode()
 

@@ -24,9 +24,11 @@ from tests.cluster.live_stack import (
     VM_MACHINE,
     WATCHED,
     Deployment,
+    job_on_runc,
     live_stack,
     missing_prerequisites,
 )
+from tests.cluster.node import log_values
 from tests.host.mirror import Releases
 from tests.vm.harness import ensure_images, missing_prerequisite
 
@@ -51,9 +53,8 @@ def sandbox_kernel(d: Deployment, arch: str) -> str:
     pod = sample_pod_name(arch)
     if arch == "aarch64":
         assert d.vm is not None
-        return d.vm.sample_log(pod, NAMESPACE)["kernel_release"]
-    out = d.cluster.kubectl("logs", "-n", NAMESPACE, pod).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)["kernel_release"]
+        return log_values(d.vm.pod_log(pod, NAMESPACE))["kernel_release"]
+    return log_values(d.cluster.kubectl("logs", "-n", NAMESPACE, pod).stdout)["kernel_release"]
 
 
 def node_kernel(d: Deployment, arch: str) -> str:
@@ -89,6 +90,20 @@ def test_up_runs_the_sample_and_verifies_gvisor_on_each_arch(deployment: Deploym
         assert {p["spec"]["nodeName"] for p in job_pods["items"]} == {name}, job_pods["items"]
     d.done.add("up")
     print(f"pulumi up (two nodes, one emulated): {run.seconds:.1f}s")
+
+
+def test_the_arm64_job_forced_onto_runc_reports_failed(deployment: Deployment):
+    """The arm64 verification can fail: on the node's own kernel its pod says so, and the Job fails."""
+    d = deployment
+    if "up" not in d.done:
+        pytest.skip("needs the 'up' step, which failed or did not run")
+    assert d.vm is not None
+    with job_on_runc(d.cluster, "aarch64", timeout=900) as (name, status):
+        result = job_result(status)
+        assert result["passed"] is False and result.get("reason"), status
+        pods = d.cluster.kubectl_json("get", "pod", "-n", NAMESPACE, "-l", f"job-name={name}")["items"]
+        assert [p["spec"]["nodeName"] for p in pods] == [vm_node.NODE], pods
+        assert log_values(d.vm.pod_log(pods[0]["metadata"]["name"], NAMESPACE))["gvisor_verified"] == "false"
 
 
 def test_destroy_restores_both_hosts_and_leaves_nothing_running(deployment: Deployment):
