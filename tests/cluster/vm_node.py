@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from components.settings import DEFAULT_VERIFY_IMAGE  # what the VM image imports at boot
 from tests.cluster import images
 from tests.cluster.node import (
     CNI_BIN,
@@ -45,7 +46,6 @@ GUEST_IP = "10.0.2.15"  # QEMU user networking gives the guest this address
 STAGE = PurePosixPath("/var/lib/gvisor-fleet-test")  # what this module copies in, apart from the binaries
 PKI = STAGE / "pki"
 UNITS = ("gvisor-fleet-test-kubelet", "gvisor-fleet-test-mirror")
-VM_VERIFY_IMAGE = "docker.io/library/busybox:1.37"  # what the VM image imports at boot
 
 
 def kubernetes_arm64_bin(repo: Path) -> Path:
@@ -88,9 +88,10 @@ class VmNode:
         self.sh(
             f"systemctl restart containerd && for image in {STAGE}/*.oci.tar; do "
             # the kubelet's namespace, and the host layer's verification (as on the sandbox node)
-            'ctr -n k8s.io images import "$image" >/dev/null && ctr -n gvisor-fleet images import "$image" >/dev/null; '
+            'ctr -n k8s.io images import "$image" >/dev/null && ctr -n gvisor-fleet images import "$image" >/dev/null '
+            "|| exit 1; "
             # Docker 20.10 cannot load an OCI archive: the verify step's image is the boot-imported busybox.
-            f"done && docker tag {VM_VERIFY_IMAGE} {SAMPLE_IMAGE}"
+            f"done && docker tag {DEFAULT_VERIFY_IMAGE} {SAMPLE_IMAGE}"
         )
         self.sh(
             f"systemd-run --unit={UNITS[1]} --collect python3 -m http.server {MIRROR_PORT} "
