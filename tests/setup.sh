@@ -37,3 +37,4 @@ sh tests/toolchain/build-pulumi.sh >/dev/null
 say "actionlint (GitHub Actions workflow linter)"
 sh tests/toolchain/build-actionlint.sh >/dev/null
 say "Kubernetes 1.37 for the cluster tier (one multi-call binary)" && sh tests/toolchain/build-kubernetes.sh
+say "kubelet and CNI plugins for arm64 (the cluster tier's aarch64 VM node)" && sh tests/toolchain/build-kubernetes.sh --arch arm64

@@ -22,10 +22,12 @@ APPLETS = ("sh", "uname", "dmesg", "cat", "head", "echo", "ls", "sleep", "true",
 PAUSE_SCRIPT = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
 
 
-def _busybox_layer() -> bytes:
-    busybox = shutil.which("busybox")
+def _busybox_layer(busybox: Path | None) -> bytes:
     if busybox is None:
-        raise RuntimeError("the cluster tier needs a static busybox (Debian package busybox-static)")
+        found = shutil.which("busybox")
+        if found is None:
+            raise RuntimeError("the cluster tier needs a static busybox (Debian package busybox-static)")
+        busybox = Path(found)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for directory in ("bin", "tmp", "proc", "dev", "sys", "etc"):
@@ -51,10 +53,16 @@ def _blob(tar: tarfile.TarFile, data: bytes) -> dict[str, Any]:
     return {"digest": f"sha256:{digest}", "size": len(data)}
 
 
-def oci_archive(path: Path, name: str, entrypoint: list[str]) -> Path:
-    """Writes an OCI image layout archive named `name` (e.g. gvisor-fleet.test/busybox:1)."""
-    arch = KUBE_ARCH[platform.machine()]
-    layer = _busybox_layer()
+def oci_archive(
+    path: Path, name: str, entrypoint: list[str], arch: str | None = None, busybox: Path | None = None
+) -> Path:
+    """Writes an OCI image layout archive named `name` (e.g. gvisor-fleet.test/busybox:1).
+
+    `arch` (uname -m; default this machine's) and `busybox` (a static busybox
+    for that arch; default the machine's) make the image of another node.
+    """
+    arch = KUBE_ARCH[arch or platform.machine()]
+    layer = _busybox_layer(busybox)
     config = {
         "architecture": arch,
         "os": "linux",
@@ -84,9 +92,9 @@ def oci_archive(path: Path, name: str, entrypoint: list[str]) -> Path:
     return path
 
 
-def sample_image(path: Path, name: str) -> Path:
-    return oci_archive(path, name, ["/bin/sh"])
+def sample_image(path: Path, name: str, arch: str | None = None, busybox: Path | None = None) -> Path:
+    return oci_archive(path, name, ["/bin/sh"], arch, busybox)
 
 
-def pause_image(path: Path, name: str) -> Path:
-    return oci_archive(path, name, ["/bin/sh", "-c", PAUSE_SCRIPT])
+def pause_image(path: Path, name: str, arch: str | None = None, busybox: Path | None = None) -> Path:
+    return oci_archive(path, name, ["/bin/sh", "-c", PAUSE_SCRIPT], arch, busybox)

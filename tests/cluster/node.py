@@ -29,6 +29,7 @@ from components.gvisor.runsc_config import effective_flags, render_runsc_toml
 from tests.cluster import images, pki
 from tests.e2e.harness import free_port
 from tests.host.sandbox import Sandbox
+from tests.vm.harness import GUEST_HOST
 
 NODE = "kube-node"
 NODE_IP = "10.77.0.2"  # on a bridge inside the sandbox's own network namespace
@@ -72,20 +73,26 @@ version = 3
   conf_dir = '/etc/cni/net.d'
 """
 
-CNI_CONFIG = {
-    "cniVersion": "1.0.0",
-    "name": "gvisor-fleet-test",
-    "plugins": [
-        {
-            "type": "bridge",
-            "bridge": "cni0",
-            "isGateway": True,
-            "ipMasq": False,
-            "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_SUBNET}]], "routes": [{"dst": "0.0.0.0/0"}]},
-        },
-        {"type": "portmap", "capabilities": {"portMappings": True}},
-    ],
-}
+CNI_CONFIG_FILE = "/etc/cni/net.d/10-gvisor-fleet-test.conflist"
+
+
+def cni_config(pod_subnet: str) -> str:
+    """A node's pod network: a bridge and its own address range (pods talk to no other node here)."""
+    config = {
+        "cniVersion": "1.0.0",
+        "name": "gvisor-fleet-test",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "cni0",
+                "isGateway": True,
+                "ipMasq": False,
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_subnet}]], "routes": [{"dst": "0.0.0.0/0"}]},
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+    return json.dumps(config, indent=2)
 
 
 def kubernetes_bin(repo: Path) -> Path:
@@ -94,6 +101,56 @@ def kubernetes_bin(repo: Path) -> Path:
     if not (out / "kubernetes").exists():
         subprocess.run(["sh", str(script)], check=True)
     return out
+
+
+def kubelet_config(client_ca: str, address: str, protect_kernel_defaults: bool) -> dict[str, Any]:
+    """A node's kubelet settings: cgroupfs as containerd's runc default, no swap or eviction trouble."""
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": client_ca},
+        },
+        "authorization": {"mode": "Webhook"},
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": "/",
+        "failSwapOn": False,
+        "failCgroupV1": False,  # this machine mounts cgroup v1 hierarchies
+        "containerRuntimeEndpoint": "unix:///run/containerd/containerd.sock",
+        "address": address,
+        "healthzBindAddress": "127.0.0.1",
+        "protectKernelDefaults": protect_kernel_defaults,
+        "serializeImagePulls": False,
+        "evictionHard": {
+            "memory.available": "1Mi",
+            "nodefs.available": "1%",
+            "imagefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+        },
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "registerNode": True,
+        "resolvConf": "",
+        "localStorageCapacityIsolation": False,
+    }
+
+
+def kubelet_args(pki_dir: Path, node: str, node_ip: str) -> list[str]:
+    """The kubelet's flags after its program name (config and kubeconfig files in `pki_dir`)."""
+    return [
+        f"--config={pki_dir / 'kubelet-config.yaml'}",
+        f"--kubeconfig={pki_dir / 'kubelet.conf'}",
+        f"--hostname-override={node}",
+        f"--node-ip={node_ip}",
+        "--root-dir=/var/lib/kubelet",
+    ]
+
+
+def log_values(log: str) -> dict[str, str]:
+    """The key=value lines of a container's log (what the sample and verification pods print)."""
+    return dict(line.split("=", 1) for line in log.splitlines() if "=" in line)
 
 
 def runsc_toml_b64() -> str:
@@ -207,7 +264,7 @@ class Cluster:
         node = self.node
         node.sh(f"systemctl stop containerd; cp {self.bins.containerd}/* /usr/local/sbin/")
         node.write("/etc/containerd/config.toml", CONTAINERD_CONFIG)
-        node.write("/etc/cni/net.d/10-gvisor-fleet-test.conflist", json.dumps(CNI_CONFIG, indent=2))
+        node.write(CNI_CONFIG_FILE, cni_config(POD_SUBNET))
         node.sh(f"ip link add node0 type bridge && ip addr add {NODE_IP}/24 dev node0 && ip link set node0 up")
         fakes = "/run/kubelet-sysctls"
         binds = [f"mkdir -p {fakes}"]
@@ -247,7 +304,8 @@ class Cluster:
         ca = pki.CertificateAuthority()
         p = self.pki
         pki.write(p / "ca.crt", ca.cert_pem, 0o644)
-        hosts = ("127.0.0.1", NODE_IP, "10.96.0.1", "localhost", "kubernetes", "kubernetes.default",
+        # GUEST_HOST: a VM node (tests/cluster/vm_node.py) reaches the forwarder there.
+        hosts = ("127.0.0.1", NODE_IP, GUEST_HOST, "10.96.0.1", "localhost", "kubernetes", "kubernetes.default",
                  "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")  # fmt: skip
         serving = ca.issue("kube-apiserver", hosts=hosts, server=True)
         pki.write(p / "apiserver.crt", serving.cert)
@@ -268,7 +326,7 @@ class Cluster:
         for conf, (cn, org) in identities.items():
             pki.write(p / f"{conf}.conf", pki.kubeconfig(local, ca.cert_pem, ca.issue(cn, org)))
         self._admin = ca.issue("kubernetes-admin", "system:masters")
-        self._ca_pem = ca.cert_pem
+        self._ca = ca
 
     def _start_control_plane(self) -> None:
         p = self.pki
@@ -332,50 +390,16 @@ class Cluster:
             ],
         )
 
+    def node_kubeconfig(self, node: str, server: str) -> str:
+        """A kubelet's kubeconfig for another node (its own client certificate), to the API server at `server`."""
+        return pki.kubeconfig(server, self._ca.cert_pem, self._ca.issue(f"system:node:{node}", "system:nodes"))
+
     def _start_kubelet(self) -> None:
         p = self.pki
-        config = {
-            "apiVersion": "kubelet.config.k8s.io/v1beta1",
-            "kind": "KubeletConfiguration",
-            "authentication": {
-                "anonymous": {"enabled": False},
-                "webhook": {"enabled": True},
-                "x509": {"clientCAFile": str(p / "ca.crt")},
-            },
-            "authorization": {"mode": "Webhook"},
-            "cgroupDriver": "cgroupfs",
-            "cgroupRoot": "/",
-            "failSwapOn": False,
-            "failCgroupV1": False,  # this machine mounts cgroup v1 hierarchies
-            "containerRuntimeEndpoint": "unix:///run/containerd/containerd.sock",
-            "address": NODE_IP,
-            "healthzBindAddress": "127.0.0.1",
-            "protectKernelDefaults": True,  # see KUBELET_SYSCTLS: never write the machine's tunables
-            "serializeImagePulls": False,
-            "evictionHard": {
-                "memory.available": "1Mi",
-                "nodefs.available": "1%",
-                "imagefs.available": "1%",
-                "nodefs.inodesFree": "1%",
-            },
-            "imageGCHighThresholdPercent": 100,
-            "imageGCLowThresholdPercent": 99,
-            "registerNode": True,
-            "resolvConf": "",
-            "localStorageCapacityIsolation": False,
-        }
+        # protectKernelDefaults: see KUBELET_SYSCTLS, never write the machine's tunables.
+        config = kubelet_config(str(p / "ca.crt"), NODE_IP, protect_kernel_defaults=True)
         pki.write(p / "kubelet-config.yaml", yaml.safe_dump(config))
-        self.daemon(
-            "kubelet",
-            [
-                str(self.bins.kubernetes / "kubelet"),
-                f"--config={p / 'kubelet-config.yaml'}",
-                f"--kubeconfig={p / 'kubelet.conf'}",
-                f"--hostname-override={NODE}",
-                f"--node-ip={NODE_IP}",
-                "--root-dir=/var/lib/kubelet",
-            ],
-        )
+        self.daemon("kubelet", [str(self.bins.kubernetes / "kubelet"), *kubelet_args(p, NODE, NODE_IP)])
 
     def _start_forwarder(self) -> None:
         """A loopback port on the machine that reaches the API server inside the node."""
@@ -394,7 +418,7 @@ class Cluster:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self.kubeconfig = pki.kubeconfig(f"https://127.0.0.1:{self.port}", self._ca_pem, self._admin)
+        self.kubeconfig = pki.kubeconfig(f"https://127.0.0.1:{self.port}", self._ca.cert_pem, self._admin)
         pki.write(self.pki / "admin.conf", self.kubeconfig)
         kubectl = [str(self.bins.kubernetes / "kubectl"), f"--kubeconfig={self.pki / 'admin.conf'}"]
         self.wait(
@@ -403,8 +427,8 @@ class Cluster:
             30,
         )
 
-    def node_ready(self) -> bool:
-        result = self.kubectl("get", "node", NODE, "-o", "json", check=False)
+    def node_ready(self, node: str = NODE) -> bool:
+        result = self.kubectl("get", "node", node, "-o", "json", check=False)
         if result.returncode != 0:
             return False
         conditions = json.loads(result.stdout)["status"].get("conditions") or []

@@ -17,10 +17,18 @@ from typing import Any
 
 import pytest
 
-from components.kube.manifests import job_result, sample_pod, verify_job
+from components.kube.manifests import job_result, sample_pod
 from components.kube.settings import KubeSettings
-from tests.cluster.live_stack import MACHINE, NAMESPACE, WATCHED, Deployment, live_stack, missing_prerequisites
-from tests.cluster.node import NODE, RUNTIME, SAMPLE_IMAGE, Cluster
+from tests.cluster.live_stack import (
+    MACHINE,
+    NAMESPACE,
+    WATCHED,
+    Deployment,
+    job_on_runc,
+    live_stack,
+    missing_prerequisites,
+)
+from tests.cluster.node import NODE, RUNTIME, SAMPLE_IMAGE, Cluster, log_values
 from tests.host.mirror import Releases
 
 KUBE_SETTINGS = KubeSettings(handler=RUNTIME, sample_image=SAMPLE_IMAGE, node_names={MACHINE: NODE})
@@ -61,8 +69,7 @@ def deployment(
 
 
 def sample_log(cluster: Cluster) -> dict[str, str]:
-    out = cluster.kubectl("logs", "-n", NAMESPACE, "gvisor-sample-amd64").stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return log_values(cluster.kubectl("logs", "-n", NAMESPACE, "gvisor-sample-amd64").stdout)
 
 
 def test_up_converges_the_node_and_deploys_the_kubernetes_layer(deployment: Deployment):
@@ -149,24 +156,11 @@ def test_restricted_namespace_rejects_a_privileged_pod(deployment: Deployment):
 def test_a_job_forced_onto_runc_reports_failed(deployment: Deployment):
     require(deployment, "up")
     c = deployment.cluster
-    job = verify_job(KUBE_SETTINGS, "x86_64")
-    job["metadata"]["name"] = "gvisor-verify-on-runc"
-    del job["spec"]["template"]["spec"]["runtimeClassName"]
-    c.kubectl("apply", "-f", "-", stdin=json.dumps(job))
-    try:
-        deadline = time.monotonic() + 180
-        status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            status = c.kubectl_json("get", "job", "-n", NAMESPACE, "gvisor-verify-on-runc").get("status", {})
-            if any(cond["type"] == "Failed" for cond in status.get("conditions") or []):
-                break
-            time.sleep(1)
+    with job_on_runc(c, "x86_64", timeout=180) as (name, status):
         result = job_result(status)
         assert result["passed"] is False and result.get("reason"), status
-        logs = c.kubectl("logs", "-n", NAMESPACE, "job/gvisor-verify-on-runc", check=False).stdout
+        logs = c.kubectl("logs", "-n", NAMESPACE, f"job/{name}", check=False).stdout
         assert "gvisor_verified=false" in logs, logs
-    finally:
-        c.kubectl("delete", "job", "-n", NAMESPACE, "gvisor-verify-on-runc", "--cascade=foreground", check=False)
 
 
 def test_destroy_removes_every_object_and_restores_the_node(deployment: Deployment):
