@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from components.settings import DEFAULT_VERIFY_IMAGE  # what the VM image imports at boot
+from components.gvisor.settings import DEFAULT_VERIFY_IMAGE  # what the VM image imports at boot
 from tests.cluster import images
 from tests.cluster.node import (
     CNI_BIN,
