@@ -126,8 +126,8 @@ def live_stack(
             machines.append(vm_spec(vm))
             kube = VM_KUBE_CONFIG
         stack = Stack(work / "stack")
-        config = harness.stack_config([machine], releases, containerd=True, overrides={"kubernetes": kube})
-        config["machines"] = machines
+        overrides = {"kubernetes": kube, "machines": machines}
+        config = harness.stack_config([machine], releases, containerd=True, overrides=overrides)
         stack.init(config, client.private_text)
         stack.pulumi("config", "set", "--secret", "kubeconfig", stdin=cluster.kubeconfig).check()
         d = Deployment(machine, cluster, stack, vm=node)

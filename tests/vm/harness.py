@@ -21,11 +21,10 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from components.fleet.cloudinit import meta_data, user_data
 from components.fleet.keys import KeyPair, generate_ed25519, key_material
@@ -41,7 +40,6 @@ AGENT = REPO / "components" / "gvisor" / "scripts" / "gvisor-host.sh"
 ARCHES = ("x86_64", "aarch64")
 GUEST_HOST = "10.0.2.2"  # QEMU user networking: the host's 127.0.0.1 as the guest sees it
 USER = "fleet"
-Done = TypeVar("Done", subprocess.CompletedProcess[str], subprocess.CompletedProcess[bytes])
 TOOLS = (
     "qemu-system-x86_64", "qemu-system-aarch64", "qemu-img", "mmdebstrap", "mkfs.ext4", "genisoimage",
     "ssh", "ssh-keyscan", "curl",
@@ -201,17 +199,20 @@ class Vm:
         ]  # fmt: skip
 
     def ssh(self, command: str, stdin: str = "", timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        run = lambda: subprocess.run(  # noqa: E731
-            [*self.ssh_argv(), command], input=stdin, capture_output=True, text=True, timeout=timeout
-        )
-        return _again_on_reset(run, lambda out: out.stderr)
+        out = self.ssh_bytes(command, stdin.encode(), timeout)
+        text = [b.decode(errors="replace") for b in (out.stdout, out.stderr)]
+        return subprocess.CompletedProcess(out.args, out.returncode, *text)
 
     def ssh_bytes(self, command: str, stdin: bytes = b"", timeout: float = 900) -> subprocess.CompletedProcess[bytes]:
         """As `ssh`, with binary input and output (files copied in or out)."""
-        run = lambda: subprocess.run(  # noqa: E731
-            [*self.ssh_argv(), command], input=stdin, capture_output=True, timeout=timeout
-        )
-        return _again_on_reset(run, lambda out: out.stderr.decode(errors="replace"))
+        # An emulated guest's sshd can reset a connection before the key
+        # exchange; the command never started then, so trying again is safe.
+        for _ in range(5):
+            out = subprocess.run([*self.ssh_argv(), command], input=stdin, capture_output=True, timeout=timeout)
+            if out.returncode != 255 or b"kex_exchange_identification" not in out.stderr:
+                return out
+            time.sleep(3)
+        return out
 
     def agent(self, command_line: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         """One host-layer command line, as GvisorHost runs it, after putting the agent script
@@ -223,17 +224,6 @@ class Vm:
     def serial_tail(self, lines: int = 30) -> str:
         log = Path(self.vm_dir) / "serial.log"
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no serial log)"
-
-
-def _again_on_reset(run: Callable[[], Done], stderr: Callable[[Done], str]) -> Done:
-    # An emulated guest's sshd can reset a connection before the key
-    # exchange; the command never started then, so trying again is safe.
-    for _ in range(5):
-        out = run()
-        if out.returncode != 255 or "kex_exchange_identification" not in stderr(out):
-            return out
-        time.sleep(3)
-    return out
 
 
 def start_all(vms: list[Vm]) -> dict[str, subprocess.CompletedProcess[str]]:
