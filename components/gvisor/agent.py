@@ -2,13 +2,13 @@
 
 The script reaches each machine once, as a file named by its content hash in
 the login user's home (copied over SFTP, which needs no sudo), and each step
-runs it from there: `sh -c CHECK <copy's name> FILE TIMEOUT -- <subcommand>
-...`. CHECK refuses a file that is missing or differs from the hash in its
-name (saying how to copy it again), then runs it, through `sudo -n` for
-other users than root. The steps name the hash, so a change to
-the script still shows in `pulumi preview` as a change to every step, while
-the state keeps the 47 KB script once per machine as an asset hash, not as
-text in every step's inputs and outputs.
+runs it from there: `[sudo -n] sh FILE [-tTIMEOUT] [-iINSTANCE] SUBCOMMAND ...`.
+The file checks itself against the hash in its name before it does anything.
+The steps name the hash, so a change to the script still shows in `pulumi
+preview` as a change to every step, while the state keeps the 47 KB script
+once per machine as an asset hash, not as text in every step's inputs and
+outputs. The lines are short on purpose: each step keeps its create and its
+delete twice in the state (inputs and outputs).
 """
 
 from __future__ import annotations
@@ -33,37 +33,35 @@ def agent_sha256() -> str:
 
 
 # The folder in the login user's home that holds the copied script (SFTP paths
-# are relative to it); destroy removes it after the last step that needs it.
+# are relative to it); the install step's delete removes it, last on destroy.
 AGENT_DIR = ".gvisor-fleet"
+# The copies' name before the hash. The folder's older remover (an
+# `agent-cleanup` step, gone since) matched `agent-*`: a stack updated from
+# that version deletes it, and it must not take the new copy along.
+AGENT_PREFIX = "gvisor-host-"
+
+
+# The script's own step timeout when the line names none (its STEP_TIMEOUT).
+SCRIPT_STEP_TIMEOUT = 900
 
 
 def agent_file() -> str:
     """Where the script lands, relative to the login user's home: named by its SHA-256 (the
-    first 128 bits, which the steps check the file against)."""
-    return f"{AGENT_DIR}/agent-{agent_sha256()[:32]}"
+    first 64 bits, which the script checks itself against)."""
+    return f"{AGENT_DIR}/{AGENT_PREFIX}{agent_sha256()[:16]}"
 
 
-# Runs on the login user's shell as `sh -c`, so any login shell works: $0 is
-# the copy's resource name, then FILE TIMEOUT -- SUBCOMMAND ARGS. A file that
-# is missing or whose SHA-256 does not start with the hash in its name is
-# refused. Short on purpose: each step keeps its lines twice in the state.
-_CHECK = 'f=$1 t=$2;shift 3;case $(sha256sum<"$f") in "${f##*-}"*)'
-_RUN = 'GVISOR_FLEET_STEP_TIMEOUT=$t sh "$f" "$@";;esac;'
-_REFUSE = (
-    'echo "gvisor-fleet: $HOME/$f is missing or altered; copy it again: pulumi up --replace <URN of $0>">&2;exit 3'
-)
-
-
-def agent_run(subcommand: str, *args: str, sudo: bool, step_timeout: int, copy_name: str) -> str:
-    """A command line running one subcommand of the copied script, after checking its hash.
+def agent_run(subcommand: str, *args: str, sudo: bool, step_timeout: int, instance: str = "") -> str:
+    """A command line running one subcommand of the copied script.
 
     step_timeout is the stack's bound for one step (gvisor-fleet:stepTimeout);
-    copy_name names the resource that copies the script, for the error message.
+    instance, when given, names the machine's generation: the script ignores it,
+    so a new one only makes the step run again (an update, not a replacement).
     """
-    run = "exec sudo -n env " if sudo else "exec env "
-    program = _CHECK + run + _RUN + _REFUSE
-    parts = ("sh", "-c", program, copy_name, agent_file(), str(int(step_timeout)), "--", subcommand, *args)
-    return shlex.join(parts)
+    options = [f"-t{int(step_timeout)}"] if int(step_timeout) != SCRIPT_STEP_TIMEOUT else []
+    options += [f"-i{instance}"] if instance else []
+    line = shlex.join(("sh", agent_file(), *options, subcommand, *args))
+    return f"sudo -n {line}" if sudo else line
 
 
 def agent_command(subcommand: str, *args: str, sudo: bool = False) -> str:

@@ -5,13 +5,15 @@ A thin shell over pure pieces: `agent_run` builds each command line,
 The script reaches the machine once (`remote.CopyToRemote`, named by its
 hash); every step is a `remote.Command` whose create is idempotent and whose
 delete puts back what was there, so `pulumi destroy` leaves the host as found.
+The install step runs the preflight checks first, and its delete, the last
+on destroy, removes the copied script too: one resource fewer per machine in
+the state (every remote resource keeps its SSH connection there, twice).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,40 +21,37 @@ import pulumi
 from pulumi_command import remote
 
 from components.fleet.machine import Machine
-from components.gvisor.agent import AGENT_DIR, SCRIPT_PATH, agent_file, agent_run, checks_passed, parse_facts
+from components.gvisor.agent import SCRIPT_PATH, agent_file, agent_run, checks_passed, parse_facts
 from components.gvisor.release_copy import plan_release_copy
 from components.gvisor.runsc_config import docker_runtime_args, effective_flags, render_runsc_toml
 from components.gvisor.settings import GvisorSettings
 from components.lean_state import lean_connection
 
-# Removes the copied script and its folder (only if nothing else is in it).
-REMOVE_AGENT = "sh -c " + shlex.quote(f"rm -f {AGENT_DIR}/agent-*; rmdir {AGENT_DIR} 2>/dev/null; true")
-
 
 def host_commands(
-    machine: Machine, gv: GvisorSettings, copy: str = "", copied: Sequence[str] | None = None
+    machine: Machine, gv: GvisorSettings, copied: Sequence[str] | None = None, instance: str = ""
 ) -> dict[str, tuple[str, str | None]]:
     """(create, delete) command lines per step; pure, so tests read them directly.
 
-    copy: the name of the resource that copies the script (`<machine>-agent`).
     copied: `install-file` arguments when the release is copied (release_copy.py).
+    instance: the machine's generation, on the install line (see GvisorHost).
     """
     sudo = machine.user != "root"
-    copy = copy or f"{machine.name}-agent"
 
-    def cmd(sub: str, *args: str) -> str:
-        return agent_run(sub, *args, sudo=sudo, step_timeout=gv.step_timeout, copy_name=copy)
+    def cmd(sub: str, *args: str, generation: str = "") -> str:
+        return agent_run(sub, *args, sudo=sudo, step_timeout=gv.step_timeout, instance=generation)
 
     docker_flags = effective_flags(gv.platform, gv.docker_network, gv.runsc_flags)
     containerd_flags = effective_flags(gv.platform, gv.containerd_network, gv.runsc_flags)
     runsc_toml = base64.b64encode(render_runsc_toml(containerd_flags).encode()).decode()
     pinned = gv.sha512.get(machine.arch, "-")
     default_runtime = "true" if gv.default_runtime else "false"
+    install = ("install-file", *copied) if copied else ("install", gv.base_url, gv.release, gv.install_dir, pinned)
     steps: dict[str, tuple[str, str | None]] = {
-        "preflight": (cmd("preflight", machine.arch, gv.platform, gv.docker, gv.containerd), None),
+        # The checks, then the install, in one run; the delete removes the copy last.
         "install": (
-            cmd("install-file", *copied) if copied else cmd("install", gv.base_url, gv.release, gv.install_dir, pinned),
-            cmd("uninstall", gv.install_dir),
+            cmd("preflight", machine.arch, gv.platform, gv.docker, gv.containerd, *install, generation=instance),
+            cmd("uninstall", gv.install_dir, "remove-copy"),
         ),
     }
     if gv.docker != "off":
@@ -103,15 +102,6 @@ class GvisorHost(pulumi.ComponentResource):
         self.builds_images = builds_images
         connection = lean_connection(machine.connection)
         renewed = [machine.instance] if machine.instance is not None else []
-        # Never replaced: its delete (the folder's removal) runs once, at the end
-        # of destroy, after every step that runs the script from there is deleted.
-        cleanup = remote.Command(
-            f"{name}-agent-cleanup",
-            connection=connection,
-            delete=REMOVE_AGENT,
-            add_previous_output_in_env=False,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(machine.ready)),
-        )
         # The state keeps the asset's hash, not the script. Copied again to a
         # new machine (instance) or login (user, address): the file is per login home.
         copy = remote.CopyToRemote(
@@ -119,28 +109,28 @@ class GvisorHost(pulumi.ComponentResource):
             connection=connection,
             source=pulumi.FileAsset(script_asset_path()),
             remote_path=agent_file(),
-            triggers=[*renewed, machine.user, machine.connection.host, machine.connection.port],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[cleanup]),
+            triggers=[
+                *renewed,
+                pulumi.Output.format("{0}@{1}:{2}", machine.user, machine.connection.host, machine.connection.port),
+            ],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(machine.ready)),
         )
         release = plan_release_copy(machine, settings)
-        commands = host_commands(
-            machine, settings, copy=f"{name}-agent", copied=release.install_args if release else None
-        )
+        copied = release.install_args if release else None
+        commands = host_commands(machine, settings, copied=copied)
 
         def step(
             step_name: str,
             depends_on: Sequence[pulumi.Resource],
-            triggers: Sequence[pulumi.Input[str | None]] | None = None,
+            create: pulumi.Input[str],
+            triggers: Sequence[pulumi.Input[str | None]] = (),
         ) -> remote.Command:
-            # A machine created anew (a replaced VM) gets every step again.
-            triggers = [*(triggers or []), *renewed]
-            create, delete = commands[step_name]
             return remote.Command(
                 f"{name}-{step_name}",
                 connection=connection,
                 create=create,
-                delete=delete,
-                triggers=list(triggers) if triggers else None,
+                delete=commands[step_name][1],
+                triggers=list(triggers) or None,
                 # The agent never reads PULUMI_COMMAND_STDOUT; sending it warns on every stock sshd.
                 add_previous_output_in_env=False,
                 # On a replaced machine the old step's delete would reach the new
@@ -148,22 +138,28 @@ class GvisorHost(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on), delete_before_replace=True),
             )
 
-        # The copy waits for the machine (through the cleanup); every other step
-        # depends on preflight, so on the copy too, and is deleted before it.
-        preflight = step("preflight", [copy])
-        install = step(
-            "install", [preflight, *(release.resources(name, machine, self, [preflight]) if release else [])]
-        )
-        configured = [install]
-        for runtime in ("docker", "containerd"):
-            if runtime in commands:
-                configured.append(step(runtime, [install]))
+        # No triggers: its delete removes the copied script, which a replacement
+        # (delete, then create) would need again. A machine created anew changes
+        # its command line instead (an update: the checks and install run again).
+        install_create: pulumi.Input[str] = commands["install"][0]
+        if machine.instance is not None:
+            install_create = pulumi.Output.from_input(machine.instance).apply(
+                lambda instance: host_commands(machine, settings, copied=copied, instance=instance)["install"][0]
+            )
+        after_copy = [copy, *(release.resources(name, machine, self, [copy]) if release else [])]
+        install = step("install", after_copy, install_create)
+
+        def runtime_step(step_name: str, depends_on: Sequence[pulumi.Resource], *triggers: str) -> remote.Command:
+            # A machine created anew (a replaced VM) gets the step again.
+            return step(step_name, depends_on, commands[step_name][0], [*triggers, *renewed])
+
+        engines = [runtime_step(r, [install]) for r in ("docker", "containerd") if r in commands]
         # Verify again whenever anything it checks has been changed: a digest of
         # those command lines (the lines themselves would double the state).
-        changed = "\n".join(commands[s][0] for s in commands if s not in ("preflight", "verify"))
-        verify = step("verify", configured, triggers=[hashlib.sha256(changed.encode()).hexdigest()[:16]])
+        changed = "\n".join(commands[s][0] for s in commands if s != "verify")
+        verify = runtime_step("verify", engines or [install], hashlib.sha256(changed.encode()).hexdigest()[:16])
 
-        steps = [preflight, *configured, verify]
+        steps = [install, *engines, verify]
         self.facts = pulumi.Output.all(*[s.stdout for s in steps]).apply(
             lambda outs: {k: v for out in outs for k, v in parse_facts(out).items()}
         )

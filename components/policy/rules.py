@@ -9,9 +9,10 @@ under Pulumi mocks.
 What the rules read:
 
 - the host steps' command lines (`command:remote:Command` `create`), which
-  the program builds as `sh -c CHECK <name> .gvisor-fleet/<file> TIMEOUT --
-  <subcommand> <args...>` (the GvisorHost steps, see agent_run) or
-  `[sudo -n] sh -s -- <subcommand> <args...>` (the k3s steps):
+  the program builds as `[sudo -n] sh .gvisor-fleet/<file> -t<timeout>
+  [-i<instance>] <subcommand> <args...>` (the GvisorHost steps, see agent_run;
+  the install step's is `preflight <4 args> install ...`, read as its install)
+  or `[sudo -n] sh -s -- <subcommand> <args...>` (the k3s steps):
   `install <baseUrl> <release> <installDir> <sha512|->`,
   `install-file <copy> <sha512> <release> <installDir>` (a copied release),
   `docker-configure <runtimeName> <defaultRuntime true|false> <installDir> --flags...`,
@@ -205,7 +206,7 @@ def get_path(props: Any, path: Sequence[str]) -> Any:
 
 @dataclass(frozen=True)
 class AgentCall:
-    """A host agent command line split up: its subcommand and arguments (after `--`)."""
+    """A host agent command line split up: its subcommand and arguments."""
 
     subcommand: str
     args: tuple[str, ...]
@@ -224,11 +225,17 @@ def agent_call(create: object) -> AgentCall | None:
         return None
     if words[:2] == ["sudo", "-n"]:
         words = words[2:]
-    # The copied script, run after its hash check: the agent's own words follow `--`.
-    if words[:2] == ["sh", "-c"] and words[4:5] and words[4].startswith(".gvisor-fleet/") and words[6:7] == ["--"]:
-        words = ["sh", "-s", *words[6:]]
+    # The copied script: its options (-t, -i), then the agent's own words.
+    if words[:1] == ["sh"] and words[1:2] and words[1].startswith(".gvisor-fleet/"):
+        options = 2
+        while words[options : options + 1] and words[options].startswith(("-t", "-i")):
+            options += 1
+        words = ["sh", "-s", "--", *words[options:]]
     if words[:3] != ["sh", "-s", "--"] or len(words) < 4:
         return None
+    # Checks that run first (the install step): what follows them is the step's call.
+    if words[3] == "preflight" and len(words) > 8:
+        return AgentCall(words[8], tuple(words[9:]))
     return AgentCall(words[3], tuple(words[4:]))
 
 

@@ -3,7 +3,7 @@
 For each fleet size N (default 1, 8, 32) it starts N cheap SSH test machines
 (tests/e2e/harness.py sandboxes with sshd and the local release mirror; no
 Docker, no containerd: the stack turns both off, so each machine runs
-preflight, install and verify), then runs, with the upstream engine and
+install, after the preflight checks, and verify), then runs, with the upstream engine and
 command provider: `pulumi up`, a no-op `up --expect-no-changes`, `preview`
 and `destroy`. It writes tests/bench/results/scale.json with, per N:
 - seconds: wall time of each command;
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(n) for n in args.machines.split(",")]
     results |= {
         "parallel": args.parallel or "engine default (pulumi up --help: 8 here)",
-        "steps_per_machine": "preflight, install, verify (Docker and containerd off)",
+        "steps_per_machine": "install (after the preflight checks), verify (Docker and containerd off)",
         "load_average_at_start": round(os.getloadavg()[0], 2),
     }
     fleets: dict[str, dict[str, object]] = {}

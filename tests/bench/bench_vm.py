@@ -2,7 +2,7 @@
 
 Boots one x86_64 and one aarch64 VM through the qemu backend's launcher at
 the same time (as `pulumi up` does), then runs the host layer's steps
-(preflight, install from a local mirror, Docker, containerd, verify under
+(install from a local mirror after the preflight checks, Docker, containerd, verify under
 runsc, Docker and containerd) on both at once, and writes
 tests/bench/results/vm.json:
 

@@ -291,10 +291,10 @@ class Cluster:
         node.sh(f"i=0; {wait_mirror}")
 
     def _converge_host(self) -> None:
-        """The host layer, as the GvisorHost component runs it: preflight, install, containerd, verify."""
+        """The host layer as GvisorHost runs it: install (after the preflight checks), containerd, verify."""
         mirror = f"http://127.0.0.1:{MIRROR_PORT}"
-        self.host_facts["preflight"] = self.agent("preflight", "x86_64", "systrap", "auto", "auto")
-        self.host_facts["install"] = self.agent("install", mirror, self.release, PREFIX, "-")
+        checks = ("preflight", "x86_64", "systrap", "auto", "auto")
+        self.host_facts["install"] = self.agent(*checks, "install", mirror, self.release, PREFIX, "-")
         self.host_facts["containerd"] = self.agent(
             "containerd-configure", RUNTIME, runsc_toml_b64(), PREFIX, RUNSC_TOML
         )

@@ -1,9 +1,9 @@
 """A real single-node Kubernetes cluster whose containerd the host agent configured.
 
 The node (tests/cluster/node.py) is a host-tier sandbox: containerd 2 set up
-by the agent's preflight, install, containerd and verify steps, then etcd and
-Kubernetes 1.37 built from source. These tests prove the cluster itself: the
-node is Ready, a pod whose RuntimeClass names the agent's runtime runs under
+by the agent's install (after its preflight checks), containerd and verify
+steps, then etcd and Kubernetes 1.37 built from source. These tests prove the
+cluster itself: the node is Ready, a pod whose RuntimeClass names the agent's runtime runs under
 gVisor's kernel, the same pod without it runs on the node's kernel, and a
 RuntimeClass whose handler containerd does not know leaves the pod unstarted.
 """

@@ -16,12 +16,11 @@ import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from hashlib import sha256
 from pathlib import Path
 
 import pytest
 
-from components.gvisor.agent import agent_script
+from components.gvisor.agent import agent_file
 from tests.e2e import harness
 from tests.e2e.harness import KeyPair, Machine, Stack
 from tests.host.mirror import Releases
@@ -33,7 +32,7 @@ COMMAND = "command:remote:Command"
 COPY = "command:remote:CopyToRemote"
 # The stack's state per machine with all five steps (measured 35.8 KB with two
 # machines; test_state.py holds the 25 KB goal for machines with three).
-STATE_BYTES_PER_MACHINE = 38_000
+STATE_BYTES_PER_MACHINE = 20_000
 HOST = "gvisor-fleet:gvisor:GvisorHost"
 # Files gvisor-fleet may change on a machine; destroy must leave them as found.
 WATCHED = (
@@ -58,11 +57,11 @@ class Fleet:
     checkpoints: list[Path] = field(default_factory=list)
 
     def steps(self) -> list[str]:
-        return ["preflight", "install", "docker", "containerd", "verify"]
+        return ["install", "docker", "containerd", "verify"]
 
     def commands(self) -> list[str]:
-        """Every remote.Command of every machine: the steps and the agent folder's remover."""
-        return [f"{m.name}-{s}" for m in self.machines for s in ["agent-cleanup", *self.steps()]]
+        """Every remote.Command of every machine: its steps."""
+        return [f"{m.name}-{s}" for m in self.machines for s in self.steps()]
 
     def require(self, *steps: str) -> None:
         for step in steps:
@@ -190,7 +189,7 @@ def test_state_per_machine_stays_small(fleet: Fleet) -> None:
         assert "gVisor host agent" not in json.dumps(res), f"the script's text is in the state: {res['urn']}"
     for m in fleet.machines:
         copied = m.sandbox.sh("ls /root/.gvisor-fleet").split()
-        assert copied == [f"agent-{sha256(agent_script().encode()).hexdigest()[:32]}"], copied
+        assert copied == [agent_file().rsplit("/", 1)[1]], copied
 
 
 def test_changing_a_runsc_flag_updates_only_the_affected_steps(fleet: Fleet) -> None:
@@ -206,8 +205,6 @@ def test_changing_a_runsc_flag_updates_only_the_affected_steps(fleet: Fleet) -> 
     changed = {"docker", "containerd"}
     expected: dict[str, set[str]] = {}
     for m in fleet.machines:
-        expected[f"{m.name}-agent-cleanup"] = {"same"}
-        expected[f"{m.name}-preflight"] = {"same"}
         expected[f"{m.name}-install"] = {"same"}
         expected.update({f"{m.name}-{s}": {"update"} for s in changed})
         # verify's triggers are the configure commands: it is replaced, so it runs again.

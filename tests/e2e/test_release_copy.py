@@ -29,7 +29,7 @@ pytestmark = pytest.mark.e2e
 
 COPY = "command:remote:CopyToRemote"
 COMMAND = "command:remote:Command"
-STEPS = ("preflight", "install", "docker", "verify")
+STEPS = ("install", "docker", "verify")
 UNREACHABLE = "http://release-mirror.invalid/gvisor/releases/release"
 
 
@@ -106,7 +106,7 @@ def test_up_copies_the_checked_release_and_installs_it_without_any_download(flee
     record("copy up", run)
 
     assert run.ops(COPY) == {f"{m.name}-{c}": {"create"} for c in ("release-copy", "agent")}
-    expected = {f"{m.name}-{s}": {"create"} for s in (*STEPS, "release-cleanup", "agent-cleanup")}
+    expected = {f"{m.name}-{s}": {"create"} for s in (*STEPS, "release-cleanup")}
     assert run.ops(COMMAND) == expected
     assert "from file://" in run.output, "the program should say it took the release from releaseDir"
     outputs = fleet.stack.outputs()
@@ -145,7 +145,7 @@ def test_a_new_release_is_copied_and_installed_and_the_old_copy_removed(fleet: C
     assert ops[f"{m.name}-release-copy"] == {"update"}
     assert ops[f"{m.name}-install"] == {"update"}
     assert "replace" in ops[f"{m.name}-release-cleanup"]
-    assert ops[f"{m.name}-preflight"] == {"same"} and ops[f"{m.name}-docker"] == {"same"}
+    assert ops[f"{m.name}-docker"] == {"same"}
     new = remote_path("x86_64", fleet.digest(release))
     assert fleet.copies() == {new.rsplit("/", 1)[1]}, f"{old} should be gone, {new} there"
     facts = fleet.stack.outputs()["machines"][m.name]  # type: ignore[index]

@@ -15,8 +15,12 @@ import time
 
 import pytest
 
-from components.gvisor.agent import parse_facts
+from components.fleet.specs import MachineSpec
+from components.fleet.static import static_machine
+from components.gvisor.agent import AGENT_DIR, agent_file, parse_facts
+from components.gvisor.host import host_commands
 from components.gvisor.runsc_config import effective_flags, render_runsc_toml
+from components.gvisor.settings import GvisorSettings
 from tests.host.conftest import MIRROR_URL, TEST_IMAGE
 from tests.host.host_state import ok
 from tests.host.host_state import refusal as failed
@@ -69,6 +73,37 @@ def test_preflight_reports_machine_facts(host: Sandbox):
 def test_preflight_rejects_wrong_arch_before_changing_anything(host: Sandbox):
     err = failed(host.agent("preflight", "aarch64", "systrap", "auto", "auto"))
     assert "reports architecture 'x86_64'" in err and "'aarch64'" in err
+
+
+def run_from_copy(host: Sandbox, line: str) -> subprocess.CompletedProcess[str]:
+    """A GvisorHost command line, run as the command provider runs it: in the login home, where the copy is."""
+    if host.read(f"/root/{agent_file()}") is None:
+        host.sh(f"mkdir -p /root/{AGENT_DIR}")
+        host.write(f"/root/{agent_file()}", AGENT.read_text())
+    return host.run(["sh", "-c", f"cd /root && {line}"])
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_the_install_step_checks_first_and_its_delete_removes_the_copy_last(
+    host: Sandbox, releases: Releases, arch: str
+):
+    spec = MachineSpec(name="m1", arch=arch, address="127.0.0.1")
+    settings = GvisorSettings(base_url=MIRROR_URL, release=releases.current, docker="off", containerd="off")
+    create, delete = host_commands(static_machine(spec, "key"), settings)["install"]
+    assert delete is not None
+    result = run_from_copy(host, create)
+    if arch == "aarch64":  # the preflight check refuses: the install never starts
+        assert "reports architecture 'x86_64' but the stack asked for 'aarch64'" in failed(result)
+        assert downloads(host, "gvisor.tar.bz2") == 0 and added_to_prefix(host) == set()
+        assert host.read("/var/lib/gvisor-fleet/install.state") is None
+    else:
+        facts = ok(result)
+        assert facts["arch"] == "x86_64" and facts["changed"] == "true", "the facts of both, in one run"
+        assert added_to_prefix(host) == {"containerd-shim-runsc-v1", "runsc"}
+    # The delete: gVisor out again, then the copy and its folder.
+    ok(run_from_copy(host, delete))
+    assert added_to_prefix(host) == set()
+    assert host.sh("ls -A /root").split().count(AGENT_DIR) == 0, "the copy's folder is left"
 
 
 def test_fresh_install_then_rerun_downloads_nothing(host: Sandbox, releases: Releases):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 
 import pulumi
@@ -35,8 +36,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.resources.append(args)
         outputs = dict(args.inputs)
         if args.typ == "command:remote:Command" and args.inputs.get("create"):  # a delete-only command has none
-            sub = args.inputs["create"].split(" -- ", 1)[1].split(" ", 1)[0]
-            outputs["stdout"] = self.stdout.get(args.name, AGENT_OUTPUT.get(sub, ""))
+            # Every subcommand on the line (the install step runs preflight, then install).
+            words = shlex.split(args.inputs["create"])
+            agent = "".join(AGENT_OUTPUT[w] for w in words if w in AGENT_OUTPUT)
+            outputs["stdout"] = self.stdout.get(args.name, agent)
         return [f"{args.name}-id", outputs]
 
     def call(self, args: pulumi.runtime.MockCallArgs):

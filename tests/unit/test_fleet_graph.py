@@ -154,8 +154,9 @@ def test_ready_waits_for_the_vm_and_host_layer_waits_for_ready(mocks):
         assert instance == "uuid-vm-amd64", "the launcher's instance id is handed on"
         readies = mocks.named("command:remote:Command")
         assert "cloud-init status --wait" in readies["vm-amd64-ssh-ready"].inputs["create"]
-        preflight = readies["vm-amd64-preflight"].inputs["create"]
-        assert shlex.split(preflight)[-4:-3] == ["x86_64"] or "x86_64" in shlex.split(preflight)
+        install = shlex.split(readies["vm-amd64-install"].inputs["create"])
+        assert install[install.index("preflight") + 1] == "x86_64"
+        assert "-iuuid-vm-amd64" in install, "a new VM instance runs the install step again"
         assert isinstance(ready, pulumi.Resource)
 
     return resolved(machine.instance, host.facts, machines=[machine]).apply(check)

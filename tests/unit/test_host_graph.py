@@ -9,7 +9,7 @@ import pytest
 
 from components.fleet.specs import MachineSpec
 from components.fleet.static import static_machine
-from components.gvisor.agent import AGENT_DIR, SCRIPT_PATH, agent_file, agent_sha256
+from components.gvisor.agent import SCRIPT_PATH, agent_file, agent_sha256
 from components.gvisor.host import GvisorHost, host_commands
 from components.gvisor.settings import GvisorSettings
 
@@ -18,9 +18,14 @@ SPEC = MachineSpec(name="m1", arch="x86_64", address="127.0.0.1", port=2222, hos
 
 
 def argv(line: str) -> list[str]:
-    """The agent's subcommand and its arguments (what follows `--`)."""
+    """The agent's subcommand and its arguments (what follows the copy's name and options)."""
     words = shlex.split(line)
-    return words[words.index("--") + 1 :]
+    words = words[2:] if words[:2] == ["sudo", "-n"] else words
+    assert words[:2] == ["sh", agent_file()], line
+    words = words[2:]
+    while words and words[0].startswith(("-t", "-i")):
+        words = words[1:]
+    return words
 
 
 @pulumi.runtime.test
@@ -29,8 +34,7 @@ def test_steps_are_children_with_delete_paths(mocks):
 
     def check(_):
         commands = {r.name: r for r in mocks.of_type("command:remote:Command")}
-        cleanup = commands.pop("m1-agent-cleanup")
-        assert set(commands) == {f"m1-{s}" for s in ("preflight", "install", "docker", "containerd", "verify")}
+        assert set(commands) == {f"m1-{s}" for s in ("install", "docker", "containerd", "verify")}
         for step in ("install", "docker", "containerd"):
             r = commands[f"m1-{step}"]
             assert r.inputs.get("delete"), f"{step} has no delete: destroy would leave the host changed"
@@ -39,11 +43,11 @@ def test_steps_are_children_with_delete_paths(mocks):
         assert copy.name == "m1-agent" and copy.inputs["remotePath"] == agent_file()
         assert isinstance(copy.inputs["source"], pulumi.FileAsset)
         assert Path(copy.inputs["source"].path).resolve() == SCRIPT_PATH.resolve()
-        assert "create" not in cleanup.inputs and AGENT_DIR in cleanup.inputs["delete"]
+        # The install step's delete, the last on destroy, removes the copy and its folder.
+        assert argv(commands["m1-install"].inputs["delete"])[-1] == "remove-copy"
         for r in commands.values():
             assert "stdin" not in r.inputs, r.name
-            assert agent_file() in r.inputs["create"] and agent_sha256()[:32] in r.inputs["create"], r.name
-            assert "pulumi up --replace" in r.inputs["create"] and " m1-agent " in r.inputs["create"]
+            assert agent_sha256()[:16] in agent_file() and argv(r.inputs["create"]), r.name
             assert KEY not in r.inputs["create"] and KEY not in r.inputs.get("delete", "")
         (component,) = mocks.of_type("gvisor-fleet:gvisor:GvisorHost")
         assert component.name == "m1"
@@ -66,21 +70,21 @@ def run_order(depends_on: dict[str, set[str]], steps: list[str]) -> list[set[str
 @pytest.mark.parametrize(
     ("settings", "order"),
     [
-        (GvisorSettings(), [{"preflight"}, {"install"}, {"docker", "containerd"}, {"verify"}]),
-        (GvisorSettings(docker="off"), [{"preflight"}, {"install"}, {"containerd"}, {"verify"}]),
-        (GvisorSettings(containerd="off"), [{"preflight"}, {"install"}, {"docker"}, {"verify"}]),
+        (GvisorSettings(), [{"install"}, {"docker", "containerd"}, {"verify"}]),
+        (GvisorSettings(docker="off"), [{"install"}, {"containerd"}, {"verify"}]),
+        (GvisorSettings(containerd="off"), [{"install"}, {"docker"}, {"verify"}]),
     ],
     ids=["both-engines", "docker-off", "containerd-off"],
 )
 @pulumi.runtime.test
-def test_steps_run_preflight_install_engines_verify(mocks, settings, order):
+def test_steps_run_copy_install_engines_verify(mocks, settings, order):
     host = GvisorHost("m1", static_machine(SPEC, KEY), settings)
 
     def check(_):
         steps = [r.name for r in mocks.of_type("command:remote:Command")] + ["m1-agent"]
-        # The script's folder is removed last on destroy (deletes run in reverse), after every
-        # step that runs the script; the copy comes before the first step.
-        expected = [{"agent-cleanup"}, {"agent"}, *order]
+        # The copy comes before the first step; install (whose delete removes the copy) comes
+        # before every other step, so destroy (deletes run in reverse) deletes it last.
+        expected = [{"agent"}, *order]
         assert run_order(mocks.depends_on, steps) == [{f"m1-{s}" for s in wave} for wave in expected]
         # verify waits for every step that changed what it checks, not only the last one.
         configured = {f"m1-{s}" for wave in order[1:-1] for s in wave}
@@ -128,7 +132,7 @@ def test_docker_off_removes_the_step_and_verify_skips_it():
 def test_non_root_user_runs_agent_with_sudo():
     spec = MachineSpec(name="m1", arch="aarch64", address="h", user="admin")
     steps = host_commands(static_machine(spec, KEY), GvisorSettings())
-    assert all("exec sudo -n env " in create for create, _ in steps.values())
+    assert all(create.startswith("sudo -n sh ") for create, _ in steps.values())
     root = host_commands(static_machine(SPEC, KEY), GvisorSettings())
     assert not any("sudo" in create for create, _ in root.values())
 
@@ -139,8 +143,20 @@ def test_install_passes_release_mirror_and_per_arch_pin(arch):
     spec = MachineSpec(name="m1", arch=arch, address="h")
     create, delete = host_commands(static_machine(spec, KEY), gv)["install"]
     pin = "ab" * 64 if arch == "aarch64" else "-"
-    assert argv(create) == ["install", "http://mirror", "20261109.0", "/usr/local/bin", pin]
-    assert argv(delete) == ["uninstall", "/usr/local/bin"]
+    # The preflight checks first, then the install, in one run.
+    assert argv(create) == [
+        "preflight",
+        arch,
+        "systrap",
+        "auto",
+        "auto",
+        "install",
+        "http://mirror",
+        "20261109.0",
+        "/usr/local/bin",
+        pin,
+    ]
+    assert argv(delete) == ["uninstall", "/usr/local/bin", "remove-copy"]
 
 
 def test_docker_step_carries_runtime_args_and_default_runtime():
@@ -156,7 +172,7 @@ def test_changing_platform_changes_only_runtime_steps():
     before = host_commands(static_machine(SPEC, KEY), GvisorSettings())
     after = host_commands(static_machine(SPEC, KEY), GvisorSettings(platform="kvm"))
     changed = {step for step in before if before[step] != after[step]}
-    assert changed == {"preflight", "docker", "containerd"}
+    assert changed == {"install", "docker", "containerd"}  # install: preflight checks the platform
 
 
 @pulumi.runtime.test
@@ -167,7 +183,9 @@ def test_a_machine_created_anew_gets_every_step_again(mocks):
     def check(_):
         renewed = [*mocks.of_type("command:remote:Command"), *mocks.of_type("command:remote:CopyToRemote")]
         for r in renewed:
-            if r.name != "m1-agent-cleanup":  # never replaced: it only removes the folder on destroy
+            if r.name == "m1-install":  # updated, not replaced: its delete removes the copy the new one needs
+                assert "triggers" not in r.inputs and "-ivm-generation-2" in shlex.split(r.inputs["create"])
+            else:
                 assert "vm-generation-2" in r.inputs.get("triggers", []), r.name
 
     return host.facts.apply(check)

@@ -74,10 +74,10 @@ class KubeMocks(RecordingMocks):
         args.inputs = unsecret(args.inputs)
         if args.typ == "command:remote:Command":
             self.resources.append(args)
-            line = argv(args.inputs.get("create", "sh -s -- -"))
-            sub = line[line.index("--") + 1]
             table = K3S_OUTPUT if "k3s node agent" in args.inputs.get("stdin", "") else self.agent_output
-            return [f"{args.name}-id", {**args.inputs, "stdout": table.get(sub, "")}]
+            # Every subcommand on the line (the install step runs preflight, then install).
+            stdout = "".join(table[w] for w in argv(args.inputs.get("create", "")) if w in table)
+            return [f"{args.name}-id", {**args.inputs, "stdout": stdout}]
         rid, outputs = super().new_resource(args)
         if args.typ == "kubernetes:batch/v1:Job":
             outputs["status"] = JOB_DONE

@@ -63,11 +63,11 @@ def test_each_machine_gets_the_copy_before_install_and_a_cleanup_for_destroy(moc
             cached = Path(source.path)
             assert cached.parent.parent == tmp_path / "cache" / RELEASE / m.arch
             assert cached.read_text() == f"archive for {m.arch}"
-            assert mocks.depends_on[f"{m.name}-release-copy"] == {f"{m.name}-preflight"}
+            assert mocks.depends_on[f"{m.name}-release-copy"] == {f"{m.name}-agent"}
 
             install = shlex.split(commands[f"{m.name}-install"].inputs["create"])
-            after_dashes = install[install.index("--") + 1 :]
-            assert after_dashes == ["install-file", path, digests[m.arch], RELEASE, "/usr/local/bin"]
+            checked = install[install.index("preflight") + 5 :]
+            assert checked == ["install-file", path, digests[m.arch], RELEASE, "/usr/local/bin"]
             assert f"{m.name}-release-copy" in mocks.depends_on[f"{m.name}-install"]
 
             cleanup = commands[f"{m.name}-release-cleanup"].inputs
@@ -90,7 +90,7 @@ def test_each_host_downloads_by_default(mocks):
         assert copied == ["m1-agent"], "only the agent script is copied"
         (install,) = [r for r in mocks.of_type("command:remote:Command") if r.name == "m1-install"]
         words = shlex.split(install.inputs["create"])
-        assert words[words.index("--") + 1] == "install"
+        assert words[words.index("preflight") + 5] == "install"
 
     return host.facts.apply(check)
 

@@ -30,7 +30,7 @@ from tests.vm.harness import USER, Vm, runsc_version
 
 pytestmark = pytest.mark.vm
 
-STEPS = ("preflight", "install", "docker", "containerd", "verify")
+STEPS = ("install", "docker", "containerd", "verify")  # install runs the preflight checks first
 # What the Docker and containerd steps write and their deletes must put back.
 ENGINE_CONFIGS = ("/etc/docker/daemon.json", "/etc/containerd/config.toml", GvisorSettings().runsc_config_path)
 
@@ -173,10 +173,11 @@ def test_second_install_changes_nothing(vms: dict[str, Vm], mirror: tuple[str, s
 
 def test_preflight_refuses_the_wrong_arch(vms: dict[str, Vm]):
     vm = vms["aarch64"]
-    create, _ = host_commands(machine_record(vm, arch="x86_64"), GvisorSettings())["preflight"]
+    create, _ = host_commands(machine_record(vm, arch="x86_64"), GvisorSettings())["install"]
     out = vm.agent(create)
     assert out.returncode != 0
     assert "reports architecture 'aarch64' but the stack asked for 'x86_64'" in out.stderr
+    assert "downloading" not in out.stderr and "installed" not in out.stderr, "the install ran after a failed check"
 
 
 def test_start_again_is_a_no_op(vms: dict[str, Vm]):
@@ -245,7 +246,10 @@ def test_destroy_restores_the_engine_configs_byte_for_byte_then_stop_leaves_noth
                 out = vm.agent(delete)
                 assert out.returncode == 0, f"{vm.name} ({arch}) delete of {step} failed:\n{out.stderr[-3000:]}"
         assert engine_configs(vm) == configs_before[arch], f"{vm.name}: destroy did not restore the engine configs"
-        out = vm.ssh("test ! -e /usr/local/bin/runsc && systemctl is-active docker containerd")
+        # The install step's delete, the last, also removes the copied script and its folder.
+        out = vm.ssh(
+            "test ! -e .gvisor-fleet && test ! -e /usr/local/bin/runsc && systemctl is-active docker containerd"
+        )
         assert out.returncode == 0, f"{vm.name}: runsc left behind or an engine down: {out.stdout}{out.stderr}"
     for vm in vms.values():
         pid = vm.facts["pid"]
