@@ -30,9 +30,10 @@ pytestmark = pytest.mark.e2e
 MACHINES = 2
 COMMAND = "command:remote:Command"
 COPY = "command:remote:CopyToRemote"
-# The stack's state per machine with all five steps (measured 35.8 KB with two
-# machines; test_state.py holds the 25 KB goal for machines with three).
-STATE_BYTES_PER_MACHINE = 20_000
+# The goal, for machines with every step (Docker and containerd on):
+# measured 24.8 KB per machine with two machines (the stack's own records
+# included); test_state.py holds the same goal for machines with two steps.
+STATE_BYTES_PER_MACHINE = 25_000
 HOST = "gvisor-fleet:gvisor:GvisorHost"
 # Files gvisor-fleet may change on a machine; destroy must leave them as found.
 WATCHED = (
