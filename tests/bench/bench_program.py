@@ -75,7 +75,9 @@ class Recorder(RecordingMonitor):
     def RegisterResource(self, request):
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
-            inputs = self.mocks.resources[-1].inputs
+            # Registrations run on threads: find this one's inputs by its name, not by order.
+            mine = (r for r in reversed(self.mocks.resources) if (r.name, r.typ) == (request.name, request.type))
+            inputs = next(mine).inputs
             self.registrations.append(
                 Registration(
                     response.urn,
