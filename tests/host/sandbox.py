@@ -11,8 +11,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from components.gvisor.agent import SCRIPT_PATH as AGENT
+from components.gvisor.agent import agent_file
+
 HERE = Path(__file__).parent / "sandbox"
-AGENT = Path(__file__).parents[2] / "components" / "gvisor" / "scripts" / "gvisor-host.sh"
 
 # Joins the sandbox's own cgroups first, so daemons started from here are
 # accounted there, then runs the command.
@@ -69,13 +71,30 @@ class Sandbox:
         return self.run(["sh", "-c", script], check=check).stdout
 
     def agent(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        """Runs the agent exactly as the GvisorHost component does: script on stdin."""
+        """Runs the agent with the script on stdin, as the k3s steps do (GvisorHost's steps run
+        the same script from its copy: run_line)."""
         return self.run(["sh", "-s", "--", *args], stdin=AGENT.read_text(), env=env)
 
-    def start_agent(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        """The agent in the background (stdout and stderr piped)."""
+    def run_line(self, line: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """A GvisorHost command line (host_commands), run as the command provider runs it: in
+        the login home (root's), where the copy is put first unless it is there."""
+        return self.run(self._line_argv(line), env=env)
+
+    def _line_argv(self, line: str) -> list[str]:
+        copy = f"/root/{agent_file()}"
+        if self.read(copy) is None:
+            self.sh(f"mkdir -p {shlex.quote(copy.rsplit('/', 1)[0])}")
+            self.write(copy, AGENT.read_text())
+        return ["sh", "-c", f"cd /root && {line}"]
+
+    def start_agent(
+        self, *args: str, env: dict[str, str] | None = None, line: str | None = None
+    ) -> subprocess.Popen[str]:
+        """The agent in the background (stdout and stderr piped): ARGS with the script on
+        stdin, or a GvisorHost command LINE run from the copy."""
+        argv = self._line_argv(line) if line is not None else ["sh", "-s", "--", *args]
         proc = subprocess.Popen(
-            self._argv(["sh", "-s", "--", *args]),
+            self._argv(argv),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -83,28 +102,28 @@ class Sandbox:
             env={**_ENV, **(env or {})},
         )
         assert proc.stdin is not None
-        proc.stdin.write(AGENT.read_text())
+        proc.stdin.write(AGENT.read_text() if line is None else "")
         proc.stdin.close()
         proc.stdin = None  # sent; communicate() must not flush it again
         return proc
 
-    def stop_agent_at(self, point: str, *args: str) -> tuple[subprocess.Popen[str], int]:
-        """Runs the agent until it stops itself at checkpoint POINT (the agent's
-        test hook); returns it, stopped, and its PID inside the sandbox."""
-        proc = self.start_agent(*args, env={"GVISOR_FLEET_TEST_STOP_AT": point})
+    def stop_agent_at(self, point: str, *args: str, line: str | None = None) -> tuple[subprocess.Popen[str], int]:
+        """Runs the agent (as start_agent) until it stops itself at checkpoint POINT (the
+        agent's test hook); returns it, stopped, and its PID inside the sandbox."""
+        proc = self.start_agent(*args, env={"GVISOR_FLEET_TEST_STOP_AT": point}, line=line)
         assert proc.stderr is not None
         seen = []
-        for line in proc.stderr:
-            seen.append(line)
-            m = re.search(rf"stopped at {re.escape(point)} \(pid (\d+)\)", line)
+        for err in proc.stderr:
+            seen.append(err)
+            m = re.search(rf"stopped at {re.escape(point)} \(pid (\d+)\)", err)
             if m:
                 return proc, int(m.group(1))
         proc.wait(timeout=60)
         raise AssertionError(f"the agent never reached {point} (exit {proc.returncode}):\n{''.join(seen)}")
 
-    def kill_agent_at(self, point: str, *args: str) -> None:
+    def kill_agent_at(self, point: str, *args: str, line: str | None = None) -> None:
         """SIGKILLs the agent exactly at checkpoint POINT, as a crash or `kill -9` would."""
-        self.kill_stopped(*self.stop_agent_at(point, *args))
+        self.kill_stopped(*self.stop_agent_at(point, *args, line=line))
 
     def kill_stopped(self, proc: subprocess.Popen[str], pid: int) -> None:
         """SIGKILLs an agent that stop_agent_at stopped."""

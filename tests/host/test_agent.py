@@ -17,7 +17,7 @@ import pytest
 
 from components.fleet.specs import MachineSpec
 from components.fleet.static import static_machine
-from components.gvisor.agent import AGENT_DIR, agent_file, parse_facts
+from components.gvisor.agent import AGENT_DIR, parse_facts
 from components.gvisor.host import host_commands
 from components.gvisor.runsc_config import effective_flags, render_runsc_toml
 from components.gvisor.settings import GvisorSettings
@@ -75,14 +75,6 @@ def test_preflight_rejects_wrong_arch_before_changing_anything(host: Sandbox):
     assert "reports architecture 'x86_64'" in err and "'aarch64'" in err
 
 
-def run_from_copy(host: Sandbox, line: str) -> subprocess.CompletedProcess[str]:
-    """A GvisorHost command line, run as the command provider runs it: in the login home, where the copy is."""
-    if host.read(f"/root/{agent_file()}") is None:
-        host.sh(f"mkdir -p /root/{AGENT_DIR}")
-        host.write(f"/root/{agent_file()}", AGENT.read_text())
-    return host.run(["sh", "-c", f"cd /root && {line}"])
-
-
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
 def test_the_install_step_checks_first_and_its_delete_removes_the_copy_last(
     host: Sandbox, releases: Releases, arch: str
@@ -91,7 +83,7 @@ def test_the_install_step_checks_first_and_its_delete_removes_the_copy_last(
     settings = GvisorSettings(base_url=MIRROR_URL, release=releases.current, docker="off", containerd="off")
     create, delete = host_commands(static_machine(spec, "key"), settings)["install"]
     assert delete is not None
-    result = run_from_copy(host, create)
+    result = host.run_line(create)
     if arch == "aarch64":  # the preflight check refuses: the install never starts
         assert "reports architecture 'x86_64' but the stack asked for 'aarch64'" in failed(result)
         assert downloads(host, "gvisor.tar.bz2") == 0 and added_to_prefix(host) == set()
@@ -101,7 +93,7 @@ def test_the_install_step_checks_first_and_its_delete_removes_the_copy_last(
         assert facts["arch"] == "x86_64" and facts["changed"] == "true", "the facts of both, in one run"
         assert added_to_prefix(host) == {"containerd-shim-runsc-v1", "runsc"}
     # The delete: gVisor out again, then the copy and its folder.
-    ok(run_from_copy(host, delete))
+    ok(host.run_line(delete))
     assert added_to_prefix(host) == set()
     assert host.sh("ls -A /root").split().count(AGENT_DIR) == 0, "the copy's folder is left"
 

@@ -14,7 +14,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from components.gvisor.agent import parse_facts
+from components.fleet.specs import MachineSpec
+from components.fleet.static import static_machine
+from components.gvisor.agent import AGENT_DIR, agent_file, parse_facts
+from components.gvisor.host import host_commands
+from components.gvisor.settings import GvisorSettings
 from tests.host import mirror
 from tests.host.conftest import CACHE, MIRROR_URL
 from tests.host.host_state import ok
@@ -86,6 +90,30 @@ def kill_install_rerun_uninstall(host: Sandbox, step: tuple[str, ...]) -> None:
     host.kill_agent_at("uninstall:removed", "uninstall", PREFIX)
     ok(host.agent("uninstall", PREFIX))
     assert_same_tree(before, host.tree(*TOUCHED), "uninstall killed at uninstall:removed")
+
+
+# Where the copies of the script live in the login (root's) home.
+HOME_COPIES = f"/root/{AGENT_DIR}"
+
+
+def test_the_install_steps_own_lines_killed_rerun_and_destroyed_leave_host_and_home_as_found(
+    host: Sandbox, releases: Releases
+):
+    """GvisorHost's install line (preflight checks, then install) and its delete (uninstall, then
+    the copy), each run from the copy and killed half-way: nothing left, the copy included."""
+    spec = MachineSpec(name="m1", arch="x86_64", address="127.0.0.1")
+    settings = GvisorSettings(base_url=MIRROR_URL, release=releases.current, docker="off", containerd="off")
+    create, delete = host_commands(static_machine(spec, "key"), settings)["install"]
+    assert delete is not None
+    host.sh(f"cp /usr/bin/runsc {PREFIX}/runsc")
+    assert host.read(f"/root/{agent_file()}") is None
+    before = host.tree(*TOUCHED, HOME_COPIES)
+    host.kill_agent_at("install:runsc-moved", line=create)
+    assert ok(host.run_line(create))["changed"] == "true"
+    host.kill_agent_at("uninstall:removed", line=delete)
+    assert host.read(f"/root/{agent_file()}") is not None, "the copy went before the uninstall finished"
+    ok(host.run_line(delete))
+    assert_same_tree(before, host.tree(*TOUCHED, HOME_COPIES), "install step killed, re-run, destroy killed, re-run")
 
 
 def kill_rerun_destroy(host: Sandbox, points: tuple[str, ...], step: tuple[str, ...], destroy: tuple[str, ...]) -> None:

@@ -22,6 +22,12 @@ AGENT_OUTPUT = {
 }
 
 
+def agent_stdout(line: str, table: Mapping[str, str] = AGENT_OUTPUT) -> str:
+    """What the agent prints for a command line: for every subcommand on it (the install
+    step runs preflight, then install)."""
+    return "".join(table[word] for word in shlex.split(line) if word in table)
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     """`stdout` overrides AGENT_OUTPUT per resource name (e.g. {"m1-verify": "runsc_ok=false\\n"})."""
 
@@ -36,10 +42,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.resources.append(args)
         outputs = dict(args.inputs)
         if args.typ == "command:remote:Command" and args.inputs.get("create"):  # a delete-only command has none
-            # Every subcommand on the line (the install step runs preflight, then install).
-            words = shlex.split(args.inputs["create"])
-            agent = "".join(AGENT_OUTPUT[w] for w in words if w in AGENT_OUTPUT)
-            outputs["stdout"] = self.stdout.get(args.name, agent)
+            outputs["stdout"] = self.stdout.get(args.name, agent_stdout(args.inputs["create"]))
         return [f"{args.name}-id", outputs]
 
     def call(self, args: pulumi.runtime.MockCallArgs):

@@ -21,7 +21,7 @@ from components.gvisor.settings import GvisorSettings
 from components.kube.deploy import KubeDeployment, deploy_kubernetes
 from components.kube.settings import KubeSettings, parse_kube_settings
 from components.policy.rules import agent_call
-from tests.unit.mocks import AGENT_OUTPUT, RecordingMocks
+from tests.unit.mocks import AGENT_OUTPUT, RecordingMocks, agent_stdout
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-material\n-----END OPENSSH PRIVATE KEY-----\n"
 TOKEN = "K10feedface::server:join-secret"
@@ -75,9 +75,7 @@ class KubeMocks(RecordingMocks):
         if args.typ == "command:remote:Command":
             self.resources.append(args)
             table = K3S_OUTPUT if "k3s node agent" in args.inputs.get("stdin", "") else self.agent_output
-            # Every subcommand on the line (the install step runs preflight, then install).
-            stdout = "".join(table[w] for w in argv(args.inputs.get("create", "")) if w in table)
-            return [f"{args.name}-id", {**args.inputs, "stdout": stdout}]
+            return [f"{args.name}-id", {**args.inputs, "stdout": agent_stdout(args.inputs.get("create", ""), table)}]
         rid, outputs = super().new_resource(args)
         if args.typ == "kubernetes:batch/v1:Job":
             outputs["status"] = JOB_DONE
