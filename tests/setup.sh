@@ -28,13 +28,37 @@ say "Python virtualenv (.venv)"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
 
+say "containerd 2 for x86_64 and aarch64 (Debian ships 1.6)"
+sh tests/toolchain/build-containerd.sh --arch x86_64
+sh tests/toolchain/build-containerd.sh --arch aarch64
+
+# The VM images build while the Go builds below run: the aarch64 one runs its
+# packages' scripts under emulation on one core, so it would otherwise add
+# its whole time to a first run. Its output goes to a log, shown at the end.
+say "VM images (x86_64, aarch64) for the vm and cluster tiers: building in the background"
+images_log="${GVISOR_FLEET_CACHE:-$HOME/.cache/gvisor-fleet}/vm-images.log"
+mkdir -p "$(dirname "$images_log")"
+sh tests/toolchain/build-vm-images.sh >"$images_log" 2>&1 &
+images_pid=$!
+# A failed build below stops the set-up and tells the image build to stop
+# (it ends its current step, then removes its half-built folder).
+trap 'kill "$images_pid" 2>/dev/null || :' EXIT
+
 say "current runsc and containerd-shim-runsc-v1 (x86_64, aarch64) from gVisor's go branch"
 sh tests/toolchain/build-gvisor.sh
-say "containerd 2 (Debian ships 1.6)"
-sh tests/toolchain/build-containerd.sh
-say "Pulumi engine, language host and command provider"
+say "Pulumi engine and the upstream language host, command and kubernetes plugins"
 sh tests/toolchain/build-pulumi.sh >/dev/null
 say "actionlint (GitHub Actions workflow linter)"
 sh tests/toolchain/build-actionlint.sh >/dev/null
 say "Kubernetes 1.37 for the cluster tier (one multi-call binary)" && sh tests/toolchain/build-kubernetes.sh
 say "kubelet and CNI plugins for arm64 (the cluster tier's aarch64 VM node)" && sh tests/toolchain/build-kubernetes.sh --arch arm64
+
+say "VM images (x86_64, aarch64)"
+if wait "$images_pid"; then
+    trap - EXIT
+    tail -n 2 "$images_log"
+else
+    cat "$images_log"
+    echo "setup: the VM image build failed (its log is above, and in $images_log)" >&2
+    exit 1
+fi
