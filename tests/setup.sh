@@ -36,8 +36,7 @@ sh tests/toolchain/build-containerd.sh --arch aarch64
 # packages' scripts under emulation on one core, so it would otherwise add
 # its whole time to a first run. Its output goes to a log, shown at the end.
 say "VM images (x86_64, aarch64) for the vm and cluster tiers: building in the background"
-images_log="${GVISOR_FLEET_CACHE:-$HOME/.cache/gvisor-fleet}/vm-images.log"
-mkdir -p "$(dirname "$images_log")"
+images_log=$(mktemp "${TMPDIR:-/tmp}/gvisor-fleet-vm-images.XXXXXX")
 sh tests/toolchain/build-vm-images.sh >"$images_log" 2>&1 &
 images_pid=$!
 # A failed build below stops the set-up and tells the image build to stop
@@ -57,6 +56,7 @@ say "VM images (x86_64, aarch64)"
 if wait "$images_pid"; then
     trap - EXIT
     tail -n 2 "$images_log"
+    rm -f "$images_log"
 else
     cat "$images_log"
     echo "setup: the VM image build failed (its log is above, and in $images_log)" >&2
