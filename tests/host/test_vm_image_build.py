@@ -28,10 +28,12 @@ BUILDER = REPO / "tests" / "toolchain" / "build-vm-images.sh"
 
 # Stand-in mmdebstrap: bind-mounts $OUTSIDE over <root>/proc (a tree the
 # removal must not reach into) and a tmpfs on <root>/dev/pts, then waits, or
-# fails at once when STAND_IN_FAIL is set.
+# fails at once when STAND_IN_FAIL is set. With STAND_IN_IGNORE_TERM it
+# ignores TERM, as the real one does until its current step ends.
 STAND_IN = """#!/bin/sh
 set -eu
 [ -z "${STAND_IN_FAIL:-}" ] || { echo "mmdebstrap (stand-in): failing as asked" >&2; exit 1; }
+[ -z "${STAND_IN_IGNORE_TERM:-}" ] || trap '' TERM
 for a in "$@"; do case $a in */rootfs) root=$a ;; esac; done
 mkdir -p "$root/proc" "$root/dev/pts"
 mount --bind "$OUTSIDE" "$root/proc"
@@ -104,3 +106,16 @@ def test_the_next_build_cleans_up_after_a_sigkilled_one(builder_env: dict[str, s
     failing = {**builder_env, "STAND_IN_FAIL": "1"}
     assert subprocess.run(["sh", str(BUILDER), "x86_64"], env=failing, capture_output=True).returncode != 0
     assert_clean(work, builder_env)
+
+
+def test_a_term_to_the_builder_alone_stops_mmdebstrap_at_once(builder_env: dict[str, str]):
+    """tests/setup.sh sends TERM to the background builder only, when a later step fails."""
+    proc, work = start_build({**builder_env, "STAND_IN_IGNORE_TERM": "1"})
+    stand_in = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert stand_in, "no stand-in mmdebstrap under the builder"
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    assert_clean(work, builder_env)
+    assert not Path(f"/proc/{stand_in[0]}").exists(), "mmdebstrap outlived the builder"
+    lock = next(Path(builder_env["GVISOR_FLEET_CACHE"]).glob("vm-images/*/.lock"))
+    assert subprocess.run(["flock", "-n", str(lock), "true"]).returncode == 0, "the builder's lock is still held"

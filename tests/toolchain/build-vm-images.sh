@@ -140,11 +140,26 @@ remove_build() {
     rm -rf "$1"
 }
 
-# An interrupted build leaves no half-built folder or mount behind.
+# kill_tree PID: PID and every process under it (apt, dpkg and the
+# maintainer scripts mmdebstrap runs), children first.
+kill_tree() {
+    for child in $(pgrep -P "$1" || :); do
+        kill_tree "$child"
+    done
+    kill -KILL "$1" 2>/dev/null || :
+}
+
+# An interrupted build leaves no half-built folder or mount behind, and stops
+# at once: mmdebstrap runs in the background, so a signal interrupts the wait
+# and its trap stops mmdebstrap's whole tree. (mmdebstrap itself finishes its
+# current step before it acts on a TERM: up to a quarter of an hour under
+# emulation, with this script's lock held all along.)
 work=""
+mmdebstrap_pid=""
+stop_mmdebstrap() { [ -z "$mmdebstrap_pid" ] || kill_tree "$mmdebstrap_pid"; }
 trap '[ -z "$work" ] || [ ! -d "$work" ] || remove_build "$work"' EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'stop_mmdebstrap; exit 130' INT
+trap 'stop_mmdebstrap; exit 143' TERM
 
 build_arch() {
     arch=$1
@@ -177,7 +192,10 @@ build_arch() {
         --setup-hook="$setup_hook" \
         --customize-hook="$customize_hook" \
         "$SUITE" "$work/rootfs" \
-        "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" "deb $SECURITY_MIRROR $SUITE-security main"
+        "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" "deb $SECURITY_MIRROR $SUITE-security main" &
+    mmdebstrap_pid=$!
+    wait "$mmdebstrap_pid" # its status: a failed mmdebstrap stops the build
+    mmdebstrap_pid=""
     kernel=$(find "$work/rootfs/boot" -name 'vmlinuz-*' | sort | tail -n 1)
     initrd=$(find "$work/rootfs/boot" -name 'initrd.img-*' | sort | tail -n 1)
     if [ -z "$kernel" ] || [ -z "$initrd" ]; then die "no kernel or initrd in $work/rootfs/boot"; fi
