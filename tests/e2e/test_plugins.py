@@ -9,11 +9,14 @@ The tree itself holds no Pulumi plugin of its own.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -21,6 +24,7 @@ from google.protobuf import empty_pb2
 from pulumi.runtime.proto import provider_pb2_grpc
 
 from tests.e2e import harness
+from tests.unit.test_release_fetch import Server
 
 pytestmark = pytest.mark.e2e
 
@@ -150,3 +154,94 @@ def test_a_tampered_upstream_source_is_refused_before_unpacking(engine: Path, tm
     assert run.returncode != 0, run.stderr
     assert f"{upstream}/{name}: SHA-256" in run.stderr and "not using it" in run.stderr, run.stderr
     assert not [p for p in (cache / "pulumi-plugins").rglob("pulumi-language-python") if p.is_file()], "built"
+
+
+def tar_gz(dest: Path, members: dict[str, Path]) -> None:
+    """A release archive holding each file under its name in `members`."""
+    with tarfile.open(dest, "w:gz", compresslevel=1) as tar:
+        for name, path in members.items():
+            tar.add(path, arcname=name)
+
+
+@pytest.fixture
+def official_path(plugin_env: dict[str, str], engine: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """build-pulumi.sh without upstream sources, against a loopback stand-in for Pulumi's downloads.
+
+    The stand-in serves the upstream builds this machine made, laid out as
+    GitHub serves the CLI release (archive and checksums file) and as
+    `pulumi plugin install --server` asks for providers. The CLI itself is
+    linked into a fresh cache, so nothing is rebuilt and the real cache is not
+    touched.
+    """
+    version = plugin_env["GVISOR_FLEET_PULUMI_VERSION"]
+    served = tmp_path / "served"
+    release = served / "releases" / f"v{version}"
+    plugins = served / "plugins"
+    release.mkdir(parents=True)
+    plugins.mkdir()
+    arch = {"x86_64": ("x64", "amd64"), "aarch64": ("arm64", "arm64")}[os.uname().machine]
+    archive = release / f"pulumi-v{version}-linux-{arch[0]}.tar.gz"
+    tar_gz(archive, {"pulumi/pulumi-language-python": language_host(plugin_env, engine)})
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    (release / f"pulumi-{version}-checksums.txt").write_text(f"0000  other.tar.gz\n{digest}  {archive.name}\n")
+    for name, package in (("command", "pulumi-command"), ("kubernetes", "pulumi-kubernetes")):
+        binary = provider_binary(plugin_env, name, pinned(package))
+        tar_gz(plugins / f"pulumi-resource-{name}-v{pinned(package)}-linux-{arch[1]}.tar.gz", {binary.name: binary})
+    cache = tmp_path / "cache"
+    cli = cache / engine.parent.name / "bin"
+    cli.mkdir(parents=True)
+    for kept in (
+        "pulumi",
+        "pulumi-language-python-exec",
+        "pulumi-resource-pulumi-python",
+        ".pulumi-language-python-exec.sdk",
+    ):
+        (cli / kept).hardlink_to(engine / kept)
+    server = Server(served)
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "PULUMI_HOME"},
+        "GVISOR_FLEET_CACHE": str(cache),
+        "GVISOR_FLEET_UPSTREAM": "none",
+        "GVISOR_FLEET_PULUMI_RELEASES": f"{server.url}/releases",
+        "GVISOR_FLEET_PLUGIN_SERVER": f"{server.url}/plugins",
+    }
+    yield {"env": env, "server": server, "archive": archive, "cli": cli, "home": cache / "pulumi-home"}
+    server.close()
+
+
+def build_pulumi(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", str(harness.TOOLCHAIN / "build-pulumi.sh")], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_without_upstream_sources_the_official_plugins_are_installed(
+    official_path: dict[str, Any], plugin_env: dict[str, str], engine: Path
+) -> None:
+    """The path a machine with internet takes: official archive checked, providers through `plugin install`."""
+    run = build_pulumi(official_path["env"])
+    assert run.returncode == 0, run.stderr
+    assert "path: no upstream plugin sources" in run.stderr, run.stderr
+    cli, home = official_path["cli"], official_path["home"]
+    assert (cli / "pulumi-language-python").read_bytes() == language_host(plugin_env, engine).read_bytes()
+    for name, package in (("command", "pulumi-command"), ("kubernetes", "pulumi-kubernetes")):
+        installed = provider_binary({"PULUMI_HOME": str(home)}, name, pinned(package))
+        assert installed.read_bytes() == provider_binary(plugin_env, name, pinned(package)).read_bytes()
+    asked = list(official_path["server"].requests)
+    assert len(asked) == 4, asked
+    again = build_pulumi(official_path["env"])
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("cached: official") == 3, again.stderr
+    assert official_path["server"].requests == asked, "a second run downloaded again"
+
+
+def test_a_tampered_official_archive_is_refused(official_path: dict[str, Any]) -> None:
+    archive: Path = official_path["archive"]
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    run = build_pulumi(official_path["env"])
+    assert run.returncode != 0, run.stderr
+    assert f"{archive.name}: SHA-256" in run.stderr and "not using it" in run.stderr, run.stderr
+    assert not (official_path["cli"] / "pulumi-language-python").exists()
+    assert not (official_path["home"] / "plugins").exists() or not any((official_path["home"] / "plugins").iterdir())

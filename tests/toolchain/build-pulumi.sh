@@ -25,8 +25,13 @@
 #   unpacked. A build is cached under $cache/pulumi-plugins/NAME/KEY, KEY being
 #   a hash of the inputs' checksums, the recipe's text and the Go version, so
 #   it runs again only when one of those changes.
-# - no upstream sources (a machine with internet): `pulumi plugin install` of
-#   the official plugins at the same versions.
+# - no upstream sources (a machine with internet), or GVISOR_FLEET_UPSTREAM=none:
+#   the official plugins at the same versions. The providers come through
+#   `pulumi plugin install` (from GVISOR_FLEET_PLUGIN_SERVER when set). The
+#   language host, which that command refuses (the official CLI bundles it),
+#   comes from the official CLI archive of the engine's version, checked
+#   against that release's checksums file (GVISOR_FLEET_PULUMI_RELEASES: the
+#   base URL, GitHub's release downloads unless set).
 #
 # Versions: the CLI is v3.274.1 (GVISOR_FLEET_PULUMI_VERSION, pulumi-env.sh),
 # the nearest version above the pinned Python SDK (pulumi==3.272.0) that the
@@ -64,6 +69,7 @@ elapsed() { echo "$(($(date +%s) - $1))s"; }
 # has them beside it (../shared/upstream); a git worktree elsewhere finds them
 # beside its main checkout.
 upstream_dir() {
+    [ "${GVISOR_FLEET_UPSTREAM:-}" != none ] || return 0
     if [ -n "${GVISOR_FLEET_UPSTREAM:-}" ]; then
         [ -f "$GVISOR_FLEET_UPSTREAM/SHA256SUMS" ] || {
             say "GVISOR_FLEET_UPSTREAM=$GVISOR_FLEET_UPSTREAM has no SHA256SUMS"
@@ -301,17 +307,52 @@ install_provider() {
 }
 
 # --- the official plugins (no upstream sources here) ------------------------
+releases=${GVISOR_FLEET_PULUMI_RELEASES:-https://github.com/pulumi/pulumi/releases/download}
+official_marker="$bin_dir/.pulumi-language-python.official"
+
+# install_official_language_host: pulumi-language-python from the official
+# CLI archive of v$version, next to the CLI built here.
+install_official_language_host() {
+    if [ -x "$bin_dir/pulumi-language-python" ] && [ "$(cat "$official_marker" 2>/dev/null)" = "$version" ]; then
+        say "cached: official language host v$version in $bin_dir"
+        return
+    fi
+    case $(uname -m) in
+        x86_64) archive="pulumi-v$version-linux-x64.tar.gz" ;;
+        aarch64) archive="pulumi-v$version-linux-arm64.tar.gz" ;;
+        *)
+            say "no official Pulumi archive for $(uname -m)"
+            exit 1
+            ;;
+    esac
+    sums="pulumi-$version-checksums.txt"
+    say "downloading $releases/v$version/$archive and $sums"
+    curl -fsSL --retry 3 -o "$scratch/$archive" "$releases/v$version/$archive"
+    curl -fsSL --retry 3 -o "$scratch/$sums" "$releases/v$version/$sums"
+    expected=$(awk -v f="$archive" '$2 == f || $2 == "*" f { print $1 }' "$scratch/$sums")
+    actual=$(sha256sum "$scratch/$archive" | cut -d' ' -f1)
+    if [ -z "$expected" ] || [ "$actual" != "$expected" ]; then
+        say "$archive: SHA-256 $actual, $sums says ${expected:-nothing}; not using it"
+        exit 1
+    fi
+    tar -xzf "$scratch/$archive" -C "$scratch" pulumi/pulumi-language-python
+    rm -f "$official_marker"
+    install_binary "$scratch/pulumi/pulumi-language-python" "$bin_dir/pulumi-language-python"
+    echo "$version" >"$official_marker"
+}
+
 install_official() {
-    for plugin in "language python $version" "resource command $command_version" \
-        "resource kubernetes $kubernetes_version"; do
-        # shellcheck disable=SC2086 # three words: kind, name, version
+    install_official_language_host
+    for plugin in "command $command_version" "kubernetes $kubernetes_version"; do
+        # shellcheck disable=SC2086 # two words: name, version
         set -- $plugin
-        if [ -d "$PULUMI_HOME/plugins/$1-$2-v$3" ] && ! [ -e "$PULUMI_HOME/plugins/$1-$2-v$3.partial" ]; then
-            say "cached: official $1 plugin $2 v$3"
+        if [ -d "$PULUMI_HOME/plugins/resource-$1-v$2" ] && ! [ -e "$PULUMI_HOME/plugins/resource-$1-v$2.partial" ]; then
+            say "cached: official resource plugin $1 v$2"
             continue
         fi
-        say "pulumi plugin install $1 $2 $3"
-        "$bin_dir/pulumi" plugin install "$1" "$2" "$3" >&2
+        say "pulumi plugin install resource $1 $2${GVISOR_FLEET_PLUGIN_SERVER:+ --server $GVISOR_FLEET_PLUGIN_SERVER}"
+        "$bin_dir/pulumi" plugin install resource "$1" "$2" \
+            ${GVISOR_FLEET_PLUGIN_SERVER:+--server "$GVISOR_FLEET_PLUGIN_SERVER"} >&2
     done
 }
 
@@ -325,6 +366,7 @@ if [ -n "$upstream" ]; then
     # build must stop the script.)
     language_host=$(build_upstream pulumi-language-python recipe_language_python \
         "pulumi-v3.259.0-language-python.tar.gz")
+    rm -f "$official_marker"
     install_binary "$language_host" "$bin_dir/pulumi-language-python"
     command_provider=$(build_upstream pulumi-resource-command recipe_command \
         "pulumi-command-v$command_version-provider.tar.gz")
@@ -335,8 +377,7 @@ if [ -n "$upstream" ]; then
     install_provider kubernetes "$kubernetes_version" "$kubernetes_provider"
 else
     say "path: no upstream plugin sources (../shared/upstream beside $repo, or GVISOR_FLEET_UPSTREAM):" \
-        "installing the official plugins with \`pulumi plugin install\`"
-    rm -f "$bin_dir/pulumi-language-python"
+        "installing the official plugins"
     install_official
 fi
 printf '%s\n' "$bin_dir"
