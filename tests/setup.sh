@@ -2,12 +2,22 @@
 # Installs everything the program and its tests need on a Debian 12 machine,
 # as root; safe to run again (each step skips what is already there).
 #
-#   sh tests/setup.sh           Debian packages, Python venv, Go-built toolchain
+#   sh tests/setup.sh                   Debian packages, Python venv, Go-built toolchain
+#   sh tests/setup.sh --no-kubernetes   all but the cluster tier's Kubernetes builds
+#                                       (tests/run.sh runs those beside the first tiers)
 #
-# First run on a fresh machine: over an hour, nearly all of it Go builds
-# (README.md, "Set-up: two commands", has the measured time of each); later runs: a minute.
+# First run on a fresh machine: 40-55 min on 2 cores, nearly all of it Go
+# builds (README.md, "Set-up: two commands", has the measured time of each);
+# later runs: a minute.
 set -eu
 cd "$(dirname "$0")/.."
+
+kubernetes=yes
+case ${1:-} in
+    --no-kubernetes) kubernetes=no ;;
+    "") ;;
+    *) echo "usage: sh tests/setup.sh [--no-kubernetes]" >&2; exit 2 ;;
+esac
 
 say() { printf '\n== setup: %s\n' "$*"; }
 
@@ -49,8 +59,10 @@ say "Pulumi engine and the upstream language host, command and kubernetes plugin
 sh tests/toolchain/build-pulumi.sh >/dev/null
 say "actionlint (GitHub Actions workflow linter)"
 sh tests/toolchain/build-actionlint.sh >/dev/null
-say "Kubernetes 1.37 for the cluster tier (one multi-call binary)" && sh tests/toolchain/build-kubernetes.sh
-say "kubelet and CNI plugins for arm64 (the cluster tier's aarch64 VM node)" && sh tests/toolchain/build-kubernetes.sh --arch arm64
+if [ "$kubernetes" = yes ]; then
+    say "Kubernetes 1.37 for the cluster tier (one multi-call binary)" && sh tests/toolchain/build-kubernetes.sh
+    say "kubelet and CNI plugins for arm64 (the cluster tier's aarch64 VM node)" && sh tests/toolchain/build-kubernetes.sh --arch arm64
+fi
 
 say "VM images (x86_64, aarch64)"
 if wait "$images_pid"; then
