@@ -101,10 +101,10 @@ if [ ! -f go.mod ]; then
     done
 fi
 package=. # the multi-call main
-cold="about 15-20 min cold on 2 cores"
+cold="about 11 min cold on 2 idle cores"
 if [ "$arch" != amd64 ]; then
     package=k8s.io/kubernetes/cmd/kubelet
-    cold="about 12 min of CPU cold"
+    cold="about 7 min cold on 2 idle cores"
 fi
 echo "build-kubernetes: building $programs $version for $arch as one binary ($cold)"
 # nice: the machine building this is usually shared with other work.
