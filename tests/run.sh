@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 tiers=${*:-lint unit host vm e2e cluster}
 
-# The cluster tier's Kubernetes builds (both node arches, a quarter of a first
+# The cluster tier's Kubernetes builds (both node arches, a third of a first
 # run's set-up) need only that tier, so they run at the lowest priority beside
 # the tiers before it, which leave much of the CPU idle; the cluster tier
 # waits for them. Cached, they take a second.
