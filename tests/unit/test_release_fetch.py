@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from components.gvisor.release_fetch import Limits, ReleaseFetchError, fetch_release
+from tests.loopback import Server
 
 RELEASE = "20261116.0"
 ARCH = "x86_64"
@@ -30,26 +29,6 @@ def publish(root: Path, release: str = RELEASE, data: bytes = b"archive bytes", 
     digest = hashlib.sha512(data if sums is None else sums).hexdigest()
     (d / "gvisor.tar.bz2.sha512").write_text(f"{digest}  gvisor.tar.bz2\n")
     return digest
-
-
-class Server:
-    """A loopback HTTP server over a directory that counts the requests it answers."""
-
-    def __init__(self, root: Path, handler: type[SimpleHTTPRequestHandler] = SimpleHTTPRequestHandler) -> None:
-        self.requests: list[str] = []
-        seen = self.requests
-
-        class Counting(handler):  # type: ignore[valid-type,misc]
-            def log_message(self, *args: object) -> None:
-                seen.append(self.path)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Counting, directory=str(root)))
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 class Silent(SimpleHTTPRequestHandler):
