@@ -23,8 +23,8 @@ tiers=${*:-lint unit host vm e2e cluster}
 # run's set-up) need only that tier, so they run at the lowest priority beside
 # the tiers before it, which leave much of the CPU idle; the cluster tier
 # waits for them. Cached, they take a second.
-kubernetes_pid=""
-kubernetes_log=""
+# shellcheck source=tests/toolchain/background.sh
+. tests/toolchain/background.sh
 if [ -n "${SKIP_SETUP:-}" ]; then
     :
 elif [ "${tiers%% *}" = cluster ]; then
@@ -33,11 +33,8 @@ else
     sh tests/setup.sh --no-kubernetes
     case " $tiers " in
         *" cluster "*)
-            kubernetes_log=$(mktemp "${TMPDIR:-/tmp}/gvisor-fleet-kubernetes.XXXXXX")
-            # Its own session, so stopping it reaches the go build under it.
-            setsid nice -n 19 sh -c 'sh tests/toolchain/build-kubernetes.sh && sh tests/toolchain/build-kubernetes.sh --arch arm64' \
-                >"$kubernetes_log" 2>&1 &
-            kubernetes_pid=$!
+            background_start kubernetes nice -n 19 sh -c \
+                'sh tests/toolchain/build-kubernetes.sh && sh tests/toolchain/build-kubernetes.sh --arch arm64'
             ;;
     esac
 fi
@@ -47,25 +44,9 @@ export PATH="$PWD/.venv/bin:$PATH:/usr/local/go/bin"
 # a skip that tests/conftest.py does not allow where it runs.
 GVISOR_FLEET_TEST_COUNTS=$(mktemp)
 export GVISOR_FLEET_TEST_COUNTS
-trap 'rm -f "$GVISOR_FLEET_TEST_COUNTS"; [ -z "$kubernetes_pid" ] || kill -TERM -- "-$kubernetes_pid" 2>/dev/null || :' EXIT
+trap 'rm -f "$GVISOR_FLEET_TEST_COUNTS"; background_stop' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# wait_for_kubernetes: the background Kubernetes builds' end; their log when they failed.
-wait_for_kubernetes() {
-    [ -n "$kubernetes_pid" ] || return 0
-    echo "cluster: waiting for the Kubernetes builds started after the set-up"
-    if wait "$kubernetes_pid"; then
-        kubernetes_pid=""
-        tail -n 2 "$kubernetes_log"
-        rm -f "$kubernetes_log"
-    else
-        kubernetes_pid=""
-        cat "$kubernetes_log"
-        echo "cluster: the Kubernetes builds failed (their log is above, and in $kubernetes_log)"
-        return 1
-    fi
-}
 
 banner() { printf '\n==================== %s ====================\n' "$*"; }
 failed=""
@@ -108,7 +89,7 @@ lint() {
     echo "lint: clean"
 }
 
-cluster() { wait_for_kubernetes && python -m pytest -q tests/cluster; }
+cluster() { background_wait "cluster: the Kubernetes builds started after the set-up" && python -m pytest -q tests/cluster; }
 
 for tier in $tiers; do
     case $tier in

@@ -45,13 +45,15 @@ sh tests/toolchain/build-containerd.sh --arch aarch64
 # The VM images build while the Go builds below run: the aarch64 one runs its
 # packages' scripts under emulation on one core, so it would otherwise add
 # its whole time to a first run. Its output goes to a log, shown at the end.
+# A failed step below stops the set-up and the image build with it (which
+# removes its half-built folder).
 say "VM images (x86_64, aarch64) for the vm and cluster tiers: building in the background"
-images_log=$(mktemp "${TMPDIR:-/tmp}/gvisor-fleet-vm-images.XXXXXX")
-sh tests/toolchain/build-vm-images.sh >"$images_log" 2>&1 &
-images_pid=$!
-# A failed build below stops the set-up and tells the image build to stop
-# (it ends its current step, then removes its half-built folder).
-trap 'kill "$images_pid" 2>/dev/null || :' EXIT
+# shellcheck source=tests/toolchain/background.sh
+. tests/toolchain/background.sh
+background_start vm-images sh tests/toolchain/build-vm-images.sh
+trap background_stop EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 say "current runsc and containerd-shim-runsc-v1 (x86_64, aarch64) from gVisor's go branch"
 sh tests/toolchain/build-gvisor.sh
@@ -65,12 +67,4 @@ if [ "$kubernetes" = yes ]; then
 fi
 
 say "VM images (x86_64, aarch64)"
-if wait "$images_pid"; then
-    trap - EXIT
-    tail -n 2 "$images_log"
-    rm -f "$images_log"
-else
-    cat "$images_log"
-    echo "setup: the VM image build failed (its log is above, and in $images_log)" >&2
-    exit 1
-fi
+background_wait "setup: the VM image build"

@@ -109,7 +109,7 @@ def test_the_next_build_cleans_up_after_a_sigkilled_one(builder_env: dict[str, s
 
 
 def test_a_term_to_the_builder_alone_stops_mmdebstrap_at_once(builder_env: dict[str, str]):
-    """tests/setup.sh sends TERM to the background builder only, when a later step fails."""
+    """A TERM to the builder alone, not its process group (a plain `kill`), stops mmdebstrap too."""
     proc, work = start_build({**builder_env, "STAND_IN_IGNORE_TERM": "1"})
     stand_in = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert stand_in, "no stand-in mmdebstrap under the builder"
