@@ -146,3 +146,11 @@ def host2(request: pytest.FixtureRequest, tmp_path: Path, releases: Releases, im
     sandbox = _start(tmp_path / "host", image_tar, setup)
     yield sandbox
     sandbox.close()
+
+
+@pytest.fixture
+def host_containerd2(tmp_path: Path, releases: Releases, image_tar: Path, containerd2_bin: Path) -> Iterator[Sandbox]:
+    """A fresh machine with containerd 2.x and Debian's version 2 config (the test writes its own)."""
+    sandbox = _start(tmp_path / "host", image_tar, f"cp {containerd2_bin}/* /usr/local/sbin/")
+    yield sandbox
+    sandbox.close()

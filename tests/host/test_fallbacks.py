@@ -160,6 +160,6 @@ def test_no_systemd_and_no_service_is_refused_before_any_change(host: Sandbox, r
     before = dockerd_pid(host)
     err = refusal(host.agent("docker-configure", "runsc", "false", PREFIX, "--platform=systrap"))
     assert "cannot restart docker: no systemd and no 'service' command" in err
-    assert f"previous {DAEMON_JSON} restored" in err
+    assert f"previous configuration restored ({DAEMON_JSON})" in err
     assert host.read(DAEMON_JSON) is None
     assert dockerd_pid(host) == before

@@ -10,8 +10,10 @@ backup, staging folder, lock or state is left over.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import grpc
 import pytest
 
 from components.fleet.specs import MachineSpec
@@ -21,6 +23,7 @@ from components.gvisor.host import host_commands
 from components.gvisor.settings import GvisorSettings
 from tests.host import mirror
 from tests.host.conftest import CACHE, MIRROR_URL
+from tests.host.cri import cri_runtimes
 from tests.host.host_state import ok
 from tests.host.host_state import refusal as failed
 from tests.host.mirror import Releases
@@ -116,30 +119,53 @@ def test_the_install_steps_own_lines_killed_rerun_and_destroyed_leave_host_and_h
     assert_same_tree(before, host.tree(*TOUCHED, HOME_COPIES), "install step killed, re-run, destroy killed, re-run")
 
 
-def kill_rerun_destroy(host: Sandbox, points: tuple[str, ...], step: tuple[str, ...], destroy: tuple[str, ...]) -> None:
-    """For each point: SIGKILL the step there, run it again, destroy; the host must be as before."""
+def kill_rerun_destroy(
+    host: Sandbox,
+    points: tuple[str, ...],
+    step: tuple[str, ...],
+    destroy: tuple[str, ...],
+    serves_runsc: Callable[[Sandbox], bool],
+) -> None:
+    """For each point: SIGKILL the step there, run it again, destroy; the host must be as before, and
+    the running engine must serve runsc after the re-run and no longer after destroy."""
     before = host.tree(*TOUCHED)
     for point in points:
         for then_rerun in (True, False) if point in NO_RERUN else (True,):
             host.kill_agent_at(point, *step)
             if then_rerun:
                 facts = ok(host.agent(*step))
-                assert facts.get("docker", facts.get("containerd")) in ("configured", "unchanged"), point
+                # Every point comes before the engine was seen serving the new files: restart it.
+                assert facts.get("docker", facts.get("containerd")) == "configured", point
+                assert serves_runsc(host), f"{point}: the running engine lacks runsc after the re-run"
             assert "restored" in ok(host.agent(*destroy)).values(), point
+            assert not serves_runsc(host), f"{point}: the running engine still has runsc after destroy"
             assert_same_tree(before, host.tree(*TOUCHED), f"{step[0]} killed at {point}, rerun={then_rerun}")
 
     ok(host.agent(*step))
     host.kill_agent_at(f"{destroy[0]}:restored", *destroy)
     ok(host.agent(*destroy))
+    assert not serves_runsc(host), "the running engine still has runsc after an interrupted destroy"
     assert_same_tree(before, host.tree(*TOUCHED), f"{destroy[0]} killed")
+
+
+def docker_serves_runsc(host: Sandbox) -> bool:
+    return "runsc" in host.sh("docker info --format '{{json .Runtimes}}'")
+
+
+def containerd_serves_runsc(host: Sandbox) -> bool:
+    """Asked of the running containerd over CRI; a CRI plugin that is off (Docker CE's file) serves nothing."""
+    try:
+        return "runsc" in cri_runtimes(host)
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.UNIMPLEMENTED, e
+        return False
 
 
 def test_docker_step_killed_at_every_point_converges_and_destroy_is_byte_identical(host: Sandbox, releases: Releases):
     host.write("/etc/docker/daemon.json", FOREIGN_DAEMON_JSON)
     host.sh("systemctl restart docker")
     ok(host.agent(*install_args(releases.current)))
-    kill_rerun_destroy(host, DOCKER_POINTS, docker_args(), ("docker-restore", "runsc", PREFIX))
-    assert "runsc" not in host.sh("docker info --format '{{json .Runtimes}}'")
+    kill_rerun_destroy(host, DOCKER_POINTS, docker_args(), ("docker-restore", "runsc", PREFIX), docker_serves_runsc)
 
 
 def test_containerd_step_killed_at_every_point_converges_and_destroy_is_byte_identical(
@@ -149,7 +175,9 @@ def test_containerd_step_killed_at_every_point_converges_and_destroy_is_byte_ide
     host.write("/etc/containerd/config.toml", DOCKER_CE_CONTAINERD)
     host.sh("systemctl restart containerd")
     ok(host.agent(*install_args(releases.current)))
-    kill_rerun_destroy(host, CONTAINERD_POINTS, containerd_args(), ("containerd-restore", RUNSC_TOML))
+    kill_rerun_destroy(
+        host, CONTAINERD_POINTS, containerd_args(), ("containerd-restore", RUNSC_TOML), containerd_serves_runsc
+    )
     host.sh("ctr version >/dev/null")
 
 

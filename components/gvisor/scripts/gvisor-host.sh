@@ -100,21 +100,38 @@ put_back() {
 
 forget() {
     rm -rf "$BACKUP_DIR$1" "$BACKUP_DIR$1.partial"
-    rm -f "$BACKUP_DIR$1.absent" "$BACKUP_DIR$1.written" "$BACKUP_DIR$1.restart" "$STATE_DIR/${1##*/}.written"
+    rm -f "$BACKUP_DIR$1.absent" "$BACKUP_DIR$1.written" "$BACKUP_DIR$1.restart" "$BACKUP_DIR$1.pending" \
+        "$BACKUP_DIR$1.engine-before" "$STATE_DIR/${1##*/}.written"
 }
 
 restore_backup() { put_back "$1" && forget "$1"; }
 
-# Notes once, in FILE's journal (restart=<path>), whether the engine that reads
-# FILE was running before FILE was put back, so a re-run after a failed
-# restart still restarts it and still fails until the engine comes back.
+# Notes once, in FILE's journal, whether ENGINE, which reads FILE, was
+# running before FILE was put back, so a re-run after a failed restart still
+# restarts it and still fails until the engine comes back.
 note_running() {
-    restart="$BACKUP_DIR$1.restart"
-    if ! [ -e "$restart" ] && "$2"; then
-        mkdir -p "$(dirname "$restart")"
-        : > "$restart"
+    if ! [ -e "$BACKUP_DIR$1.restart" ] && engine_up "$2"; then
+        mkdir -p "$(dirname "$BACKUP_DIR$1")"
+        : > "$BACKUP_DIR$1.restart"
     fi
 }
+was_running() { [ -e "$BACKUP_DIR$1.restart" ]; }
+
+# Notes once, beside FILE's first copy, whether ENGINE ran before this
+# program first wrote FILE: destroy then owes the owner the file, not a
+# running engine (one that could not start with the owner's file before).
+note_engine_before() {
+    [ -e "$BACKUP_DIR$1.engine-before" ] && return 0
+    if engine_up "$2"; then echo up; else echo down; fi > "$BACKUP_DIR$1.engine-before"
+}
+was_down_before() { [ "$(cat "$BACKUP_DIR$1.engine-before" 2>/dev/null)" = down ]; }
+
+# FILE is written but its engine has not yet restarted with it: set before
+# the write, cleared once the engine serves the new file. A step killed in
+# between finds it and restarts the engine, though the file is already right.
+mark_pending() { : > "$BACKUP_DIR$1.pending"; }
+restart_pending() { [ -e "$BACKUP_DIR$1.pending" ]; }
+clear_pending() { rm -f "$BACKUP_DIR$1.pending"; }
 
 has_backup() { [ -e "$BACKUP_DIR$1" ] || [ -L "$BACKUP_DIR$1" ] || [ -e "$BACKUP_DIR$1.absent" ]; }
 
@@ -387,21 +404,199 @@ mark_engine_log() {
     RESTART_OFFSET=$({ wc -c <"/var/log/$1.log"; } 2>/dev/null || echo 0)
 }
 
-# The engine's own reason for not starting since the last restart: from
-# journald under systemd, else from /var/log/<service>.log (Debian's sysvinit
-# scripts, e.g. /etc/init.d/docker).
+# The engine's own reason for failing PART (see failed_part) since the last
+# restart: from journald under systemd, else from /var/log/<service>.log
+# (Debian's sysvinit scripts, e.g. /etc/init.d/docker).
 engine_reason() {
     if [ "$(service_manager)" = systemd ] && have journalctl; then
-        _log=$(journalctl -u "$1" --since "@${RESTART_SINCE:-0}" --no-pager -o cat 2>/dev/null)
+        journalctl -u "$1" --since "@${RESTART_SINCE:-0}" --no-pager -o cat 2>/dev/null
     elif [ -f "/var/log/$1.log" ]; then
-        _log=$(tail -c +"$((${RESTART_OFFSET:-0} + 1))" "/var/log/$1.log")
+        tail -c +"$((${RESTART_OFFSET:-0} + 1))" "/var/log/$1.log"
+    fi | pick_reason "$2"
+}
+
+# Reads an engine's log and prints ": <reason>", the line that best says why
+# PART failed, or nothing. Lines are weighed by level, in logrus's text form
+# (level=error msg="..." error="...") and in JSON ("level":"error", ...):
+# routine levels never count; a plugin that failed to load is logged as a
+# warning and counts for the CRI plugin. Lines about CNI (no network config
+# yet, routine before a cluster exists) count only when nothing else does.
+# Plain lines (the daemon's last words on stderr, a Go panic) count when they
+# say something failed; a panic's stack frames never do.
+pick_reason() {
+    awk -v part="$1" '
+        function value(name,    q) {
+            q = "\"([^\"\\\\]|\\\\.)*\""
+            if (match($0, "\"" name "\":" q)) return unquote(substr($0, RSTART + length(name) + 3, RLENGTH - length(name) - 3))
+            if (match($0, "(^| )" name "=" q)) { v = substr($0, RSTART, RLENGTH); sub(/^ ?[a-z]+=/, "", v); return unquote(v) }
+            if (match($0, "(^| )" name "=[^ ]+")) { v = substr($0, RSTART, RLENGTH); sub(/^ ?[a-z]+=/, "", v); return v }
+            return ""
+        }
+        function unquote(v) { v = substr(v, 2, length(v) - 2); gsub(/\\"/, "\"", v); return v }
+        {
+            level = value("level")
+            if (level == "") {
+                if ($0 ~ /^[ \t]|^goroutine |^created by |^\[signal |^(Start|Stop|Failed to start|Scheduled restart)|\.service: /) next
+                if (tolower($0) !~ /error|fail|invalid|cannot|unable|panic|denied|no such|not a directory/) next
+                text = $0; score = ($0 ~ /^panic: /) ? 5 : 4
+            } else {
+                msg = value("msg"); err = value("error")
+                text = (err == "" ? msg : msg ": " err)
+                if (level ~ /^(fatal|panic)$/) score = 5
+                else if (level == "error") score = 3
+                else if (level ~ /^warn/ && msg ~ /failed to load plugin/) score = 2
+                else next
+            }
+            lower = tolower(text)
+            if (part == "cri" && lower ~ /cri/ && lower !~ /cni/) score += 3
+            if (lower ~ /cni/) score = 1
+            if (score >= best) { best = score; reason = text }
+        }
+        END { if (reason != "") printf ": %s", reason }
+    '
+}
+
+# --- the configure and restore flows both engines share ------------------------
+
+engine_label() { if [ "$1" = docker ]; then echo Docker; else echo containerd; fi; }
+
+engine_up() { if [ "$1" = docker ]; then docker_up; else containerd_serving; fi; }
+
+# Restarts ENGINE (docker or containerd) with runtime RUNTIME configured and
+# checks it part by part. Returns 0, or the part that failed: 1 start,
+# 2 readiness, 3 the CRI plugin, 4 the runtime's registration.
+restart_engine() {
+    service_restart "$1" || return 1
+    checkpoint "$1:restarted"
+    if [ "$1" = docker ]; then
+        wait_for Docker 60 docker_up || return 2
+        wait_for "runtime $2 in Docker" 10 docker_runtime_registered "$2" || return 4
     else
+        wait_for containerd 30 containerd_serving || return 2
+        wait_for "containerd's CRI plugin" 10 cri_ok || return 3
+    fi
+}
+
+# What went wrong, for restart_engine's code PART: ENGINE RUNTIME PART.
+failure_clause() {
+    _label=$(engine_label "$1")
+    case $3 in
+        1) echo "$_label failed to start with runtime $2" ;;
+        2) if [ "$1" = docker ]; then
+               echo "Docker restarted with runtime $2 but did not answer 'docker info' within 60s"
+           else
+               echo "containerd restarted with runtime $2 but did not answer on ${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock} within 30s"
+           fi ;;
+        3) echo "containerd restarted with runtime $2 but its CRI plugin did not load (status: $(cri_status || true))" ;;
+        *) echo "Docker restarted but does not list runtime $2" ;;
+    esac
+}
+
+# Calls FUNC ARG NEW FILE POINT for each NEW FILE POINT triple after ARG.
+each_file() {
+    _each_fn=$1 _each_arg=$2
+    shift 2
+    while [ $# -ge 3 ]; do
+        "$_each_fn" "$_each_arg" "$1" "$2" "$3"
+        shift 3
+    done
+}
+
+# Where the step keeps FILE as it was before this run (RUN_TMP).
+previous_copy() { printf '%s/previous%s' "$RUN_TMP" "$(printf '%s' "$1" | tr / _)"; }
+
+journal_config() {
+    if [ -f "$3" ]; then cp -p "$3" "$(previous_copy "$3")"; fi
+    journal_intent "$3" "$2"
+    note_engine_before "$3" "$1"
+    mark_pending "$3"
+}
+
+write_config() {
+    replace_file "$2" "$3"
+    checkpoint "$4"
+}
+
+served_config() { clear_pending "$3"; }
+
+put_previous() {
+    _prev=$(previous_copy "$3")
+    if [ -f "$_prev" ]; then replace_file "$_prev" "$3"; else rm -f "$3"; fi
+    clear_pending "$3"
+    # A step that changed nothing leaves no journal: destroy must not later
+    # put back this file over one its owner has fixed since.
+    if same_as_backup "$3"; then forget "$3"; fi
+}
+
+# The configure flow: ENGINE RUNTIME DESCRIPTION, then NEW FILE POINT triples
+# (the new files ready in RUN_TMP, written in that order, each followed by
+# its checkpoint). Each file is journaled first and its restart marked
+# pending until ENGINE serves it; on failure every file is put back, ENGINE
+# restarted with them, and the step fails naming the part that failed and
+# the engine's own reason.
+apply_configs() {
+    engine=$1 runtime=$2 description=$3
+    shift 3
+    each_file journal_config "$engine" "$@"
+    checkpoint "$engine:journaled"
+    each_file write_config "$engine" "$@"
+    part=0
+    restart_engine "$engine" "$runtime" || part=$?
+    if [ "$part" = 0 ]; then
+        each_file served_config "$engine" "$@"
+        log "$(engine_label "$engine") restarted with $description"
         return 0
     fi
-    # Its last line that is neither routine (info/debug/warning) nor systemd's
-    # own words about the unit ("Failed to start ...": no reason in them).
-    _reason=$(printf '%s\n' "$_log" | grep -vE 'level=(trace|debug|info|warn)|\.service: |^(Start|Stop|Failed to start|Scheduled restart)|^ *$' | tail -n 1)
-    [ -z "$_reason" ] || printf ': %s' "$_reason"
+    reason=$(engine_reason "$engine" "$(if [ "$part" = 3 ]; then echo cri; else echo start; fi)")
+    failure="$(failure_clause "$engine" "$runtime" "$part")$reason"
+    log "$failure; restoring the previous configuration"
+    files=$(each_file_name "$@")
+    each_file put_previous "$engine" "$@"
+    # (A restart that cannot be made leaves the engine as it ran.)
+    service_restart "$engine" || true
+    if wait_for "$engine" 30 engine_up "$engine"; then
+        die "$failure; previous configuration restored ($files)"
+    fi
+    die "$failure; previous configuration restored ($files), but $(engine_label "$engine") does not start with it either$(engine_reason "$engine" start), so it is stopped now: fix $files and start it"
+}
+
+each_file_name() {
+    _names=""
+    while [ $# -ge 3 ]; do
+        _names="${_names:+$_names, }$2"
+        shift 3
+    done
+    printf '%s' "$_names"
+}
+
+# The restore flow: ENGINE STEP FILE TAKE_OUT [ARGS]. FILE goes back as it was
+# before install, or, edited since, loses only what `TAKE_OUT FILE ARGS`
+# removes. A running engine restarts with it and must come back, unless it
+# was down before install too: then the file is the whole job.
+restore_config() {
+    engine=$1 step=$2 file=$3 take_out=$4
+    shift 4
+    # The engine reads its file only when it starts: note whether it runs.
+    note_running "$file" "$engine"
+    if ours_or_original "$file"; then
+        put_back "$file"
+        log "restored $file as it was before install"
+    else
+        "$take_out" "$file" "$@"
+        log "$file changed since install: removed this program's runtime only"
+    fi
+    checkpoint "$step:restored"
+}
+
+# After restore_config (and any other file the engine reads): ENGINE FILE.
+restart_restored() {
+    was_running "$2" || return 0
+    if service_restart "$1" && wait_for "$1" 30 engine_up "$1"; then return 0; fi
+    if was_down_before "$2"; then
+        log "$(engine_label "$1") does not start with the restored $2$(engine_reason "$1" start); it was not running before install either, so it is left stopped"
+        return 0
+    fi
+    die "$(engine_label "$1") did not start again after $2 was restored$(engine_reason "$1" start); the file is back as it was before install: fix it, start $(engine_label "$1"), then run destroy again"
 }
 
 # Waits (bounded, also by the step's budget) until a probe command succeeds.
@@ -795,7 +990,8 @@ cmd_docker_configure() {
     fi
     [ "$default_runtime" = true ] && set_default_runtime "$tmp/daemon.json" "$runtime"
 
-    if [ -f "$DAEMON_JSON" ] && cmp -s "$tmp/daemon.json" "$DAEMON_JSON" && docker_runtime_registered "$runtime"; then
+    if [ -f "$DAEMON_JSON" ] && cmp -s "$tmp/daemon.json" "$DAEMON_JSON" && ! restart_pending "$DAEMON_JSON" &&
+        docker_runtime_registered "$runtime"; then
         log "$DAEMON_JSON already has runtime $runtime"
         fact docker unchanged
         return 0
@@ -804,24 +1000,8 @@ cmd_docker_configure() {
         dockerd --validate --config-file "$tmp/daemon.json" >/dev/null 2>"$tmp/err" ||
             die "Docker rejects the new daemon.json: $(cat "$tmp/err"); nothing was changed"
     fi
-    [ -f "$DAEMON_JSON" ] && cp -p "$DAEMON_JSON" "$tmp/previous.json"
-    journal_intent "$DAEMON_JSON" "$tmp/daemon.json"
-    checkpoint docker:journaled
-    replace_file "$tmp/daemon.json" "$DAEMON_JSON"
-    checkpoint docker:written
-    if service_restart docker && checkpoint docker:restarted && wait_for "Docker" 60 docker_runtime_registered "$runtime"; then
-        log "Docker restarted with runtime $runtime$(runtime_args "$@")"
-        fact docker configured
-        return 0
-    fi
-    reason=$(engine_reason docker)
-    log "Docker did not come back with runtime $runtime$reason; restoring the previous daemon.json"
-    if [ -f "$tmp/previous.json" ]; then replace_file "$tmp/previous.json" "$DAEMON_JSON"; else rm -f "$DAEMON_JSON"; fi
-    # A step that changed nothing leaves no journal: destroy must not later
-    # put back this file over one its owner has fixed since.
-    if same_as_backup "$DAEMON_JSON"; then forget "$DAEMON_JSON"; fi
-    service_restart docker || true
-    die "Docker failed to start with runtime $runtime$reason; previous $DAEMON_JSON restored"
+    apply_configs docker "$runtime" "runtime $runtime$(runtime_args "$@")" "$tmp/daemon.json" "$DAEMON_JSON" docker:written
+    fact docker configured
 }
 
 docker_up() { timeout 10 docker info >/dev/null 2>&1; }
@@ -831,27 +1011,18 @@ cmd_docker_restore() {
     begin_step
     drop_leftovers "$DAEMON_JSON"
     has_backup "$DAEMON_JSON" || { fact docker untouched; return 0; }
-    # Docker reads daemon.json only when it starts: a running Docker restarts
-    # with the restored file and must come back.
-    note_running "$DAEMON_JSON" docker_up
-    if ours_or_original "$DAEMON_JSON"; then
-        put_back "$DAEMON_JSON"
-        log "restored $DAEMON_JSON as it was before install"
-    else
-        # Edited since we wrote it: take out only our runtime, keep the edits.
-        "$prefix/runsc" uninstall --config_file "$DAEMON_JSON" --runtime "$runtime" >/dev/null 2>&1 ||
-            log "could not remove runtime $runtime from $DAEMON_JSON"
-        sed -i "/^    \"default-runtime\": \"$runtime\",\{0,1\}\$/d" "$DAEMON_JSON"
-        log "$DAEMON_JSON changed since install: removed runtime $runtime only"
-    fi
-    checkpoint docker-restore:restored
-    if [ -e "$restart" ]; then
-        { service_restart docker && wait_for "Docker" 60 docker_up; } ||
-            die "Docker did not start again after $DAEMON_JSON was restored$(engine_reason docker); the file is back as it was before install: fix it, start Docker, then run destroy again"
-    fi
+    restore_config docker docker-restore "$DAEMON_JSON" take_out_docker_runtime "$runtime" "$prefix"
+    restart_restored docker "$DAEMON_JSON"
     forget "$DAEMON_JSON"
-    rm -f "$restart"
     fact docker restored
+}
+
+# Takes runtime RUNTIME (and a default-runtime naming it) out of FILE, keeping
+# the owner's edits: FILE RUNTIME PREFIX.
+take_out_docker_runtime() {
+    "$3/runsc" uninstall --config_file "$1" --runtime "$2" >/dev/null 2>&1 ||
+        log "could not remove runtime $2 from $1"
+    sed -i "/^    \"default-runtime\": \"$2\",\{0,1\}\$/d" "$1"
 }
 
 # --- containerd --------------------------------------------------------------
@@ -884,7 +1055,8 @@ containerd_plan() {
 
 config_file_version() {
     if [ -f "$1" ]; then
-        v=$(sed -n 's/^version *= *\([0-9][0-9]*\).*/\1/p' "$1" | head -n 1)
+        # Top-level only (a table's own `version` key is not the file's), indented or not.
+        v=$(sed -n '/^[[:space:]]*\[/q; s/^[[:space:]]*version[[:space:]]*=[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$1" | head -n 1)
         echo "${v:-1}"
     else
         echo none
@@ -911,6 +1083,58 @@ dump_candidate() {
 # wrong (a TOML error, a failed load), not the stack frames after it.
 first_reason() {
     grep -m 1 -iE 'toml|failed|invalid|error|cannot|no such|denied|space' "$1" || head -n 1 "$1"
+}
+
+# Why containerd cannot read candidate CONFIG (its error output in ERR), as
+# one sentence. A value of the wrong type comes out of containerd as a Go
+# panic or a decode error that may lack the key or the line: name both here.
+config_reason() {
+    if ! grep -qE "Can.t convert|cannot decode TOML|interface conversion" "$2"; then
+        first_reason "$2"
+        return 0
+    fi
+    _row=$(sed -nE 's/.*\(([0-9]+), [0-9]+\): Can.t convert.*/\1/p; s/.*at row ([0-9]+) column.*/\1/p' "$2" | head -n 1)
+    _found=$(sed -nE 's/.*interface \{\} is ([^,]*), not .*/\1/p; s/.*decode TOML ([a-z]+) into.*/\1/p; s/.*Can.t convert [^(]*\(([a-z0-9]+)\).*/\1/p' "$2" | head -n 1)
+    _wanted=$(sed -nE 's/.*interface \{\} is [^,]*, not (.*)/\1/p; s/.*decode TOML [a-z]+ into .* of type ([][a-z0-9.]+).*/\1/p; s/.*decode TOML [a-z]+ into ([^ ]+)$/\1/p; s/.*Can.t convert .* to ([^ (]+).*/\1/p' "$2" | head -n 1)
+    _keys=$(wrong_type_keys "$1" "$_row" "$_found")
+    printf 'a value has the wrong type (%s where containerd expects %s)%s; fix the value' \
+        "$(type_name "$_found")" "$(type_name "$_wanted")" "${_keys:+: $_keys}"
+}
+
+type_name() {
+    case $1 in
+        int*) echo "a number" ;;
+        float*) echo "a decimal number" ;;
+        bool*) echo "true or false" ;;
+        string) echo "a string" ;;
+        '[]'* | slice | array) echo "a list" ;;
+        map* | table | config.*) echo "a table" ;;
+        *) echo "a value of another type" ;;
+    esac
+}
+
+# The keys of CONFIG that may hold the wrong value, with their tables and
+# lines: the key on ROW when containerd named one, else every key under a
+# plugin table whose value is of the FOUND kind.
+wrong_type_keys() {
+    awk -v row="$2" -v found="$3" '
+        /^[[:space:]]*\[/ { table = $0; gsub(/^[[:space:]]+|[[:space:]]+$/, "", table); next }
+        /^[[:space:]]*[A-Za-z0-9_."'"'"'-]+[[:space:]]*=/ {
+            key = $0; sub(/[[:space:]]*=.*/, "", key); gsub(/^[[:space:]]+/, "", key)
+            value = $0; sub(/^[^=]*=[[:space:]]*/, "", value)
+            if (row != "") { if (NR != row) next }
+            else {
+                if (table !~ /^\[plugins/) next
+                if (found ~ /^int|^integer$/ && value !~ /^[-+]?[0-9]/) next
+                if (found ~ /^bool/ && value !~ /^(true|false)/) next
+                if (found == "string" && value !~ /^["'"'"']/) next
+                if (found ~ /^\[\]|^slice$|^array$/ && value !~ /^\[/) next
+                if (found == "") next
+            }
+            out = out (out == "" ? "" : ", ") (table == "" ? "" : table " ") key " (line " NR ")"
+        }
+        END { printf "%s", out }
+    ' "$1"
 }
 
 strip_managed_block() {
@@ -971,10 +1195,11 @@ cri_status() {
     timeout 10 ctr --connect-timeout 2s plugins ls 2>/dev/null | awk '$2 == "cri" { print $4 }'
 }
 
-# containerd listens where its config says ([grpc] address), which is not
-# always the default socket; ctr follows CONTAINERD_ADDRESS.
+# containerd listens where its config says: `[grpc] address` in containerd
+# 1.x's `config dump`, the grpc server plugin's `address` in 2.x's (which reads
+# an older file's [grpc] table into it). ctr follows CONTAINERD_ADDRESS.
 grpc_address() {
-    sed -n "/^\[grpc\]/,/^\[/s/^ *address = [\"']\([^\"']*\)[\"'].*/\1/p" "$1" | head -n 1
+    sed -nE "/^ *\[(grpc|plugins\.[\"']io\.containerd\.server\.v1\.grpc[\"'])\]/,/^ *\[/s/^ *address = [\"']([^\"']*)[\"'].*/\1/p" "$1" | head -n 1
 }
 
 use_grpc_address() {
@@ -1048,7 +1273,7 @@ cmd_containerd_configure() {
     keep_default=""
     if ! grep -Eq "^ *\[plugins\.[\"']${plugin}[\"']\.containerd\.runtimes\." "$tmp/config.toml"; then
         dump_candidate "$tmp/config.toml" "$tmp/before.toml" "$tmp/err" ||
-            die "containerd rejects $CONTAINERD_CONFIG as it is: $(first_reason "$tmp/err"); fix it first"
+            die "containerd rejects $CONTAINERD_CONFIG as it is: $(config_reason "$tmp/config.toml" "$tmp/err"); fix it first"
         keep_default=$(default_runtime "$tmp/before.toml")
         keep_type=$(sed -n "/runtimes\.$keep_default\]/,/runtime_type/s/^ *runtime_type = //p" "$tmp/before.toml" | head -n 1)
     fi
@@ -1072,7 +1297,7 @@ cmd_containerd_configure() {
     # Validate the merged file before it takes effect: it must parse, and the
     # runtime must survive imports (on 1.x an imported CRI table replaces ours).
     dump_candidate "$tmp/config.toml" "$tmp/dump.toml" "$tmp/err" ||
-        die "containerd rejects the merged $CONTAINERD_CONFIG: $(first_reason "$tmp/err"); nothing was changed"
+        die "containerd rejects the merged $CONTAINERD_CONFIG: $(config_reason "$tmp/config.toml" "$tmp/err"); nothing was changed"
     use_grpc_address "$tmp/dump.toml"
     grep -Eq "ConfigPath = [\"']${runsc_toml}[\"']" "$tmp/dump.toml" ||
         die "after merging, containerd's effective config has no runtime '$runtime': an imported file (imports = [...]) probably redefines the CRI plugin table and replaces it; move the CRI settings into $CONTAINERD_CONFIG. Nothing was changed"
@@ -1081,39 +1306,19 @@ cmd_containerd_configure() {
         die "after merging, containerd's default runtime '$default_rt' has no runtime table; CRI would fail. Nothing was changed"
 
     if [ -f "$CONTAINERD_CONFIG" ] && cmp -s "$tmp/config.toml" "$CONTAINERD_CONFIG" &&
-        [ -f "$runsc_toml" ] && cmp -s "$tmp/runsc.toml" "$runsc_toml" && containerd_serving; then
+        [ -f "$runsc_toml" ] && cmp -s "$tmp/runsc.toml" "$runsc_toml" &&
+        ! restart_pending "$CONTAINERD_CONFIG" && ! restart_pending "$runsc_toml" && containerd_serving; then
         log "containerd already configured with runtime $runtime"
         fact containerd unchanged
         fact containerd_config_version "$version"
         return 0
     fi
 
-    [ -f "$CONTAINERD_CONFIG" ] && cp -p "$CONTAINERD_CONFIG" "$tmp/previous-config.toml"
-    [ -f "$runsc_toml" ] && cp -p "$runsc_toml" "$tmp/previous-runsc.toml"
-    journal_intent "$CONTAINERD_CONFIG" "$tmp/config.toml"
-    journal_intent "$runsc_toml" "$tmp/runsc.toml"
-    checkpoint containerd:journaled
-    replace_file "$tmp/runsc.toml" "$runsc_toml"
-    checkpoint containerd:runsc-toml-written
-    replace_file "$tmp/config.toml" "$CONTAINERD_CONFIG"
-    checkpoint containerd:written
-    if service_restart containerd && checkpoint containerd:restarted && wait_for containerd 30 containerd_serving &&
-        wait_for "containerd's CRI plugin" 10 cri_ok; then
-        log "containerd restarted with runtime $runtime (config version $version, $plugin)"
-        fact containerd configured
-        fact containerd_config_version "$version"
-        return 0
-    fi
-    reason=$(engine_reason containerd)
-    log "containerd did not come back$reason; restoring the previous configuration"
-    if [ -f "$tmp/previous-config.toml" ]; then replace_file "$tmp/previous-config.toml" "$CONTAINERD_CONFIG"; else rm -f "$CONTAINERD_CONFIG"; fi
-    if [ -f "$tmp/previous-runsc.toml" ]; then replace_file "$tmp/previous-runsc.toml" "$runsc_toml"; else rm -f "$runsc_toml"; fi
-    # A step that changed nothing leaves no journal (see cmd_docker_configure).
-    for f in "$CONTAINERD_CONFIG" "$runsc_toml"; do
-        if same_as_backup "$f"; then forget "$f"; fi
-    done
-    if service_restart containerd; then wait_for containerd 30 containerd_serving || true; fi
-    die "containerd failed to start with runtime $runtime$reason; previous configuration restored"
+    apply_configs containerd "$runtime" "runtime $runtime (config version $version, $plugin)" \
+        "$tmp/runsc.toml" "$runsc_toml" containerd:runsc-toml-written \
+        "$tmp/config.toml" "$CONTAINERD_CONFIG" containerd:written
+    fact containerd configured
+    fact containerd_config_version "$version"
 }
 
 cmd_containerd_restore() {
@@ -1122,28 +1327,19 @@ cmd_containerd_restore() {
     drop_leftovers "$CONTAINERD_CONFIG" "$runsc_toml"
     has_backup "$CONTAINERD_CONFIG" || has_backup "$runsc_toml" || { fact containerd untouched; return 0; }
     use_configured_address
-    # As for Docker: a running containerd must come back with the restored file.
-    note_running "$CONTAINERD_CONFIG" containerd_serving
-    if ours_or_original "$CONTAINERD_CONFIG"; then
-        put_back "$CONTAINERD_CONFIG"
-        log "restored $CONTAINERD_CONFIG as it was before install"
-    else
-        # Edited since we wrote it: take out only our block, keep the edits.
-        make_scratch
-        strip_managed_block "$CONTAINERD_CONFIG" > "$RUN_TMP/config.toml"
-        replace_file "$RUN_TMP/config.toml" "$CONTAINERD_CONFIG"
-        log "$CONTAINERD_CONFIG changed since install: removed the runtime block only"
-    fi
     put_back "$runsc_toml"
-    checkpoint containerd-restore:restored
-    if [ -e "$restart" ]; then
-        { service_restart containerd && wait_for containerd 30 containerd_serving; } ||
-            die "containerd did not start again after $CONTAINERD_CONFIG was restored$(engine_reason containerd); the file is back as it was before install: fix it, start containerd, then run destroy again"
-    fi
+    restore_config containerd containerd-restore "$CONTAINERD_CONFIG" take_out_containerd_block
+    restart_restored containerd "$CONTAINERD_CONFIG"
     forget "$CONTAINERD_CONFIG"
     forget "$runsc_toml"
-    rm -f "$restart"
     fact containerd restored
+}
+
+# Takes this program's block out of FILE, keeping the owner's edits.
+take_out_containerd_block() {
+    make_scratch
+    strip_managed_block "$1" > "$RUN_TMP/config.toml"
+    replace_file "$RUN_TMP/config.toml" "$1"
 }
 
 # --- verify ------------------------------------------------------------------
