@@ -29,7 +29,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 NS = "gvisor-fleet"
 ALL_BACKENDS = ("static", "qemu", "multipass", "aws")
@@ -359,7 +359,7 @@ def unknown_problem(key: str, name: str, known: Sequence[str], what: str, everyt
     return f"{key}: is not a setting of {what}; " + (f"{mean} ({listed})" if mean else listed)
 
 
-def read(settings: Sequence[Setting], raw: Mapping[object, object], at: str, problems: list[str], what: str) -> Values:
+def read(settings: Sequence[Setting], raw: Mapping[Any, object], at: str, problems: list[str], what: str) -> Values:
     """Every declared key of one config object, checked; unknown keys are problems too."""
     known = [s.name for s in settings]
     for name in raw:
