@@ -91,7 +91,7 @@ class Text(Kind):
         return text
 
     def allowed(self) -> str:
-        return self.describe
+        return self.describe or "non-empty string"
 
 
 @dataclass(frozen=True)
@@ -260,7 +260,7 @@ class Strings(Kind):
         return tuple(value)
 
     def allowed(self) -> str:
-        return f"list of {self.rule}"
+        return f"non-empty list; each {self.rule}"
 
 
 @dataclass(frozen=True)
@@ -400,6 +400,8 @@ def walk(settings: Sequence[Setting], prefix: str = "") -> Iterator[tuple[str, S
         yield path, s
         if isinstance(s.kind, Obj):
             yield from walk(s.kind.settings, f"{path}.")
+        elif isinstance(s.kind, Items):
+            yield from walk(s.kind.settings, f"{path}[].")
 
 
 @dataclass(frozen=True)

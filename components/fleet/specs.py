@@ -148,12 +148,12 @@ def aws_instance_arch(instance_type: str) -> str:
 _CREATED_ONLY = CREATED
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _VM = ("qemu", "multipass")
-_LINUX_USER = Text(USER, "is not a Linux user name")
+_LINUX_USER = Text(USER, "is not a Linux user name", "Linux user name")
 _USER_FIX = "lower-case letters, digits, '_' and '-', at most 32"
 _SIZE_FIX = "write a size like 8G or 20480M"
 
 MACHINE_FIELDS = (
-    Setting("name", Text(NAME, "must be a lower-case DNS label (letters, digits, '-')"),
+    Setting("name", Text(NAME, "must be a lower-case DNS label (letters, digits, '-')", "lower-case DNS label"),
             "Machine name: unique, a lower-case DNS label; names its resources and its Kubernetes node.",
             required="give each machine a name, a lower-case DNS label"),
     Setting("backend", Choice(BACKENDS), "static (an existing host), or qemu, multipass, aws (made by the stack).",

@@ -214,6 +214,7 @@ def _namespace_problem(value: object) -> str | None:
 
 
 _ANY_URL = ("https://", "http://", "file://")
+_LABEL_KEY = "label key, [prefix/]name, not a Kubernetes prefix"
 _DNS_SUBDOMAIN_253 = re.compile(r"^(?=.{1,253}$)" + DNS_SUBDOMAIN.pattern[1:])
 
 OVERHEAD = (
@@ -221,9 +222,10 @@ OVERHEAD = (
     Setting("memory", Quantity("memory"), "Memory charged per sandboxed pod.", DEFAULT_OVERHEAD_MEMORY),
 )
 TAINT = (
-    Setting("key", Text(), "Taint key (a label key).", check=label_key_problem,
+    Setting("key", Text(describe=_LABEL_KEY), "Taint key (a label key).", check=label_key_problem,
             required=f"give a label key such as '{DEFAULT_NODE_LABEL}'"),
-    Setting("value", Text(_LABEL_VALUE, "must be at most 63 letters, digits, '-', '_' or '.'"), "Taint value.", ""),
+    Setting("value", Text(_LABEL_VALUE, "must be at most 63 letters, digits, '-', '_' or '.'", "label value"),
+            "Taint value.", ""),
     Setting("effect", Choice(TAINT_EFFECTS), "Taint effect.", "NoSchedule"),
 )  # fmt: skip
 K3S = (
@@ -248,8 +250,9 @@ FIELDS = (
                               "lower-case DNS label"),
             "Namespace of the sample pods and verification jobs (restricted, no traffic).", DEFAULT_NAMESPACE,
             check=_namespace_problem),
-    Setting("nodeLabel", Text(), "Label put on nodes where gVisor is verified; the RuntimeClass selects it.",
-            DEFAULT_NODE_LABEL, check=label_key_problem),
+    Setting("nodeLabel", Text(describe=_LABEL_KEY),
+            "Label put on nodes where gVisor is verified; the RuntimeClass selects it.", DEFAULT_NODE_LABEL,
+            check=label_key_problem),
     Setting("nodeNames", Table("machine name to node name", "{m1: ip-10-0-0-1.ec2.internal}"),
             "Node name per machine where it differs from the machine name (existing clusters).",
             doc_default="the machine names"),
@@ -258,7 +261,7 @@ FIELDS = (
             doc_default=f"{{cpu: {DEFAULT_OVERHEAD_CPU}, memory: {DEFAULT_OVERHEAD_MEMORY}}}"),
     Setting("taint", Obj(TAINT, "kubernetes.taint", "{key: sandbox.gke.io/runtime, value: gvisor, effect: "
                          "NoSchedule}", off=True), "Taint the RuntimeClass tolerates (nodes are not tainted here)."),
-    Setting("sampleImage", Text(_IMAGE, f"is not an image reference like {DEFAULT_SAMPLE_IMAGE}"),
+    Setting("sampleImage", Text(_IMAGE, f"is not an image reference like {DEFAULT_SAMPLE_IMAGE}", "image reference"),
             "Image of the sample pods and verification jobs.", DEFAULT_SAMPLE_IMAGE),
     Setting("sandboxKernelReleases", Strings(_KERNEL_PATTERN, "a kernel release pattern (letters, digits, '.', "
                                              "'-', '+', '_', '*', '?')", "['4.4.0', '*-gvisor']"),
