@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from components.schema import ALL_BACKENDS, NS, Items, Obj, Setting, walk
+from components.kinds import Items, Obj
+from components.schema import ALL_BACKENDS, NS, Setting, walk
 from components.settings import TOP_LEVEL
 
 PULUMI_TYPES = {"string": "string", "integer": "integer", "boolean": "boolean"}

@@ -19,11 +19,8 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from components.schema import (
-    ALL_BACKENDS,
+from components.kinds import (
     ARCH_ALIASES,
-    BAD,
-    NS,
     Arch,
     Choice,
     Flag,
@@ -31,13 +28,11 @@ from components.schema import (
     Items,
     LocalPath,
     Network,
-    Setting,
     SshPublicKey,
     Text,
-    Values,
     Whole,
-    read,
 )
+from components.schema import ALL_BACKENDS, BAD, NS, Setting, Values, read
 
 KEY = "gvisor-fleet:machines"
 BACKENDS = ALL_BACKENDS

@@ -15,21 +15,8 @@ from dataclasses import dataclass, field
 from typing import Literal, cast
 
 from components.gvisor.runsc_config import NETWORKS, PLATFORMS, flag_errors
-from components.schema import (
-    NS,
-    Choice,
-    Digests,
-    Flag,
-    HostPath,
-    LocalPath,
-    Setting,
-    Table,
-    Text,
-    Url,
-    Whole,
-    key_of,
-    read,
-)
+from components.kinds import Choice, Digests, Flag, HostPath, LocalPath, Table, Text, Url, Whole
+from components.schema import NS, Setting, key_of, read
 
 MODES = ("auto", "required", "off")
 RELEASE_FETCH = ("host", "once")

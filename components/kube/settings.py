@@ -18,25 +18,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Literal, cast
 
 from components.fleet.specs import MachineSpec
-from components.schema import (
-    ARCHES,
-    BAD,
-    Choice,
-    Digests,
-    Flag,
-    HostPath,
-    Kind,
-    Obj,
-    Setting,
-    Strings,
-    Table,
-    Text,
-    Url,
-    Values,
-    Whole,
-    key_of,
-    read,
-)
+from components.kinds import ARCHES, Choice, Digests, Flag, HostPath, Obj, Strings, Table, Text, Url, Whole
+from components.schema import BAD, Kind, Setting, Values, key_of, read
 
 KEY = "gvisor-fleet:kubernetes"
 CLUSTERS = ("existing", "k3s")
@@ -126,10 +109,6 @@ class KubeSettings:
         return self.node_names.get(machine, machine)
 
 
-def _key(path: str) -> str:
-    return f"{KEY}.{path}" if path else KEY
-
-
 def parse_quantity(text: str) -> Decimal | None:
     """A Kubernetes resource quantity as a number (cores, bytes), or None."""
     m = _QUANTITY.match(text)
@@ -154,7 +133,7 @@ def quantity_problem(value: object, resource: str) -> str | None:
         example = DEFAULT_OVERHEAD_CPU if resource == "cpu" else DEFAULT_OVERHEAD_MEMORY
         return f"'{text}' is not a Kubernetes quantity; write e.g. '{example}' (suffixes m, k, M, G, Ki, Mi, Gi)"
     if amount <= 0:
-        return f"'{text}' must be more than zero; to charge no overhead set {_key('overhead')} to false"
+        return f"'{text}' must be more than zero; to charge no overhead set {key_of(KEY, 'overhead')} to false"
     if resource == "cpu":
         if amount < Decimal("0.001"):
             return f"'{text}' is below 1m, the smallest CPU amount Kubernetes counts"
@@ -296,13 +275,14 @@ def _taint(v: Values) -> Taint | None:
 
 def _k3s(v: Values, runtime_name: str, problems: list[str]) -> K3sSettings:
     if "k3s" in v.given and v["cluster"] != "k3s":
-        problems.append(f"{_key('k3s')}: is set, but {_key('cluster')} is '{v['cluster']}'; set cluster to k3s")
+        cluster = key_of(KEY, "cluster")
+        problems.append(f"{key_of(KEY, 'k3s')}: is set, but {cluster} is '{v['cluster']}'; set cluster to k3s")
     if v["cluster"] == "k3s" and runtime_name in K3S_RUNTIMES:
         problems.append(
             f"gvisor-fleet:runtimeName: '{runtime_name}' is a runtime k3s configures itself; "
             "pick another name (the default is runsc)"
         )
-    k = v.sub("k3s") or read(K3S, {}, _key("k3s"), problems, "kubernetes.k3s")
+    k = v.sub("k3s") or read(K3S, {}, key_of(KEY, "k3s"), problems, "kubernetes.k3s")
     return K3sSettings(
         version=k.text("version"),
         release_url=k.text("releaseUrl"),
@@ -315,16 +295,15 @@ def _k3s(v: Values, runtime_name: str, problems: list[str]) -> K3sSettings:
 
 
 def _node_names(v: Values, problems: list[str]) -> dict[str, str]:
+    key = key_of(KEY, "nodeNames")
     node_names: dict[str, str] = {}
     for machine, node in cast(Mapping[str, object], v["nodeNames"] or {}).items():
         if not isinstance(node, str) or not _DNS_SUBDOMAIN_253.match(node):
-            problems.append(f"{_key('nodeNames')}.{machine}: must be the node's name as `kubectl get nodes` shows it")
+            problems.append(f"{key}.{machine}: must be the node's name as `kubectl get nodes` shows it")
         else:
             node_names[machine] = node
     if node_names and v["cluster"] == "k3s":
-        problems.append(
-            f"{_key('nodeNames')}: k3s nodes are named after their machines; drop nodeNames or use cluster existing"
-        )
+        problems.append(f"{key}: k3s nodes are named after their machines; drop nodeNames or use cluster existing")
     return node_names
 
 
@@ -378,10 +357,10 @@ def fleet_problems(kube: KubeSettings, machines: Sequence[MachineSpec], containe
     names = {m.name for m in machines}
     for machine in kube.node_names:
         if machine not in names:
-            problems.append(f"{_key('nodeNames')}.{machine}: no machine of that name in gvisor-fleet:machines")
+            problems.append(f"{key_of(KEY, 'nodeNames')}.{machine}: no machine of that name in gvisor-fleet:machines")
     nodes = [kube.node_name(m.name) for m in machines]
     for node in sorted({n for n in nodes if nodes.count(n) > 1}):
-        problems.append(f"{_key('nodeNames')}: node '{node}' is given to more than one machine")
+        problems.append(f"{key_of(KEY, 'nodeNames')}: node '{node}' is given to more than one machine")
     if kube.cluster == "existing" and containerd_mode == "off":
         problems.append(
             f"gvisor-fleet:containerd: 'off' leaves the nodes' containerd without the '{kube.handler}' runtime, "
@@ -390,7 +369,7 @@ def fleet_problems(kube: KubeSettings, machines: Sequence[MachineSpec], containe
     loopback = ("127.0.0.1", "localhost", "::1")
     if kube.cluster == "k3s" and len(machines) > 1 and not kube.k3s.server_url and machines[0].address in loopback:
         problems.append(
-            f"{_key('k3s.serverUrl')}: machine '{machines[0].name}' (the k3s server) is reached at "
+            f"{key_of(KEY, 'k3s.serverUrl')}: machine '{machines[0].name}' (the k3s server) is reached at "
             f"{machines[0].address}, which other machines cannot dial; set the URL agents use to join"
         )
     return problems

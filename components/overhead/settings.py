@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from components.schema import NS, Choice, Flag, Obj, Setting, SettingsError, Values, Whole, key_of
+from components.kinds import Choice, Flag, Obj, Whole
+from components.schema import NS, Setting, SettingsError, Values, key_of
 
 CONFIG_NAME = "overhead"
 KEY = key_of(NS, CONFIG_NAME)
