@@ -338,80 +338,36 @@ def documentation_problem(value: str) -> str | None:
 _OWN = "your address as <address>/32 (`curl -s https://checkip.amazonaws.com` prints it)"
 
 
-@dataclass(frozen=True)
-class Network(Kind):
-    """A network in CIDR form that is neither the whole internet nor a documentation range."""
-
-    def parse(self, value: object, key: str, problems: list[str]) -> object:
-        text = Text().parse(value, key, problems)
-        if not isinstance(text, str):
-            return BAD
-        try:
-            net = ipaddress.ip_network(text, strict=True)
-        except ValueError as err:
-            problems.append(f"{key}: '{text}' is not a network in CIDR form ({err}); e.g. {_OWN}")
-            return BAD
-        if net.prefixlen == 0:
-            problems.append(f"{key}: '{text}' opens SSH to the whole internet; give your own network, e.g. {_OWN}")
-            return BAD
-        why = documentation_problem(text)
-        if why:
-            problems.append(f"{key}: {why}; write your own network, e.g. {_OWN}")
-            return BAD
-        return text
-
-    def allowed(self) -> str:
-        return "CIDR, not /0, not a documentation range"
+def address_problem(value: object) -> str | None:
+    """A host address: not a documentation placeholder."""
+    why = documentation_problem(str(value))
+    return f"{why}; write the host's real name or address" if why else None
 
 
-@dataclass(frozen=True)
-class HostAddress(Kind):
-    """A host name or IP address that SSH reaches (not a documentation placeholder)."""
-
-    def parse(self, value: object, key: str, problems: list[str]) -> object:
-        text = Text().parse(value, key, problems)
-        if not isinstance(text, str):
-            return BAD
-        why = documentation_problem(text)
-        if why:
-            problems.append(f"{key}: {why}; write the host's real name or address")
-            return BAD
-        return text
-
-    def allowed(self) -> str:
-        return "host name or IP, not a documentation range"
+def network_problem(value: object) -> str | None:
+    """Who may reach SSH: a network in CIDR form, neither the whole internet nor a documentation range."""
+    try:
+        net = ipaddress.ip_network(str(value), strict=True)
+    except ValueError as err:
+        return f"'{value}' is not a network in CIDR form ({err}); e.g. {_OWN}"
+    if net.prefixlen == 0:
+        return f"'{value}' opens SSH to the whole internet; give your own network, e.g. {_OWN}"
+    why = documentation_problem(str(value))
+    return f"{why}; write your own network, e.g. {_OWN}" if why else None
 
 
 SSH_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
 
 
-def ssh_key_problem(line: str) -> str | None:
-    """Why `line` is not an OpenSSH public key line whose key decodes."""
+def ssh_key_problem(value: object) -> str | None:
+    """Why `value` is not an OpenSSH public key line whose key decodes."""
     from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
-    parts = line.split()
+    parts = str(value).split()
     if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES:
-        return f"'{line[:40]}' is not an OpenSSH public key line (type, base64 key, optional comment)"
+        return f"'{str(value)[:40]}' is not an OpenSSH public key line (type, base64 key, optional comment)"
     try:
         load_ssh_public_key(f"{parts[0]} {parts[1]}".encode())
     except (ValueError, TypeError) as err:
         return f"the {parts[0]} key '{parts[1][:24]}...' does not decode ({err}); it is a placeholder or cut short"
     return None
-
-
-@dataclass(frozen=True)
-class SshPublicKey(Kind):
-    """One OpenSSH public key line whose key decodes."""
-
-    def parse(self, value: object, key: str, problems: list[str]) -> object:
-        text = Text().parse(value, key, problems)
-        if not isinstance(text, str):
-            return BAD
-        why = ssh_key_problem(text)
-        if why:
-            problems.append(f"{key}: {why}")
-            return BAD
-        return text
-
-    def allowed(self) -> str:
-        return ", ".join(SSH_KEY_TYPES) + " key line"

@@ -25,8 +25,6 @@ from components.overhead import settings as overhead_settings
 from components.overhead.settings import OverheadSettings, read_overhead
 from components.schema import NS, SettingsError, key_of, unknown_problem
 
-__all__ = ["NS", "Settings", "SettingsError", "load_settings"]
-
 # Every top-level key, in the order the reference lists them.
 TOP_LEVEL = (
     *gvisor_settings.SETTINGS,

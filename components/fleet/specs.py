@@ -21,16 +21,17 @@ from dataclasses import dataclass
 
 from components.kinds import (
     ARCH_ALIASES,
+    SSH_KEY_TYPES,
     Arch,
     Choice,
     Flag,
-    HostAddress,
     Items,
     LocalPath,
-    Network,
-    SshPublicKey,
     Text,
     Whole,
+    address_problem,
+    network_problem,
+    ssh_key_problem,
 )
 from components.schema import ALL_BACKENDS, BAD, NS, Setting, Values, read
 
@@ -163,10 +164,12 @@ MACHINE_FIELDS = (
             fix=_USER_FIX, backends=_CREATED_ONLY),
     Setting("buildsImages", Flag(), "This machine builds images: runsc never becomes its Docker default runtime.",
             False),
-    Setting("address", HostAddress(), "Host name or IP address that SSH reaches.", backends=("static",),
+    Setting("address", Text(describe="host name or IP, not a documentation range"),
+            "Host name or IP address that SSH reaches.", check=address_problem, backends=("static",),
             required="give the host name or IP that SSH reaches"),
     Setting("port", Whole(1, 65535), "SSH port.", 22, backends=("static",)),
-    Setting("hostKey", SshPublicKey(), "The host's SSH public key line, pinned on every connection.",
+    Setting("hostKey", Text(describe=f"{', '.join(SSH_KEY_TYPES)} key line"),
+            "The host's SSH public key line, pinned on every connection.", check=ssh_key_problem,
             fix="paste the line `ssh-keyscan -t ed25519 HOST` prints", backends=("static",)),
     Setting("image", Text(), "Base image: a cloud image name (debian-12, ubuntu-24.04, ubuntu-22.04), an "
                              "https:// URL, or the absolute path of a qcow2/raw image.", backends=("qemu",),
@@ -198,7 +201,8 @@ MACHINE_FIELDS = (
             backends=("multipass",)),
     Setting("launchTimeout", Whole(30, 7200, "seconds"), "Seconds `multipass launch` may take.", 900,
             backends=("multipass",)),
-    Setting("allowedCidr", Network(), "Who may reach SSH (port 22); never the whole internet.", backends=("aws",),
+    Setting("allowedCidr", Text(describe="CIDR, not /0, not a documentation range"),
+            "Who may reach SSH (port 22); never the whole internet.", check=network_problem, backends=("aws",),
             required="say who may reach SSH, e.g. your own address as <address>/32"),
     Setting("instanceType", Text(_INSTANCE_TYPE, "is not an instance type", "e.g. t3.small"),
             "EC2 instance type; must match arch.", fix="e.g. t3.small", backends=("aws",),
