@@ -27,6 +27,9 @@ class Text(Kind):
     describe: str = ""
 
     def parse(self, value: object, key: str, problems: list[str]) -> object:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            problems.append(f"{key}: {value} is a number, not a string; quote it in YAML ('{value}')")
+            return BAD
         if not isinstance(value, str) or not value.strip():
             problems.append(f"{key}: must be a non-empty string")
             return BAD

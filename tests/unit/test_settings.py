@@ -287,3 +287,12 @@ def test_nested_unknown_keys_suggest_and_list():
     (found,) = problems({"kubernetes": {"k3s": {"versoin": "v1.36.4+k3s1"}, "cluster": "k3s"}, "machines": [MACHINE]})
     assert found.startswith("gvisor-fleet:kubernetes.k3s.versoin: is not a setting of kubernetes.k3s; ")
     assert "did you mean 'version'?" in found and "known keys: version, releaseUrl" in found
+
+
+def test_a_number_where_a_string_belongs_says_to_quote_it():
+    """YAML reads `image: 24.04` as a number; the fix is quoting."""
+    from components.fleet.specs import local_arch
+
+    mp = {"name": "mp", "backend": "multipass", "arch": local_arch(), "image": 24.04}
+    (found,) = problems({"machines": [mp]})
+    assert found == "gvisor-fleet:machines[0].image: 24.04 is a number, not a string; quote it in YAML ('24.04')"
