@@ -141,12 +141,14 @@ def aws_instance_arch(instance_type: str) -> str:
     return "aarch64" if m and "g" in m.group(1) else "x86_64"
 
 
-_CREATED_ONLY = CREATED
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _VM = ("qemu", "multipass")
 _LINUX_USER = Text(USER, "is not a Linux user name", "Linux user name")
 _USER_FIX = "lower-case letters, digits, '_' and '-', at most 32"
 _SIZE_FIX = "write a size like 8G or 20480M"
+_QEMU_IMAGE = (
+    f"a cloud image name ({', '.join(QEMU_IMAGES)}), an https:// URL, or the absolute path of a qcow2/raw image"
+)
 
 MACHINE_FIELDS = (
     Setting("name", Text(NAME, "must be a lower-case DNS label (letters, digits, '-')", "lower-case DNS label"),
@@ -156,12 +158,12 @@ MACHINE_FIELDS = (
             "static"),
     Setting("arch", Arch(allow_detect=True), "Architecture; detect asks the host at `up`.", "detect",
             backends=("static",)),
-    Setting("arch", Arch(), "Architecture of the machine to make.", backends=_CREATED_ONLY,
+    Setting("arch", Arch(), "Architecture of the machine to make.", backends=CREATED,
             required="say which architecture to make: x86_64 or aarch64"),
     Setting("user", _LINUX_USER, "SSH login user (non-root users need passwordless sudo).", "root",
             fix=_USER_FIX, backends=("static",)),
     Setting("user", _LINUX_USER, "Login user the stack creates (passwordless sudo).", DEFAULT_USER,
-            fix=_USER_FIX, backends=_CREATED_ONLY),
+            fix=_USER_FIX, backends=CREATED),
     Setting("buildsImages", Flag(), "This machine builds images: runsc never becomes its Docker default runtime.",
             False),
     Setting("address", Text(describe="host name or IP, not a documentation range"),
@@ -171,10 +173,7 @@ MACHINE_FIELDS = (
     Setting("hostKey", Text(describe=f"{', '.join(SSH_KEY_TYPES)} key line"),
             "The host's SSH public key line, pinned on every connection.", check=ssh_key_problem,
             fix="paste the line `ssh-keyscan -t ed25519 HOST` prints", backends=("static",)),
-    Setting("image", Text(), "Base image: a cloud image name (debian-12, ubuntu-24.04, ubuntu-22.04), an "
-                             "https:// URL, or the absolute path of a qcow2/raw image.", backends=("qemu",),
-            required=f"give a cloud image name ({', '.join(QEMU_IMAGES)}), an https:// URL, "
-                     "or the absolute path of a qcow2/raw image"),
+    Setting("image", Text(), f"Base image: {_QEMU_IMAGE}.", backends=("qemu",), required=f"give {_QEMU_IMAGE}"),
     Setting("imageChecksum", Text(CHECKSUM, "is not a checksum", "sha256:<64 hex> or sha512:<128 hex>"),
             "Checked after the image is downloaded.", fix="write 'sha256:<64 hex>' or 'sha512:<128 hex>'",
             backends=("qemu",)),
