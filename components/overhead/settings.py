@@ -23,7 +23,7 @@ RUNS_RANGE = (1, 100)
 
 Engine = Literal["auto", "docker", "containerd"]
 
-FIELDS_DECLARED = (
+FIELDS = (
     Setting("enabled", Flag(), "Measure gVisor's overhead on every machine after its checks.", True,
             doc_default="true (when the object is set)"),
     Setting("budget", Whole(*BUDGET_RANGE, "seconds"),
@@ -32,21 +32,19 @@ FIELDS_DECLARED = (
             5),
     Setting("engine", Choice(ENGINES), "auto: Docker where it is configured and running, else containerd.", "auto"),
 )  # fmt: skip
-FIELDS = tuple(s.name for s in FIELDS_DECLARED)
 SETTINGS = (
-    Setting(CONFIG_NAME, Obj(FIELDS_DECLARED, "the measurement", "{enabled: true, budget: 300, runs: 5}", off=True),
+    Setting(CONFIG_NAME, Obj(FIELDS, "the measurement", "{enabled: true, budget: 300, runs: 5}", off=True),
             "Measure gVisor's overhead (latency, syscalls, I/O) on each machine; off when unset."),
 )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class OverheadSettings:
+    """The measurement as read; each field is described by its declaration in FIELDS."""
+
     enabled: bool = False
-    # Seconds the whole measurement on one machine may take, clean-up included.
     budget: int = 300
-    # Samples per figure (start-to-exit latency, each micro-benchmark).
     runs: int = 5
-    # auto: Docker where it is configured and running, else containerd.
     engine: Engine = "auto"
 
 

@@ -132,7 +132,7 @@ def test_the_code_uses_the_declared_defaults():
     from components.gvisor.settings import SETTINGS as GVISOR
     from components.kube.settings import FIELDS as KUBE
     from components.kube.settings import K3S
-    from components.overhead.settings import FIELDS_DECLARED as OVERHEAD
+    from components.overhead.settings import FIELDS as OVERHEAD
 
     kube = parse_kube_settings(True, "runsc", [])
     assert kube is not None
