@@ -12,9 +12,7 @@ from components.fleet.build import build_fleet
 from components.fleet.machine import Machine
 from components.gvisor.host import GvisorHost
 from components.lean_state import keep_only_the_source_position
-from components.overhead.measure import OverheadMeasurement, measure_fleet, read_overhead_config, with_overhead
-from components.overhead.settings import CONFIG_NAME as OVERHEAD_KEY
-from components.overhead.settings import parse_overhead_settings
+from components.overhead.measure import OverheadMeasurement, measure_fleet, with_overhead
 from components.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -45,12 +43,8 @@ def build(config: pulumi.Config) -> Program:
     """Reads and validates stack config, then declares every resource."""
     keep_only_the_source_position()
     private_key = config.get_secret("sshPrivateKey")
-    raw = read_raw_config(config)
-    raw.pop(OVERHEAD_KEY, None)  # its own layer: components/overhead/settings.py
     try:
-        settings = load_settings(raw, has_private_key=private_key is not None)
-        gv = settings.gvisor
-        overhead = parse_overhead_settings(read_overhead_config(config), gv.docker, gv.containerd)
+        settings = load_settings(read_raw_config(config), has_private_key=private_key is not None)
     except SettingsError as err:
         raise pulumi.RunError(str(err)) from None
 
@@ -66,7 +60,7 @@ def build(config: pulumi.Config) -> Program:
         from components.kube.deploy import deploy_kubernetes
 
         kube = deploy_kubernetes(settings.kubernetes, machines, config.get_secret("kubeconfig"), gvisor=settings.gvisor)
-    measured = measure_fleet(machines, settings.gvisor, overhead)
+    measured = measure_fleet(machines, settings.gvisor, settings.overhead)
     return Program(
         settings=settings, hosts={n: h for n, (_, h) in machines.items()}, kubernetes=kube, overhead=measured
     )

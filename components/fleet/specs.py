@@ -1,16 +1,17 @@
 """Machines as the stack describes them: `gvisor-fleet:machines` parsed and checked.
 
-Pure: no Pulumi resources. Each backend's own fields are checked here too, so
-every mistake in the machine list is reported at preview, with the config key
-(`gvisor-fleet:machines[i].field`) and what to write instead. Facts about the
-machine running Pulumi (its architecture, which local files exist) come in as
-arguments so tests can state them.
+Pure: no Pulumi resources. Every machine field is declared once in
+`MACHINE_FIELDS`, with the backends that read it; components/schema.py reads
+them, and the rules between fields (arch and image, kernel and initrd, ports)
+follow here, so every mistake in the machine list is reported at preview with
+the config key (`gvisor-fleet:machines[i].field`) and what to write instead.
+Facts about the machine running Pulumi (its architecture, which local files
+exist) come in as arguments so tests can state them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import platform
 import re
@@ -18,10 +19,24 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from components.kinds import (
+    ARCH_ALIASES,
+    SSH_KEY_TYPES,
+    Arch,
+    Choice,
+    Flag,
+    Items,
+    LocalPath,
+    Text,
+    Whole,
+    address_problem,
+    network_problem,
+    ssh_key_problem,
+)
+from components.schema import ALL_BACKENDS, BAD, NS, Setting, Values, read
+
 KEY = "gvisor-fleet:machines"
-ARCHES = ("x86_64", "aarch64")
-ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "x86-64": "x86_64", "aarch_64": "aarch64"}
-BACKENDS = ("static", "qemu", "multipass", "aws")
+BACKENDS = ALL_BACKENDS
 CREATED = ("qemu", "multipass", "aws")  # backends that make the machine (and its keys)
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -126,251 +141,218 @@ def aws_instance_arch(instance_type: str) -> str:
     return "aarch64" if m and "g" in m.group(1) else "x86_64"
 
 
-def arch_problem(key: str, value: object, allow_detect: bool) -> str | None:
-    allowed = ARCHES + (("detect",) if allow_detect else ())
-    if value in allowed:
-        return None
-    hint = ARCH_ALIASES.get(str(value))
-    if hint:
-        return f"{key}: '{value}' is not an architecture name gVisor uses; write '{hint}' (as `uname -m` prints)"
-    return f"{key}: unknown architecture '{value}'; use one of {', '.join(allowed)}"
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_VM = ("qemu", "multipass")
+_LINUX_USER = Text(USER, "is not a Linux user name", "Linux user name")
+_USER_FIX = "lower-case letters, digits, '_' and '-', at most 32"
+_SIZE_FIX = "write a size like 8G or 20480M"
+_QEMU_IMAGE = (
+    f"a cloud image name ({', '.join(QEMU_IMAGES)}), an https:// URL, or the absolute path of a qcow2/raw image"
+)
+
+MACHINE_FIELDS = (
+    Setting("name", Text(NAME, "must be a lower-case DNS label (letters, digits, '-')", "lower-case DNS label"),
+            "Machine name: unique, a lower-case DNS label; names its resources and its Kubernetes node.",
+            required="give each machine a name, a lower-case DNS label"),
+    Setting("backend", Choice(BACKENDS), "static (an existing host), or qemu, multipass, aws (made by the stack).",
+            "static"),
+    Setting("arch", Arch(allow_detect=True), "Architecture; detect asks the host at `up`.", "detect",
+            backends=("static",)),
+    Setting("arch", Arch(), "Architecture of the machine to make.", backends=CREATED,
+            required="say which architecture to make: x86_64 or aarch64"),
+    Setting("user", _LINUX_USER, "SSH login user (non-root users need passwordless sudo).", "root",
+            fix=_USER_FIX, backends=("static",)),
+    Setting("user", _LINUX_USER, "Login user the stack creates (passwordless sudo).", DEFAULT_USER,
+            fix=_USER_FIX, backends=CREATED),
+    Setting("buildsImages", Flag(), "This machine builds images: runsc never becomes its Docker default runtime.",
+            False),
+    Setting("address", Text(describe="host name or IP, not a documentation range"),
+            "Host name or IP address that SSH reaches.", check=address_problem, backends=("static",),
+            required="give the host name or IP that SSH reaches"),
+    Setting("port", Whole(1, 65535), "SSH port.", 22, backends=("static",)),
+    Setting("hostKey", Text(describe=f"{', '.join(SSH_KEY_TYPES)} key line"),
+            "The host's SSH public key line, pinned on every connection.", check=ssh_key_problem,
+            fix="paste the line `ssh-keyscan -t ed25519 HOST` prints", backends=("static",)),
+    Setting("image", Text(), f"Base image: {_QEMU_IMAGE}.", backends=("qemu",), required=f"give {_QEMU_IMAGE}"),
+    Setting("imageChecksum", Text(CHECKSUM, "is not a checksum", "sha256:<64 hex> or sha512:<128 hex>"),
+            "Checked after the image is downloaded.", fix="write 'sha256:<64 hex>' or 'sha512:<128 hex>'",
+            backends=("qemu",)),
+    Setting("kernel", LocalPath("kernel (vmlinuz)"), "Direct kernel boot (with initrd), else firmware boots the disk.",
+            backends=("qemu",)),
+    Setting("initrd", LocalPath("initrd"), "The initrd for direct kernel boot.", backends=("qemu",)),
+    Setting("kernelArgs", Text(), "Kernel command line for direct kernel boot.", "root=/dev/vda rw",
+            backends=("qemu",)),
+    Setting("firmware", LocalPath("UEFI firmware"), "UEFI firmware for disk boot.", backends=("qemu",),
+            doc_default=f"{AARCH64_FIRMWARE} for aarch64 disk boot"),
+    Setting("cpus", Whole(1, 64), "Virtual CPUs.", 2, backends=_VM),
+    Setting("memory", Whole(256, 1048576, "MiB"), "Memory in MiB.", 1024, backends=_VM),
+    Setting("diskSize", Text(SIZE, "is not a size", "e.g. 8G"), "Grow the disk to this size; unset keeps the image's.",
+            fix=_SIZE_FIX, backends=("qemu",)),
+    Setting("sshPort", Whole(1024, 65535), "127.0.0.1 port forwarded to the VM's SSH.", backends=("qemu",),
+            doc_default=f"{SSH_PORT_BASE} + a hash of the name (stable, below {SSH_PORT_BASE + SSH_PORT_SPAN})"),
+    Setting("accel", Choice(("auto", "kvm", "tcg")),
+            "auto: KVM for this machine's own arch when it really works, else TCG (emulation).", "auto",
+            backends=("qemu",)),
+    Setting("bootTimeout", Whole(30, 7200, "seconds"), "Seconds until SSH answers with the pinned host key.", 900,
+            backends=("qemu",)),
+    Setting("image", Text(), "Ubuntu image multipass launches.", "24.04", backends=("multipass",)),
+    Setting("diskSize", Text(SIZE, "is not a size", "e.g. 10G"), "Disk size.", "10G", fix=_SIZE_FIX,
+            backends=("multipass",)),
+    Setting("launchTimeout", Whole(30, 7200, "seconds"), "Seconds `multipass launch` may take.", 900,
+            backends=("multipass",)),
+    Setting("allowedCidr", Text(describe="CIDR, not /0, not a documentation range"),
+            "Who may reach SSH (port 22); never the whole internet.", check=network_problem, backends=("aws",),
+            required="say who may reach SSH, e.g. your own address as <address>/32"),
+    Setting("instanceType", Text(_INSTANCE_TYPE, "is not an instance type", "e.g. t3.small"),
+            "EC2 instance type; must match arch.", fix="e.g. t3.small", backends=("aws",),
+            doc_default=", ".join(f"{t} ({a})" for a, t in AWS_DEFAULT_TYPES.items())),
+    Setting("image", Choice(AWS_IMAGES), "OS whose newest AMI is looked up per arch.", "debian-12", backends=("aws",)),
+    Setting("ami", Text(re.compile(r"^ami-[0-9a-f]{8,17}$"), "is not an AMI id", "ami-..."),
+            "This AMI exactly, instead of image.", fix="an AMI id looks like ami-0123456789abcdef0", backends=("aws",)),
+    Setting("region", Text(re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$"), "is not an AWS region", "e.g. eu-west-1"),
+            "AWS region.", fix="e.g. eu-west-1", backends=("aws",), doc_default="the stack's aws:region"),
+    Setting("subnetId", Text(re.compile(r"^subnet-[0-9a-f]{8,17}$"), "is not a subnet id", "subnet-..."),
+            "Subnet to launch in; unset uses the default VPC.", fix="e.g. subnet-0123456789abcdef0", backends=("aws",)),
+    Setting("diskSize", Text(re.compile(r"^[1-9][0-9]*G$"), "is not a size in GiB", "e.g. 20G"), "Root disk size.",
+            fix="write a size in GiB like 20G", backends=("aws",), doc_default="the AMI's"),
+    Setting("publicIp", Flag(), "Give the instance a public IP (SSH goes there).", True, backends=("aws",)),
+)  # fmt: skip
+
+SETTINGS = (
+    Setting("machines", Items(MACHINE_FIELDS, "machines", "[{name: web1, address: web1.internal}]"),
+            "The machines: existing hosts (static) or made by the stack (qemu, multipass, aws)."),
+    Setting("sshPrivateKey", Text(), "SSH private key for static machines (a secret); made machines get a "
+                                     "generated key unless this is set.", secret=True,
+            doc_default="none (needed by static machines)"),
+)  # fmt: skip
 
 
-class _Fields:
-    """Reads one machine's fields, appending a problem (with its key) for each bad one."""
+def fields_of(backend: str) -> tuple[Setting, ...]:
+    """The machine fields one backend reads."""
+    return tuple(s for s in MACHINE_FIELDS if backend in s.backends)
 
-    def __init__(self, at: str, item: Mapping[str, object], problems: list[str]) -> None:
-        self.at, self.item, self.problems = at, item, problems
+
+@dataclass(frozen=True)
+class _Machine:
+    """One machine's fields as read, with what the rules between them need."""
+
+    at: str
+    v: Values
+    problems: list[str]
 
     def problem(self, field: str, text: str) -> None:
         self.problems.append(f"{self.at}.{field}: {text}")
 
-    def text(
-        self, field: str, default: str | None = None, pattern: re.Pattern[str] | None = None, hint: str = ""
-    ) -> str | None:
-        value = self.item.get(field)
-        if value is None:
-            return default
-        if not isinstance(value, str) or not value.strip() or (pattern and not pattern.match(value.strip())):
-            self.problem(field, f"'{value}' is not valid{'; ' + hint if hint else ''}")
-            return default
-        return value.strip()
-
-    def integer(self, field: str, default: int, low: int, high: int, unit: str = "") -> int:
-        value = self.item.get(field, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            self.problem(field, f"'{value}' must be a whole number from {low} to {high}{unit}")
-            return default
-        return value
-
-    def flag(self, field: str, default: bool) -> bool:
-        value = self.item.get(field, default)
-        if not isinstance(value, bool):
-            self.problem(field, "must be true or false")
-            return default
-        return value
-
-    def choice(self, field: str, default: str, allowed: tuple[str, ...]) -> str:
-        value = self.item.get(field, default)
-        if value not in allowed:
-            self.problem(field, f"'{value}' is not supported; use one of {', '.join(allowed)}")
-            return default
-        return str(value)
-
-    def unknown(self, known: tuple[str, ...], backend: str) -> None:
-        for field in self.item:
-            if field not in known:
-                self.problem(str(field), f"not a setting of {backend} machines; known: {', '.join(sorted(known))}")
+    def arch(self) -> str | None:
+        return self.v.maybe_text("arch") if self.v.ok("arch") else None
 
 
-COMMON = ("name", "backend", "arch", "user", "buildsImages")
-STATIC_FIELDS = (*COMMON, "address", "port", "hostKey")
-QEMU_FIELDS = (*COMMON, "image", "imageChecksum", "kernel", "initrd", "kernelArgs", "firmware", "cpus", "memory",
-               "diskSize", "sshPort", "accel", "bootTimeout")  # fmt: skip
-MULTIPASS_FIELDS = (*COMMON, "image", "cpus", "memory", "diskSize", "launchTimeout")
-AWS_FIELDS = (*COMMON, "allowedCidr", "instanceType", "image", "ami", "region", "subnetId", "diskSize", "publicIp")
-
-
-def _static(f: _Fields, name: str) -> MachineSpec | None:
-    f.unknown(STATIC_FIELDS, "static")
-    address = f.item.get("address")
-    if not isinstance(address, str) or not address:
-        f.problem("address", "missing; give the host name or IP that SSH reaches")
-        return None
-    port = f.integer("port", 22, 1, 65535)
-    user = f.text("user", "root", USER, "must be a user name") or "root"
-    arch = f.item.get("arch", "detect")
-    p = arch_problem(f"{f.at}.arch", arch, allow_detect=True)
-    if p:
-        f.problems.append(p)
-    host_key = f.item.get("hostKey")
-    if host_key is not None and (not isinstance(host_key, str) or not host_key.startswith(("ssh-", "ecdsa-"))):
-        f.problem("hostKey", "must be an OpenSSH public key line, e.g. from `ssh-keyscan -t ed25519 HOST`")
-        host_key = None
-    return MachineSpec(name=name, arch=str(arch), address=address, port=port, user=user, host_key=host_key)
-
-
-def _created_arch(f: _Fields, backend: str) -> str | None:
-    arch = f.item.get("arch")
-    if arch is None:
-        f.problem("arch", f"missing; say which architecture the {backend} backend should create: x86_64 or aarch64")
-        return None
-    p = arch_problem(f"{f.at}.arch", arch, allow_detect=False)
-    if p:
-        f.problems.append(p)
-        return None
-    return str(arch)
-
-
-def _local_file(f: _Fields, field: str, exists: Callable[[str], bool], what: str) -> str | None:
-    path = f.text(field)
-    if path is None:
-        return None
-    path = os.path.expanduser(path)
-    if not os.path.isabs(path):
-        f.problem(field, f"'{path}' must be an absolute path to the {what}")
-        return None
-    if not exists(path):
-        f.problem(field, f"{path} does not exist on this machine; build or download the {what} first")
+def _local_file(m: _Machine, field: str, exists: Callable[[str], bool], what: str) -> str | None:
+    path = m.v.maybe_text(field)
+    if path is not None and not exists(path):
+        m.problem(field, f"{path} does not exist on this machine; build or download the {what} first")
         return None
     return path
 
 
-def _qemu(f: _Fields, name: str, exists: Callable[[str], bool], host_arch: str) -> MachineSpec | None:
-    f.unknown(QEMU_FIELDS, "qemu")
-    arch = _created_arch(f, "qemu")
-    user = f.text("user", DEFAULT_USER, USER, "must be a Linux user name") or DEFAULT_USER
-    raw_image = f.text("image")
-    image: str | None = None
-    if raw_image is None:
-        f.problem(
-            "image",
-            f"missing; give a cloud image name ({', '.join(QEMU_IMAGES)}), an https:// URL, "
-            "or the absolute path of a qcow2/raw image",
-        )
-    elif raw_image in QEMU_IMAGES:
-        image = QEMU_IMAGES[raw_image][arch] if arch else None
-    elif re.match(r"^https?://", raw_image):
-        image = raw_image
-    else:
-        image = _local_file(f, "image", exists, "base image")
-    checksum = f.text("imageChecksum", None, CHECKSUM, "write 'sha256:<64 hex>' or 'sha512:<128 hex>'")
-    kernel = _local_file(f, "kernel", exists, "kernel (vmlinuz)")
-    initrd = _local_file(f, "initrd", exists, "initrd")
-    if (f.item.get("kernel") is None) != (f.item.get("initrd") is None):
-        absent = "kernel" if f.item.get("kernel") is None else "initrd"
-        f.problem(absent, "missing; direct kernel boot needs both kernel and initrd")
-    firmware = _local_file(f, "firmware", exists, "UEFI firmware")
-    if arch == "aarch64" and f.item.get("kernel") is None and f.item.get("firmware") is None:
+def _static(m: _Machine, name: str) -> MachineSpec | None:
+    v = m.v
+    if not v.ok("address", "arch"):  # a spec with a default in their place would raise further problems
+        return None
+    return MachineSpec(
+        name=name, arch=v.text("arch"), address=v.text("address"), port=v.number("port"), user=v.text("user"),
+        host_key=v.maybe_text("hostKey"),
+    )  # fmt: skip
+
+
+def _qemu_image(m: _Machine, exists: Callable[[str], bool], arch: str | None) -> str | None:
+    raw = m.v.maybe_text("image")
+    if raw is None:
+        return None
+    if raw in QEMU_IMAGES:
+        return QEMU_IMAGES[raw][arch] if arch else None
+    if re.match(r"^https?://", raw):
+        return raw
+    path = os.path.expanduser(raw)
+    if not os.path.isabs(path):
+        m.problem("image", f"'{raw}' must be an absolute path to the base image, a cloud image name or a URL")
+        return None
+    m.v["image"] = path
+    return _local_file(m, "image", exists, "base image")
+
+
+def _qemu(m: _Machine, name: str, exists: Callable[[str], bool], host_arch: str) -> MachineSpec | None:
+    v, arch = m.v, m.arch()
+    image = _qemu_image(m, exists, arch)
+    kernel = _local_file(m, "kernel", exists, "kernel (vmlinuz)")
+    initrd = _local_file(m, "initrd", exists, "initrd")
+    if ("kernel" in v.given) != ("initrd" in v.given):
+        absent = "initrd" if "kernel" in v.given else "kernel"
+        m.problem(absent, "missing; direct kernel boot needs both kernel and initrd")
+    firmware = _local_file(m, "firmware", exists, "UEFI firmware")
+    if arch == "aarch64" and not {"kernel", "firmware"} & v.given:
         if exists(AARCH64_FIRMWARE):
             firmware = AARCH64_FIRMWARE
         else:
-            f.problem(
+            m.problem(
                 "firmware",
                 f"aarch64 VMs that boot their disk need UEFI firmware and {AARCH64_FIRMWARE} is missing; "
                 "`apt-get install qemu-efi-aarch64`, set firmware to another QEMU_EFI.fd, or boot a kernel directly",
             )
-    ssh_port = f.integer("sshPort", default_ssh_port(name), 1024, 65535)
-    accel = f.choice("accel", "auto", ("auto", "kvm", "tcg"))
-    if accel == "kvm" and arch and arch != host_arch:
-        f.problem("accel", f"KVM runs only this machine's own architecture ({host_arch}), not {arch}; use auto or tcg")
+    if v["accel"] == "kvm" and arch and arch != host_arch:
+        m.problem("accel", f"KVM runs only this machine's own architecture ({host_arch}), not {arch}; use auto or tcg")
+    ssh_port = v.number("sshPort") if "sshPort" in v.given and v.ok("sshPort") else default_ssh_port(name)
     if image is None or arch is None:
         return None
     options = QemuOptions(
-        image=image,
-        image_checksum=checksum,
-        kernel=kernel,
-        initrd=initrd,
-        kernel_args=f.text("kernelArgs", "root=/dev/vda rw") or "root=/dev/vda rw",
-        firmware=firmware,
-        cpus=f.integer("cpus", 2, 1, 64),
-        memory_mb=f.integer("memory", 1024, 256, 1048576, " (MiB)"),
-        disk_size=f.text("diskSize", None, SIZE, "write a size like 8G or 20480M"),
-        ssh_port=ssh_port,
-        accel=accel,
-        boot_timeout=f.integer("bootTimeout", 900, 30, 7200, " (seconds)"),
-    )
+        image=image, image_checksum=v.maybe_text("imageChecksum"), kernel=kernel, initrd=initrd,
+        kernel_args=v.text("kernelArgs"), firmware=firmware, cpus=v.number("cpus"), memory_mb=v.number("memory"),
+        disk_size=v.maybe_text("diskSize"), ssh_port=ssh_port, accel=v.text("accel"),
+        boot_timeout=v.number("bootTimeout"),
+    )  # fmt: skip
     return MachineSpec(
-        name=name, arch=arch, backend="qemu", address="127.0.0.1", port=ssh_port, user=user, options=options
+        name=name, arch=arch, backend="qemu", address="127.0.0.1", port=ssh_port, user=v.text("user"), options=options
     )
 
 
-def _multipass(f: _Fields, name: str, host_arch: str) -> MachineSpec | None:
-    f.unknown(MULTIPASS_FIELDS, "multipass")
-    arch = _created_arch(f, "multipass")
+def _multipass(m: _Machine, name: str, host_arch: str) -> MachineSpec | None:
+    v, arch = m.v, m.arch()
     if arch and arch != host_arch:
-        f.problem(
+        m.problem(
             "arch",
             f"multipass runs only this machine's own architecture ({host_arch}), not {arch}; "
             f"use backend: qemu (emulates {arch}) or aws for {arch} machines",
         )
-        arch = None
-    options = MultipassOptions(
-        image=f.text("image", "24.04") or "24.04",
-        cpus=f.integer("cpus", 2, 1, 64),
-        memory_mb=f.integer("memory", 1024, 256, 1048576, " (MiB)"),
-        disk_size=f.text("diskSize", "10G", SIZE, "write a size like 10G") or "10G",
-        launch_timeout=f.integer("launchTimeout", 900, 30, 7200, " (seconds)"),
-    )
-    user = f.text("user", DEFAULT_USER, USER, "must be a Linux user name") or DEFAULT_USER
+        return None
     if arch is None:
         return None
-    return MachineSpec(name=name, arch=arch, backend="multipass", user=user, options=options)
+    options = MultipassOptions(
+        image=v.text("image"), cpus=v.number("cpus"), memory_mb=v.number("memory"), disk_size=v.text("diskSize"),
+        launch_timeout=v.number("launchTimeout"),
+    )  # fmt: skip
+    return MachineSpec(name=name, arch=arch, backend="multipass", user=v.text("user"), options=options)
 
 
-def _aws(f: _Fields, name: str) -> MachineSpec | None:
-    f.unknown(AWS_FIELDS, "aws")
-    arch = _created_arch(f, "aws")
-    cidr = f.text("allowedCidr")
-    if cidr is None:
-        f.problem("allowedCidr", "missing; say who may reach SSH, e.g. your address as 203.0.113.7/32")
-    else:
-        try:
-            net = ipaddress.ip_network(cidr, strict=True)
-        except ValueError as err:
-            f.problem("allowedCidr", f"'{cidr}' is not a network in CIDR form ({err}); e.g. 203.0.113.7/32")
-            cidr = None
-        else:
-            if net.prefixlen == 0:
-                f.problem(
-                    "allowedCidr",
-                    f"'{cidr}' opens SSH to the whole internet; give your own network, e.g. 203.0.113.7/32",
-                )
-                cidr = None
-    instance_type = f.text("instanceType", None, re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"), "e.g. t3.small")
+def _aws(m: _Machine, name: str) -> MachineSpec | None:
+    v, arch = m.v, m.arch()
+    instance_type = v.maybe_text("instanceType")
     if arch and instance_type and aws_instance_arch(instance_type) != arch:
-        f.problem(
+        m.problem(
             "instanceType",
             f"'{instance_type}' is an {aws_instance_arch(instance_type)} instance type but arch is {arch}; "
             f"use e.g. {AWS_DEFAULT_TYPES[arch]}",
         )
         instance_type = None
-    image = f.choice("image", "debian-12", AWS_IMAGES)
-    ami = f.text("ami", None, re.compile(r"^ami-[0-9a-f]{8,17}$"), "an AMI id looks like ami-0123456789abcdef0")
-    disk = f.item.get("diskSize")
-    disk_gb: int | None = None
-    if disk is not None:
-        if isinstance(disk, str) and re.match(r"^[1-9][0-9]*G$", disk):
-            disk_gb = int(disk[:-1])
-        else:
-            f.problem("diskSize", f"'{disk}' must be a size in GiB like 20G")
-    user = f.text("user", DEFAULT_USER, USER, "must be a Linux user name") or DEFAULT_USER
-    region = f.text("region", None, re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$"), "e.g. eu-west-1")
-    subnet = f.text("subnetId", None, re.compile(r"^subnet-[0-9a-f]{8,17}$"), "e.g. subnet-0123456789abcdef0")
-    public_ip = f.flag("publicIp", True)
-    if arch is None or cidr is None:
+    cidr = v.maybe_text("allowedCidr")
+    if arch is None or cidr is None or not v.ok("allowedCidr"):
         return None
+    disk = v.maybe_text("diskSize")
     options = AwsOptions(
-        allowed_cidr=cidr,
-        instance_type=instance_type or AWS_DEFAULT_TYPES[arch],
-        image=image,
-        ami=ami,
-        region=region,
-        subnet_id=subnet,
-        disk_gb=disk_gb,
-        public_ip=public_ip,
-    )
-    return MachineSpec(name=name, arch=arch, backend="aws", user=user, options=options)
+        allowed_cidr=cidr, instance_type=instance_type or AWS_DEFAULT_TYPES[arch], image=v.text("image"),
+        ami=v.maybe_text("ami"), region=v.maybe_text("region"), subnet_id=v.maybe_text("subnetId"),
+        disk_gb=int(disk[:-1]) if disk else None, public_ip=v.flag("publicIp"),
+    )  # fmt: skip
+    return MachineSpec(name=name, arch=arch, backend="aws", user=v.text("user"), options=options)
 
 
 def parse_machines(
@@ -386,10 +368,7 @@ def parse_machines(
     `host_arch` is the architecture of the machine running Pulumi (default: this
     one); `exists` tells whether a local path exists (default: the file system).
     """
-    if items is None:
-        return ()
-    if not isinstance(items, list):
-        problems.append(f"{KEY}: must be a list of machines, e.g. [{{name: web1, address: 192.0.2.10}}]")
+    if items is None or SETTINGS[0].kind.parse(items, KEY, problems) is BAD or not isinstance(items, list):
         return ()
     host = host_arch or local_arch()
     specs: list[MachineSpec] = []
@@ -399,36 +378,36 @@ def parse_machines(
         if not isinstance(item, Mapping):
             problems.append(f"{at}: must be an object with at least name and address")
             continue
-        name = item.get("name")
-        if not isinstance(name, str) or not NAME.match(name):
-            problems.append(f"{at}.name: '{name}' must be a lower-case DNS label (letters, digits, '-')")
+        backend = str(item.get("backend", "static"))
+        if backend in BACKENDS:
+            m = _Machine(at, read(fields_of(backend), item, at, problems, f"{backend} machines"), problems)
+        else:  # the backend decides which fields exist: check only the name and the backend
+            known = {k: item.get(k) for k in ("name", "backend")}
+            m = _Machine(at, read(MACHINE_FIELDS[:2], known, at, problems, "machines"), problems)
+        if not m.v.ok("name"):
             continue
+        name = m.v.text("name")
         if name in seen:
-            problems.append(f"{at}.name: '{name}' is used twice; machine names must be unique")
+            m.problem("name", f"'{name}' is used twice; machine names must be unique")
         seen.add(name)
-        backend = item.get("backend", "static")
-        if backend not in BACKENDS:
-            problems.append(f"{at}.backend: '{backend}' is not supported; use one of {', '.join(BACKENDS)}")
+        if not m.v.ok("backend"):
             continue
-        f = _Fields(at, item, problems)
         spec: MachineSpec | None
         if backend == "qemu":
-            spec = _qemu(f, name, exists, host)
+            spec = _qemu(m, name, exists, host)
         elif backend == "multipass":
-            spec = _multipass(f, name, host)
+            spec = _multipass(m, name, host)
         elif backend == "aws":
-            spec = _aws(f, name)
+            spec = _aws(m, name)
         else:
-            spec = _static(f, name)
-        if spec and f.flag("buildsImages", False):
-            spec = dataclasses.replace(spec, builds_images=True)
+            spec = _static(m, name)
         if spec:
-            specs.append(spec)
+            specs.append(dataclasses.replace(spec, builds_images=m.v.flag("buildsImages")))
     _check_ports(items, specs, problems)
     needs_key = [s.name for s in specs if s.backend == "static"]
     if needs_key and not has_private_key:
         problems.append(
-            f"gvisor-fleet:sshPrivateKey: missing; machines {', '.join(needs_key)} need an "
+            f"{NS}:sshPrivateKey: missing; machines {', '.join(needs_key)} need an "
             "SSH key: `pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`"
         )
     return tuple(specs)

@@ -1,5 +1,6 @@
 """Kubernetes settings: `gvisor-fleet:kubernetes`, one config object, checked at preview.
 
+Each key is declared once in `SETTINGS` (components/schema.py reads them).
 `parse_kube_settings` is pure. It appends one line per problem to `problems`,
 each naming the config key (`gvisor-fleet:kubernetes.<path>`) and what to
 write instead, and returns None when the Kubernetes layer is off (the
@@ -16,7 +17,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Literal, cast
 
-from components.fleet.specs import ARCHES, MachineSpec
+from components.fleet.specs import MachineSpec
+from components.kinds import ARCHES, Choice, Digests, Flag, HostPath, Obj, Strings, Table, Text, Url, Whole
+from components.schema import BAD, Kind, Setting, Values, key_of, read
 
 KEY = "gvisor-fleet:kubernetes"
 CLUSTERS = ("existing", "k3s")
@@ -54,7 +57,6 @@ _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
 _QUANTITY = re.compile(r"^(?P<num>[+-]?(\d+(\.\d*)?|\.\d+))(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
 _K3S_VERSION = re.compile(r"^v1\.(\d+)\.(\d+)\+k3s\d+$")
 _KERNEL_PATTERN = re.compile(r"^[0-9A-Za-z._+*?-]+$")
-_HEX256 = re.compile(r"^[0-9a-f]{64}$")
 _IMAGE = re.compile(r"^[a-z0-9]([a-z0-9._/:-]*[a-z0-9])?(@sha256:[0-9a-f]{64})?$")
 _SUFFIX = {
     "": Decimal(1), "m": Decimal("0.001"), "k": Decimal(10) ** 3, "M": Decimal(10) ** 6,
@@ -107,17 +109,6 @@ class KubeSettings:
         return self.node_names.get(machine, machine)
 
 
-KNOWN_KEYS = (
-    "enabled", "cluster", "runtimeClassName", "namespace", "nodeLabel", "nodeNames", "overhead",
-    "taint", "sampleImage", "sandboxKernelReleases", "verifyTimeoutSeconds", "k3s",
-)  # fmt: skip
-K3S_KEYS = ("version", "releaseUrl", "installScriptUrl", "sha256", "serverUrl", "apiUrl", "runscConfigPath")
-
-
-def _key(path: str) -> str:
-    return f"{KEY}.{path}" if path else KEY
-
-
 def parse_quantity(text: str) -> Decimal | None:
     """A Kubernetes resource quantity as a number (cores, bytes), or None."""
     m = _QUANTITY.match(text)
@@ -132,282 +123,215 @@ def parse_quantity(text: str) -> Decimal | None:
     return number * scale
 
 
-def quantity_problem(path: str, value: object, resource: str) -> str | None:
+def quantity_problem(value: object, resource: str) -> str | None:
     """Why `value` is not a sane CPU or memory quantity for a pod's fixed overhead."""
-    key = _key(path)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        return f"{key}: must be a Kubernetes quantity such as '{DEFAULT_OVERHEAD_CPU}' or '{DEFAULT_OVERHEAD_MEMORY}'"
+        return f"must be a Kubernetes quantity such as '{DEFAULT_OVERHEAD_CPU}' or '{DEFAULT_OVERHEAD_MEMORY}'"
     text = str(value).strip()
     amount = parse_quantity(text)
     if amount is None:
         example = DEFAULT_OVERHEAD_CPU if resource == "cpu" else DEFAULT_OVERHEAD_MEMORY
-        return f"{key}: '{text}' is not a Kubernetes quantity; write e.g. '{example}' (suffixes m, k, M, G, Ki, Mi, Gi)"
+        return f"'{text}' is not a Kubernetes quantity; write e.g. '{example}' (suffixes m, k, M, G, Ki, Mi, Gi)"
     if amount <= 0:
-        return f"{key}: '{text}' must be more than zero; to charge no overhead set {_key('overhead')} to false"
+        return f"'{text}' must be more than zero; to charge no overhead set {key_of(KEY, 'overhead')} to false"
     if resource == "cpu":
         if amount < Decimal("0.001"):
-            return f"{key}: '{text}' is below 1m, the smallest CPU amount Kubernetes counts"
+            return f"'{text}' is below 1m, the smallest CPU amount Kubernetes counts"
         if amount > 4:
-            return f"{key}: '{text}' is {amount} whole CPUs per pod; for thousandths write '{text}m'"
+            return f"'{text}' is {amount} whole CPUs per pod; for thousandths write '{text}m'"
     else:
         if amount < 2**20:
-            return f"{key}: '{text}' is {amount} bytes, less than 1Mi; did you mean '{text}Mi'?"
+            return f"'{text}' is {amount} bytes, less than 1Mi; did you mean '{text}Mi'?"
         if amount > 8 * 2**30:
-            return f"{key}: '{text}' is more than 8Gi of fixed overhead per pod; gVisor needs tens of MiB"
+            return f"'{text}' is more than 8Gi of fixed overhead per pod; gVisor needs tens of MiB"
         if amount != amount.to_integral_value():
-            return f"{key}: '{text}' is a fraction of a byte; use a whole number of bytes (e.g. Mi)"
+            return f"'{text}' is a fraction of a byte; use a whole number of bytes (e.g. Mi)"
     return None
 
 
-def label_key_problem(key: str, value: object) -> str | None:
-    """Why `value` is not a Kubernetes qualified name ([prefix/]name)."""
+@dataclass(frozen=True)
+class Quantity(Kind):
+    """A Kubernetes resource quantity (a string, or a bare number) within sane bounds for `resource`."""
+
+    resource: str
+
+    def parse(self, value: object, key: str, problems: list[str]) -> object:
+        why = quantity_problem(value, self.resource)
+        if why:
+            problems.append(f"{key}: {why}")
+            return BAD
+        return str(value).strip()
+
+    def allowed(self) -> str:
+        return "1m to 4" if self.resource == "cpu" else "1Mi to 8Gi"
+
+
+def label_key_problem(value: object) -> str | None:
+    """Why `value` is not a Kubernetes qualified name ([prefix/]name) of our own."""
     if not isinstance(value, str) or not value:
-        return f"{key}: must be a label key such as '{DEFAULT_NODE_LABEL}'"
+        return f"must be a label key such as '{DEFAULT_NODE_LABEL}'"
     prefix, _, name = value.rpartition("/")
     if prefix and (len(prefix) > 253 or not DNS_SUBDOMAIN.match(prefix)):
-        return f"{key}: '{value}' has an invalid prefix '{prefix}'; it must be a lower-case DNS subdomain"
+        return f"'{value}' has an invalid prefix '{prefix}'; it must be a lower-case DNS subdomain"
     if not _NAME_PART.match(name):
         return (
-            f"{key}: '{value}' is not a valid label key; the name part must be at most 63 letters, digits, "
+            f"'{value}' is not a valid label key; the name part must be at most 63 letters, digits, "
             "'-', '_' or '.', starting and ending with a letter or digit"
         )
     if prefix.endswith(("kubernetes.io", "k8s.io")) and prefix != "node-restriction.kubernetes.io":
-        return f"{key}: '{value}' uses a prefix reserved for Kubernetes; use your own, e.g. '{DEFAULT_NODE_LABEL}'"
+        return f"'{value}' uses a prefix reserved for Kubernetes; use your own, e.g. '{DEFAULT_NODE_LABEL}'"
     return None
 
 
-def _url_problem(key: str, value: str, https_only: bool = False) -> str | None:
-    schemes = ("https://",) if https_only else ("https://", "http://", "file://")
-    if not value.startswith(schemes):
-        return f"{key}: '{value}' must start with {' or '.join(schemes)}"
+def _namespace_problem(value: object) -> str | None:
+    if value in ("default", "kube-system", "kube-public", "kube-node-lease"):
+        return (
+            f"'{value}' is shared with other workloads; the program labels it "
+            "restricted and denies all traffic in it, so give it a namespace of its own"
+        )
     return None
 
 
-class _Reader:
-    """Typed reads from one config object, recording problems with full keys."""
+_ANY_URL = ("https://", "http://", "file://")
+_LABEL_KEY = "label key, [prefix/]name, not a Kubernetes prefix"
+_DNS_SUBDOMAIN_253 = re.compile(r"^(?=.{1,253}$)" + DNS_SUBDOMAIN.pattern[1:])
 
-    def __init__(self, raw: Mapping[str, object], prefix: str, known: Sequence[str], problems: list[str]) -> None:
-        self.raw, self.prefix, self.problems = raw, prefix, problems
-        for name in raw:
-            if name not in known:
-                close = [k for k in known if k.lower() == str(name).lower()]
-                hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
-                problems.append(f"{self.key(str(name))}: unknown setting{hint}")
+OVERHEAD = (
+    Setting("cpu", Quantity("cpu"), "CPU charged per sandboxed pod.", DEFAULT_OVERHEAD_CPU),
+    Setting("memory", Quantity("memory"), "Memory charged per sandboxed pod.", DEFAULT_OVERHEAD_MEMORY),
+)
+TAINT = (
+    Setting("key", Text(describe=_LABEL_KEY), "Taint key (a label key).", check=label_key_problem,
+            required=f"give a label key such as '{DEFAULT_NODE_LABEL}'"),
+    Setting("value", Text(_LABEL_VALUE, "must be at most 63 letters, digits, '-', '_' or '.'", "label value"),
+            "Taint value.", ""),
+    Setting("effect", Choice(TAINT_EFFECTS), "Taint effect.", "NoSchedule"),
+)  # fmt: skip
+K3S = (
+    Setting("version", Text(_K3S_VERSION, "is not a k3s release", "v1.N.N+k3sN"), "k3s release.",
+            DEFAULT_K3S_VERSION, fix=f"write it like {DEFAULT_K3S_VERSION}"),
+    Setting("releaseUrl", Url(_ANY_URL), "Where k3s releases live (a mirror works).", DEFAULT_K3S_RELEASE_URL),
+    Setting("installScriptUrl", Url(_ANY_URL), "The k3s install script.", DEFAULT_K3S_INSTALL_SCRIPT_URL),
+    Setting("sha256", Digests(64, "SHA-256 of the k3s binary"), "Pinned SHA-256 of the k3s binary per arch."),
+    Setting("serverUrl", Url(), "What agents dial to join.", doc_default="https://<first machine's address>:6443"),
+    Setting("apiUrl", Url(), "The API address written into the kubeconfig.", doc_default="serverUrl"),
+    Setting("runscConfigPath", HostPath(), "The runsc.toml k3s's containerd passes to runsc.",
+            DEFAULT_K3S_RUNSC_CONFIG),
+)  # fmt: skip
+FIELDS = (
+    Setting("enabled", Flag(), "Deploy the Kubernetes layer.", True, doc_default="true (when the object is set)"),
+    Setting("cluster", Choice(CLUSTERS), "existing (a kubeconfig secret) or k3s (made on the machines).",
+            "existing"),
+    Setting("runtimeClassName", Text(_DNS_SUBDOMAIN_253, "must be a lower-case DNS subdomain (letters, digits, "
+                                     "'-' and '.'), e.g. gvisor", "lower-case DNS subdomain"),
+            "Name of the RuntimeClass (its handler is runtimeName).", DEFAULT_RUNTIME_CLASS),
+    Setting("namespace", Text(DNS_LABEL, "must be a lower-case DNS label (letters, digits, '-')",
+                              "lower-case DNS label"),
+            "Namespace of the sample pods and verification jobs (restricted, no traffic).", DEFAULT_NAMESPACE,
+            check=_namespace_problem),
+    Setting("nodeLabel", Text(describe=_LABEL_KEY),
+            "Label put on nodes where gVisor is verified; the RuntimeClass selects it.", DEFAULT_NODE_LABEL,
+            check=label_key_problem),
+    Setting("nodeNames", Table("machine name to node name", "{m1: ip-10-0-0-1.ec2.internal}"),
+            "Node name per machine where it differs from the machine name (existing clusters).",
+            doc_default="the machine names"),
+    Setting("overhead", Obj(OVERHEAD, "kubernetes.overhead", "{cpu: 100m, memory: 64Mi}", off=True),
+            "Fixed per-pod cost of a sandbox, charged by the scheduler; false charges none.",
+            doc_default=f"{{cpu: {DEFAULT_OVERHEAD_CPU}, memory: {DEFAULT_OVERHEAD_MEMORY}}}"),
+    Setting("taint", Obj(TAINT, "kubernetes.taint", "{key: sandbox.gke.io/runtime, value: gvisor, effect: "
+                         "NoSchedule}", off=True), "Taint the RuntimeClass tolerates (nodes are not tainted here)."),
+    Setting("sampleImage", Text(_IMAGE, f"is not an image reference like {DEFAULT_SAMPLE_IMAGE}", "image reference"),
+            "Image of the sample pods and verification jobs.", DEFAULT_SAMPLE_IMAGE),
+    Setting("sandboxKernelReleases", Strings(_KERNEL_PATTERN, "a kernel release pattern (letters, digits, '.', "
+                                             "'-', '+', '_', '*', '?')", "['4.4.0', '*-gvisor']"),
+            "Kernel releases (shell patterns) a pod under gVisor reports.", DEFAULT_SANDBOX_KERNELS),
+    Setting("verifyTimeoutSeconds", Whole(30, 3600, "seconds"), "Seconds the verification jobs may take.", 300),
+    Setting("k3s", Obj(K3S, "kubernetes.k3s", "{version: v1.36.4+k3s1}"), "The k3s cluster (cluster: k3s)."),
+)  # fmt: skip
+SETTINGS = (
+    Setting("kubernetes", Obj(FIELDS, "kubernetes", "{enabled: true, cluster: k3s}", off=True),
+            "The Kubernetes layer: a RuntimeClass, sample pods and verification; off when unset."),
+    Setting("kubeconfig", Text(), "Kubeconfig of an existing cluster (a secret).", secret=True,
+            doc_default="none (needed by cluster: existing)"),
+)  # fmt: skip
+KNOWN_KEYS = tuple(s.name for s in FIELDS)
+K3S_KEYS = tuple(s.name for s in K3S)
 
-    def key(self, name: str) -> str:
-        return _key(f"{self.prefix}{name}")
 
-    def text(self, name: str, default: str) -> str:
-        value = self.raw.get(name)
-        if value is None:
-            return default
-        if not isinstance(value, str) or not value.strip():
-            self.problems.append(f"{self.key(name)}: must be a non-empty string")
-            return default
-        return value.strip()
-
-    def optional_text(self, name: str) -> str | None:
-        return self.text(name, "") or None
-
-    def mapping(self, name: str, example: str) -> Mapping[str, object]:
-        value = self.raw.get(name)
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.problems.append(f"{self.key(name)}: must be an object, e.g. {example}")
-            return {}
-        return cast(Mapping[str, object], value)
-
-
-def _taint(r: _Reader) -> Taint | None:
-    raw = r.raw.get("taint")
-    if raw is None or raw is False:
-        return None
-    example = "{key: sandbox.gke.io/runtime, value: gvisor, effect: NoSchedule}"
-    if not isinstance(raw, Mapping):
-        r.problems.append(f"{r.key('taint')}: must be an object, e.g. {example}")
-        return None
-    t = _Reader(cast(Mapping[str, object], raw), "taint.", ("key", "value", "effect"), r.problems)
-    key = t.text("key", "")
-    p = label_key_problem(t.key("key"), key or None)
-    if p:
-        r.problems.append(p)
-    value = t.text("value", "")
-    if len(value) > 63 or not _LABEL_VALUE.match(value):
-        r.problems.append(f"{t.key('value')}: '{value}' must be at most 63 letters, digits, '-', '_' or '.'")
-    effect = t.text("effect", "NoSchedule")
-    if effect not in TAINT_EFFECTS:
-        r.problems.append(f"{t.key('effect')}: '{effect}' is not a taint effect; use one of {', '.join(TAINT_EFFECTS)}")
-    return Taint(key=key, value=value, effect=effect)
-
-
-def _overhead(r: _Reader) -> Mapping[str, str] | None:
-    raw = r.raw.get("overhead")
+def _overhead(v: Values) -> Mapping[str, str] | None:
     default = {"cpu": DEFAULT_OVERHEAD_CPU, "memory": DEFAULT_OVERHEAD_MEMORY}
-    if raw is None:
-        return default
-    if raw is False:
+    if "overhead" in v.given and v["overhead"] is None:
+        return None  # false: charge nothing
+    o = v.sub("overhead")
+    return {r: str(o[r]) for r in ("cpu", "memory")} if o else default
+
+
+def _taint(v: Values) -> Taint | None:
+    t = v.sub("taint")
+    if t is None or not t.ok("key"):
         return None
-    if not isinstance(raw, Mapping):
-        r.problems.append(f"{r.key('overhead')}: must be {{cpu: 100m, memory: 64Mi}} or false")
-        return default
-    o = _Reader(cast(Mapping[str, object], raw), "overhead.", ("cpu", "memory"), r.problems)
-    out = dict(default)
-    for resource in ("cpu", "memory"):
-        value = o.raw.get(resource)
-        if value is None:
-            continue
-        p = quantity_problem(f"overhead.{resource}", value, resource)
-        if p:
-            r.problems.append(p)
-        else:
-            out[resource] = str(value).strip()
-    return out
+    return Taint(key=t.text("key"), value=str(t["value"]), effect=t.text("effect"))
 
 
-def _k3s(r: _Reader, runtime_name: str, cluster: str) -> K3sSettings:
-    d = K3sSettings()
-    raw = r.mapping("k3s", "{version: v1.36.4+k3s1}")
-    if raw and cluster != "k3s":
-        r.problems.append(f"{r.key('k3s')}: is set, but {r.key('cluster')} is '{cluster}'; set cluster to k3s")
-    k = _Reader(raw, "k3s.", K3S_KEYS, r.problems)
-    version = k.text("version", d.version)
-    if not _K3S_VERSION.match(version):
-        r.problems.append(f"{k.key('version')}: '{version}' is not a k3s release; write it like {DEFAULT_K3S_VERSION}")
-    release_url = k.text("releaseUrl", d.release_url).rstrip("/")
-    install_script_url = k.text("installScriptUrl", d.install_script_url)
-    server_url = k.optional_text("serverUrl")
-    api_url = k.optional_text("apiUrl")
-    for name, value, https in (
-        ("releaseUrl", release_url, False),
-        ("installScriptUrl", install_script_url, False),
-        ("serverUrl", server_url, True),
-        ("apiUrl", api_url, True),
-    ):
-        p = _url_problem(k.key(name), value, https) if value else None
-        if p:
-            r.problems.append(p)
-    sha256: dict[str, str] = {}
-    for arch, digest in k.mapping("sha256", "{x86_64: <sha256 hex>}").items():
-        if arch not in ARCHES:
-            r.problems.append(f"{k.key('sha256')}.{arch}: unknown architecture; use {', '.join(ARCHES)}")
-        elif not isinstance(digest, str) or not _HEX256.match(digest.lower()):
-            r.problems.append(f"{k.key('sha256')}.{arch}: must be 64 hex digits (a SHA-256 of the k3s binary)")
-        else:
-            sha256[arch] = digest.lower()
-    runsc_config_path = k.text("runscConfigPath", d.runsc_config_path)
-    if not runsc_config_path.startswith("/"):
-        r.problems.append(f"{k.key('runscConfigPath')}: '{runsc_config_path}' must be an absolute path")
-    if cluster == "k3s" and runtime_name in K3S_RUNTIMES:
-        r.problems.append(
+def _k3s(v: Values, runtime_name: str, problems: list[str]) -> K3sSettings:
+    if "k3s" in v.given and v["cluster"] != "k3s":
+        cluster = key_of(KEY, "cluster")
+        problems.append(f"{key_of(KEY, 'k3s')}: is set, but {cluster} is '{v['cluster']}'; set cluster to k3s")
+    if v["cluster"] == "k3s" and runtime_name in K3S_RUNTIMES:
+        problems.append(
             f"gvisor-fleet:runtimeName: '{runtime_name}' is a runtime k3s configures itself; "
             "pick another name (the default is runsc)"
         )
+    k = v.sub("k3s") or read(K3S, {}, key_of(KEY, "k3s"), problems, "kubernetes.k3s")
     return K3sSettings(
-        version=version,
-        release_url=release_url,
-        install_script_url=install_script_url,
-        sha256=sha256,
-        server_url=server_url,
-        api_url=api_url,
-        runsc_config_path=runsc_config_path,
+        version=k.text("version"),
+        release_url=k.text("releaseUrl"),
+        install_script_url=k.text("installScriptUrl"),
+        sha256=cast(Mapping[str, str], k["sha256"] or {}),
+        server_url=k.maybe_text("serverUrl"),
+        api_url=k.maybe_text("apiUrl"),
+        runsc_config_path=k.text("runscConfigPath"),
     )
+
+
+def _node_names(v: Values, problems: list[str]) -> dict[str, str]:
+    key = key_of(KEY, "nodeNames")
+    node_names: dict[str, str] = {}
+    for machine, node in cast(Mapping[str, object], v["nodeNames"] or {}).items():
+        if not isinstance(node, str) or not _DNS_SUBDOMAIN_253.match(node):
+            problems.append(f"{key}.{machine}: must be the node's name as `kubectl get nodes` shows it")
+        else:
+            node_names[machine] = node
+    if node_names and v["cluster"] == "k3s":
+        problems.append(f"{key}: k3s nodes are named after their machines; drop nodeNames or use cluster existing")
+    return node_names
 
 
 def parse_kube_settings(raw: object, runtime_name: str, problems: list[str]) -> KubeSettings | None:
     """`gvisor-fleet:kubernetes` as KubeSettings, or None when it is off (the default)."""
     if raw is None or raw is False:
         return None
-    if raw is True:
-        raw = {"enabled": True}
-    if not isinstance(raw, Mapping):
-        problems.append(f"{KEY}: must be an object, e.g. {{enabled: true, cluster: k3s}}")
+    v = SETTINGS[0].kind.parse({"enabled": True} if raw is True else raw, KEY, problems)
+    if not isinstance(v, Values) or not v.flag("enabled"):
         return None
-    r = _Reader(cast(Mapping[str, object], raw), "", KNOWN_KEYS, problems)
-    enabled = r.raw.get("enabled", True)
-    if not isinstance(enabled, bool):
-        problems.append(f"{r.key('enabled')}: must be true or false")
-        return None
-    if not enabled:
-        return None
-
-    cluster = r.text("cluster", "existing")
-    if cluster not in CLUSTERS:
-        problems.append(f"{r.key('cluster')}: '{cluster}' is not supported; use one of {', '.join(CLUSTERS)}")
-        cluster = "existing"
-
-    runtime_class_name = r.text("runtimeClassName", DEFAULT_RUNTIME_CLASS)
-    if len(runtime_class_name) > 253 or not DNS_SUBDOMAIN.match(runtime_class_name):
-        problems.append(
-            f"{r.key('runtimeClassName')}: '{runtime_class_name}' must be a lower-case DNS subdomain "
-            "(letters, digits, '-' and '.'), e.g. gvisor"
-        )
-    namespace = r.text("namespace", DEFAULT_NAMESPACE)
-    if not DNS_LABEL.match(namespace):
-        problems.append(f"{r.key('namespace')}: '{namespace}' must be a lower-case DNS label (letters, digits, '-')")
-    elif namespace in ("default", "kube-system", "kube-public", "kube-node-lease"):
-        problems.append(
-            f"{r.key('namespace')}: '{namespace}' is shared with other workloads; the program labels it "
-            "restricted and denies all traffic in it, so give it a namespace of its own"
-        )
     if not DNS_LABEL.match(runtime_name):
         problems.append(
-            f"gvisor-fleet:runtimeName: '{runtime_name}' cannot be a RuntimeClass handler; "
+            f"{key_of('gvisor-fleet', 'runtimeName')}: '{runtime_name}' cannot be a RuntimeClass handler; "
             "use lower-case letters, digits and '-'"
         )
-    node_label = r.text("nodeLabel", DEFAULT_NODE_LABEL)
-    p = label_key_problem(r.key("nodeLabel"), node_label)
-    if p:
-        problems.append(p)
-
-    node_names: dict[str, str] = {}
-    for machine, node in r.mapping("nodeNames", "{m1: ip-10-0-0-1.ec2.internal}").items():
-        if not isinstance(node, str) or len(node) > 253 or not DNS_SUBDOMAIN.match(node):
-            problems.append(f"{r.key('nodeNames')}.{machine}: must be the node's name as `kubectl get nodes` shows it")
-        else:
-            node_names[str(machine)] = node
-    if node_names and cluster == "k3s":
-        problems.append(
-            f"{r.key('nodeNames')}: k3s nodes are named after their machines; drop nodeNames or use cluster existing"
-        )
-
-    sample_image = r.text("sampleImage", DEFAULT_SAMPLE_IMAGE)
-    if not _IMAGE.match(sample_image):
-        problems.append(
-            f"{r.key('sampleImage')}: '{sample_image}' is not an image reference like {DEFAULT_SAMPLE_IMAGE}"
-        )
-    kernels_raw = r.raw.get("sandboxKernelReleases", list(DEFAULT_SANDBOX_KERNELS))
-    kernels: tuple[str, ...] = DEFAULT_SANDBOX_KERNELS
-    if not isinstance(kernels_raw, list) or not kernels_raw:
-        problems.append(
-            f"{r.key('sandboxKernelReleases')}: must be a list of kernel releases or shell patterns, "
-            "e.g. ['4.4.0', '*-gvisor']"
-        )
-    elif not all(isinstance(k, str) and _KERNEL_PATTERN.match(k) for k in kernels_raw):
-        problems.append(
-            f"{r.key('sandboxKernelReleases')}: {kernels_raw} holds something that is not a kernel release "
-            "pattern (letters, digits, '.', '-', '+', '_', '*', '?')"
-        )
-    else:
-        kernels = tuple(kernels_raw)
-    timeout = r.raw.get("verifyTimeoutSeconds", 300)
-    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 30 <= timeout <= 3600:
-        problems.append(f"{r.key('verifyTimeoutSeconds')}: '{timeout}' must be a whole number from 30 to 3600")
-        timeout = 300
-
     return KubeSettings(
         handler=runtime_name,
-        cluster=cast(Cluster, cluster),
-        runtime_class_name=runtime_class_name,
-        namespace=namespace,
-        node_label=node_label,
-        node_names=node_names,
-        overhead=_overhead(r),
-        taint=_taint(r),
-        sample_image=sample_image,
-        sandbox_kernel_releases=kernels,
-        verify_timeout_seconds=timeout,
-        k3s=_k3s(r, runtime_name, cluster),
+        cluster=cast(Cluster, v["cluster"]),
+        runtime_class_name=v.text("runtimeClassName"),
+        namespace=v.text("namespace"),
+        node_label=v.text("nodeLabel"),
+        node_names=_node_names(v, problems),
+        overhead=_overhead(v),
+        taint=_taint(v),
+        sample_image=v.text("sampleImage"),
+        sandbox_kernel_releases=cast(tuple[str, ...], v["sandboxKernelReleases"]),
+        verify_timeout_seconds=v.number("verifyTimeoutSeconds"),
+        k3s=_k3s(v, runtime_name, problems),
     )
 
 
@@ -433,10 +357,10 @@ def fleet_problems(kube: KubeSettings, machines: Sequence[MachineSpec], containe
     names = {m.name for m in machines}
     for machine in kube.node_names:
         if machine not in names:
-            problems.append(f"{_key('nodeNames')}.{machine}: no machine of that name in gvisor-fleet:machines")
+            problems.append(f"{key_of(KEY, 'nodeNames')}.{machine}: no machine of that name in gvisor-fleet:machines")
     nodes = [kube.node_name(m.name) for m in machines]
     for node in sorted({n for n in nodes if nodes.count(n) > 1}):
-        problems.append(f"{_key('nodeNames')}: node '{node}' is given to more than one machine")
+        problems.append(f"{key_of(KEY, 'nodeNames')}: node '{node}' is given to more than one machine")
     if kube.cluster == "existing" and containerd_mode == "off":
         problems.append(
             f"gvisor-fleet:containerd: 'off' leaves the nodes' containerd without the '{kube.handler}' runtime, "
@@ -445,7 +369,7 @@ def fleet_problems(kube: KubeSettings, machines: Sequence[MachineSpec], containe
     loopback = ("127.0.0.1", "localhost", "::1")
     if kube.cluster == "k3s" and len(machines) > 1 and not kube.k3s.server_url and machines[0].address in loopback:
         problems.append(
-            f"{_key('k3s.serverUrl')}: machine '{machines[0].name}' (the k3s server) is reached at "
+            f"{key_of(KEY, 'k3s.serverUrl')}: machine '{machines[0].name}' (the k3s server) is reached at "
             f"{machines[0].address}, which other machines cannot dial; set the URL agents use to join"
         )
     return problems

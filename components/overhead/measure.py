@@ -20,7 +20,7 @@ from pulumi_command import remote
 
 from components.fleet.machine import Machine
 from components.gvisor.settings import GvisorSettings
-from components.overhead.settings import CONFIG_NAME, OverheadSettings
+from components.overhead.settings import OverheadSettings
 
 SCRIPT_PATH = Path(__file__).parent / "scripts" / "measure.sh"
 
@@ -83,17 +83,6 @@ class OverheadMeasurement(pulumi.ComponentResource):
         )
         self.result = step.stdout.apply(overhead_from_stdout)
         self.register_outputs({"result": self.result})
-
-
-def read_overhead_config(config: pulumi.Config) -> object:
-    """The raw `gvisor-fleet:overhead` value: decoded JSON, or the text when it is not JSON."""
-    text = config.get(CONFIG_NAME)
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def measure_fleet(

@@ -94,7 +94,7 @@ class Recorder(RecordingMonitor):
 
 def configure(machines: int) -> None:
     specs = [
-        {"name": f"m{i}", "address": f"192.0.2.{i % 250 + 1}", "port": 22, "arch": "x86_64"} for i in range(machines)
+        {"name": f"m{i}", "address": f"10.0.22.{i % 250 + 1}", "port": 22, "arch": "x86_64"} for i in range(machines)
     ]
     set_all_config(
         {"gvisor-fleet:machines": json.dumps(specs), "gvisor-fleet:sshPrivateKey": KEY},

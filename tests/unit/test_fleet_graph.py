@@ -18,6 +18,8 @@ from components.gvisor.host import GvisorHost
 from components.gvisor.settings import GvisorSettings
 from tests.unit.test_fleet_mocks import FleetMocks, fake_aws
 
+EDGE_KEY = generate_ed25519("").public_key  # a host key that decodes, as load_settings requires
+
 FILES = {"/img/disk.qcow2", "/img/vmlinuz", "/img/initrd.img"}
 HOST = QemuHost(arch="x86_64", kvm_works=lambda arch: arch == "x86_64")
 DYNAMIC = "pulumi-python:dynamic:Resource"
@@ -180,7 +182,7 @@ def test_supplied_private_key_is_used_and_no_key_is_made(mocks):
 @pulumi.runtime.test
 def test_static_and_created_machines_mix(mocks):
     supplied = generate_ed25519("mine")
-    items = [{"name": "edge", "address": "192.0.2.10", "arch": "aarch64", "hostKey": "ssh-ed25519 AAAAedge"}, LOCAL[0]]
+    items = [{"name": "edge", "address": "10.0.2.10", "arch": "aarch64", "hostKey": EDGE_KEY}, LOCAL[0]]
     problems: list[str] = []
     machines = build_fleet(
         parse_machines(items, True, problems, host_arch="x86_64", exists=FILES.__contains__), supplied.private_key
@@ -189,7 +191,7 @@ def test_static_and_created_machines_mix(mocks):
     edge = machines[0]
     assert isinstance(edge, Machine) and edge.ready == () and edge.instance is None
     return resolved(edge.connection.host, edge.connection.host_key).apply(
-        lambda a: _assert(a == ["192.0.2.10", "ssh-ed25519 AAAAedge"], str(a))
+        lambda a: _assert(a == ["10.0.2.10", EDGE_KEY], str(a))
     )
 
 
@@ -217,7 +219,7 @@ def test_multipass_connection_host_comes_from_the_launcher(mocks):
 
 
 def aws_item(name: str, arch: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "backend": "aws", "arch": arch, "allowedCidr": "203.0.113.0/24", **extra}
+    return {"name": name, "backend": "aws", "arch": arch, "allowedCidr": "10.20.0.0/24", **extra}
 
 
 @pulumi.runtime.test
@@ -232,7 +234,7 @@ def test_aws_graph_x86_and_graviton(mocks):
         (group,) = mocks.of_type("aws:ec2/securityGroup:SecurityGroup")  # same region and CIDR: shared
         ingress = group.inputs["ingress"]
         assert ingress == [
-            {"protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_blocks": ["203.0.113.0/24"],
+            {"protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_blocks": ["10.20.0.0/24"],
              "description": "SSH (gvisor-fleet)"},
         ], f"{group.name}: only SSH, only from the configured network"  # fmt: skip
         (key_pair,) = mocks.of_type("aws:ec2/keyPair:KeyPair")
@@ -337,7 +339,7 @@ def test_aws_graph_with_the_real_sdk():
         for group in groups:
             (rule,) = group.inputs["ingress"]
             assert (rule["protocol"], rule["fromPort"], rule["toPort"]) == ("tcp", 22, 22), group.name
-            assert rule["cidrBlocks"] == ["203.0.113.0/24"], f"{group.name}: SSH open beyond the allowed CIDR"
+            assert rule["cidrBlocks"] == ["10.20.0.0/24"], f"{group.name}: SSH open beyond the allowed CIDR"
         assert [g.inputs.get("vpcId") for g in groups if "eu-west-1" in g.name] == ["vpc-0abc"]
         instances = mocks.named("aws:ec2/instance:Instance")
         assert instances["ec2-amd64"].inputs["instanceType"] == "t3.small"

@@ -18,8 +18,8 @@ from tests.unit.test_program import KEY, configure
 
 RECORDED = Path(__file__).parents[1] / "report" / "recorded" / "host-docker.json"
 MACHINES = [
-    {"name": "amd", "address": "192.0.2.1", "arch": "x86_64"},
-    {"name": "arm", "address": "192.0.2.2", "arch": "aarch64"},
+    {"name": "amd", "address": "10.0.0.1", "arch": "x86_64"},
+    {"name": "arm", "address": "10.0.0.2", "arch": "aarch64"},
 ]
 
 
@@ -45,7 +45,7 @@ def test_defaults_and_values():
         ({"runs": 0}, "gvisor-fleet:overhead.runs: '0' must be a whole number of runs from 1 to 100"),
         ({"engine": "podman"}, "gvisor-fleet:overhead.engine: 'podman' is not supported; use one of auto, docker"),
         ({"enabled": "on"}, "gvisor-fleet:overhead.enabled: must be true or false"),
-        ({"budgett": 60}, "gvisor-fleet:overhead.budgett: is not a setting of the measurement; use enabled, budget"),
+        ({"budgett": 60}, "gvisor-fleet:overhead.budgett: is not a setting of the measurement; did you mean 'budget'?"),
     ],
 )
 def test_each_bad_value_is_named_with_the_fix(raw, message):

@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TOOLCHAIN = ROOT / "tests" / "toolchain"
 PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt", "components")
 MACHINES = [
-    {"name": "build-1", "address": "192.0.2.10", "arch": "x86_64"},
-    {"name": "edge-arm", "address": "192.0.2.11", "arch": "aarch64", "user": "admin"},
+    {"name": "build-1", "address": "10.0.2.10", "arch": "x86_64"},
+    {"name": "edge-arm", "address": "10.0.2.11", "arch": "aarch64", "user": "admin"},
 ]
 KEY = generate_ed25519("policy-engine-test").private_key
 KUBERNETES_VERSION = re.search(

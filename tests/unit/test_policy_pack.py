@@ -42,8 +42,8 @@ from tests.unit.mocks import RecordingMocks
 ROOT = Path(__file__).resolve().parents[2]
 KEY = generate_ed25519("policy-test").private_key
 MACHINES = [
-    {"name": "build-1", "address": "192.0.2.1", "arch": "x86_64"},
-    {"name": "edge-arm", "address": "192.0.2.2", "arch": "aarch64", "user": "admin"},
+    {"name": "build-1", "address": "10.0.2.1", "arch": "x86_64"},
+    {"name": "edge-arm", "address": "10.0.2.2", "arch": "aarch64", "user": "admin"},
 ]
 KUBE = {"enabled": True, "cluster": "existing"}
 

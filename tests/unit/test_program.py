@@ -27,8 +27,8 @@ def configure(**values: object) -> None:
 @pulumi.runtime.test
 def test_every_machine_gets_a_verified_gvisor_host(mocks):
     machines = [
-        {"name": "amd", "address": "192.0.2.1", "arch": "x86_64"},
-        {"name": "arm", "address": "192.0.2.2", "arch": "aarch64", "user": "admin"},
+        {"name": "amd", "address": "10.0.2.1", "arch": "x86_64"},
+        {"name": "arm", "address": "10.0.2.2", "arch": "aarch64", "user": "admin"},
     ]
     configure(machines=machines, sshPrivateKey=KEY, platform="systrap")
     program = build(pulumi.Config("gvisor-fleet"))
@@ -64,8 +64,8 @@ def test_one_failing_verify_turns_the_exported_all_checks_passed_false(verify, p
     """__main__.py as `pulumi up` runs it: the stack output, not only checks_passed()."""
     mocks = use(RecordingMocks(stdout={"arm-verify": verify}))
     machines = [
-        {"name": "amd", "address": "192.0.2.1", "arch": "x86_64"},
-        {"name": "arm", "address": "192.0.2.2", "arch": "aarch64"},
+        {"name": "amd", "address": "10.0.2.1", "arch": "x86_64"},
+        {"name": "arm", "address": "10.0.2.2", "arch": "aarch64"},
     ]
     configure(machines=machines, sshPrivateKey=KEY)
     runpy.run_path(str(MAIN), run_name="__main__")
@@ -98,8 +98,8 @@ def test_no_machines_is_a_valid_empty_stack(mocks):
 @pulumi.runtime.test
 def test_kubernetes_layer_uses_the_hosts_runtime_name(mocks):
     machines = [
-        {"name": "amd", "address": "192.0.2.1", "arch": "x86_64"},
-        {"name": "arm", "address": "192.0.2.2", "arch": "aarch64"},
+        {"name": "amd", "address": "10.0.2.1", "arch": "x86_64"},
+        {"name": "arm", "address": "10.0.2.2", "arch": "aarch64"},
     ]
     configure(
         machines=machines,
@@ -129,8 +129,8 @@ def test_kubernetes_without_machines_fails_at_preview(mocks):
 
 def test_image_builders_are_marked_for_the_policy_pack(mocks):
     machines = [
-        {"name": "ci", "address": "192.0.2.1", "arch": "x86_64", "buildsImages": True},
-        {"name": "web", "address": "192.0.2.2", "arch": "x86_64"},
+        {"name": "ci", "address": "10.0.2.1", "arch": "x86_64", "buildsImages": True},
+        {"name": "web", "address": "10.0.2.2", "arch": "x86_64"},
     ]
     configure(machines=machines, sshPrivateKey=KEY)
     program = build(pulumi.Config("gvisor-fleet"))

@@ -5,10 +5,12 @@ import pytest
 from pulumi.runtime.config import set_all_config
 
 from components.config import read_raw_config
+from components.fleet.keys import generate_ed25519
 from components.gvisor.settings import DEFAULT_RELEASE
 from components.settings import SettingsError, load_settings
 
 MACHINE = {"name": "m1", "address": "127.0.0.1", "arch": "x86_64"}
+HOST_KEY = generate_ed25519("m1").public_key
 
 
 def problems(raw: dict, has_key: bool = True) -> list[str]:
@@ -89,6 +91,10 @@ def test_defaults_are_valid_and_pinned():
         ({"relase": None}, "gvisor-fleet:relase", "did you mean 'release'?"),
         ({"runscFlag": None}, "gvisor-fleet:runscFlag", "did you mean 'runscFlags'?"),
         ({"zzz": None}, "gvisor-fleet:zzz", "Configuration reference"),
+        ({"overhed": None}, "gvisor-fleet:overhed", "did you mean 'overhead'?"),
+        ({"Kubernetes": None}, "gvisor-fleet:Kubernetes", "did you mean 'kubernetes'?"),
+        ({"overhead": {"runs": 0}}, "gvisor-fleet:overhead.runs", "from 1 to 100"),
+        ({"overhead": {"engine": "docker"}, "docker": "off"}, "gvisor-fleet:overhead.engine", "auto or the other"),
     ],
 )
 def test_invalid_setting_names_key_and_fix(raw, key, hint):
@@ -120,14 +126,14 @@ def test_valid_full_config_round_trips():
             "runscFlags": {"debug": True, "debug-log": "/var/log/runsc/%ID%/", "host-uds": "open"},
             "defaultRuntime": True,
             "sha512": {"aarch64": "AB" * 64},
-            "machines": [{**MACHINE, "user": "admin", "port": 2222, "hostKey": "ssh-ed25519 AAAAC3Nz"}],
+            "machines": [{**MACHINE, "user": "admin", "port": 2222, "hostKey": HOST_KEY}],
         },
         has_private_key=True,
     )
     assert s.gvisor.base_url == "http://mirror.internal/gvisor"
     assert s.gvisor.sha512 == {"aarch64": "ab" * 64}
     (m,) = s.machines
-    assert (m.name, m.user, m.port, m.arch, m.host_key) == ("m1", "admin", 2222, "x86_64", "ssh-ed25519 AAAAC3Nz")
+    assert (m.name, m.user, m.port, m.arch, m.host_key) == ("m1", "admin", 2222, "x86_64", HOST_KEY)
 
 
 def test_default_runtime_is_refused_on_image_builders():
@@ -175,3 +181,118 @@ def test_release_fetch_defaults_to_each_host_and_once_takes_a_release_dir(monkey
     assert (g.release_fetch, g.release_dir) == ("once", "/home/ops/releases")
     # Static machines may detect their arch while each host downloads for itself.
     load_settings({"machines": [{**MACHINE, "arch": "detect"}]}, has_private_key=True)
+
+
+@pytest.mark.parametrize(
+    ("machine", "key", "words"),
+    [
+        ({"hostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlaceholderReplaceWithSshKeyscanOutput0000"},
+         "hostKey", "does not decode"),
+        ({"hostKey": "ssh-ed25519 " + HOST_KEY.split()[1][:-8]}, "hostKey", "does not decode"),
+        ({"hostKey": "AAAAC3NzaC1lZDI1NTE5"}, "hostKey", "not an OpenSSH public key line"),
+        ({"hostKey": "ssh-rsa " + HOST_KEY.split()[1]}, "hostKey", "does not decode"),
+        ({"address": "192.0.2.10"}, "address", "192.0.2.0/24"),
+        ({"address": "198.51.100.7"}, "address", "198.51.100.0/24"),
+        ({"address": "203.0.113.250"}, "address", "203.0.113.0/24"),
+        ({"address": "2001:db8::10"}, "address", "2001:db8::/32"),
+        ({"address": "edge.example.com"}, "address", "RFC 2606"),
+    ],
+)  # fmt: skip
+def test_placeholders_that_would_fail_at_up_are_refused_at_preview(machine, key, words):
+    (found,) = problems({"machines": [{**MACHINE, **machine}]})
+    assert found.startswith(f"gvisor-fleet:machines[0].{key}: "), found
+    assert words in found
+    assert "ssh-keyscan" in found if key == "hostKey" else "real name or address" in found
+
+
+@pytest.mark.parametrize("cidr", ["203.0.113.7/32", "198.51.100.0/24", "192.0.2.128/25", "2001:db8::/48"])
+def test_documentation_networks_are_refused_as_allowed_cidr(cidr):
+    aws = {"name": "ec2", "backend": "aws", "arch": "x86_64", "allowedCidr": cidr}
+    (found,) = problems({"machines": [aws]})
+    assert found.startswith("gvisor-fleet:machines[0].allowedCidr: ") and "documentation" in found
+    assert "checkip" in found
+
+
+def test_real_addresses_and_keys_pass():
+    machines = [
+        {**MACHINE, "address": "10.0.2.15", "hostKey": HOST_KEY},
+        {**MACHINE, "name": "m2", "address": "edge-1.corp.internal"},
+        {"name": "ec2", "backend": "aws", "arch": "x86_64", "allowedCidr": "198.18.0.0/15"},
+    ]
+    s = load_settings({"machines": machines}, has_private_key=True)
+    assert [m.address for m in s.machines][:2] == ["10.0.2.15", "edge-1.corp.internal"]
+
+
+def test_booleans_follow_one_rule_everywhere():
+    """What the Pulumi CLI stores ("true"/"false") is a boolean in every key; nothing else is."""
+    s = load_settings(
+        {
+            "defaultRuntime": "true",
+            "machines": [{**MACHINE, "buildsImages": "false"}],
+            "kubernetes": {"enabled": "true"},
+            "overhead": {"enabled": "true"},
+        },
+        has_private_key=True,
+    )
+    assert s.gvisor.default_runtime is True and s.machines[0].builds_images is False
+    assert s.kubernetes is not None and s.overhead is not None and s.overhead.enabled
+    found = problems(
+        {
+            "defaultRuntime": "yes",
+            "machines": [{**MACHINE, "buildsImages": "on"}],
+            "kubernetes": {"enabled": 1},
+            "overhead": {"enabled": "on"},
+        }
+    )
+    assert [p.split(": ", 1)[1] for p in found] == ["must be true or false"] * 4, found
+
+
+def test_whole_numbers_follow_one_rule_everywhere():
+    """Digits as a string (what the CLI stores) count as a whole number in every key."""
+    s = load_settings(
+        {
+            "stepTimeout": "120",
+            "machines": [{**MACHINE, "port": "2222"}],
+            "kubernetes": {"verifyTimeoutSeconds": "60"},
+            "overhead": {"budget": "60"},
+        },
+        has_private_key=True,
+    )
+    assert s.gvisor.step_timeout == 120 and s.machines[0].port == 2222
+    assert s.kubernetes is not None and s.kubernetes.verify_timeout_seconds == 60
+    assert s.overhead is not None and s.overhead.budget == 60
+
+
+def test_every_layer_reports_at_once_the_overhead_too():
+    found = problems(
+        {
+            "releas": "x",
+            "platform": "ptrace",
+            "machines": [{**MACHINE, "user": "Bad User"}],
+            "kubernetes": {"namespace": "Bad"},
+            "overhead": {"budget": 1},
+        }
+    )
+    keys = [p.split(": ", 1)[0] for p in found]
+    assert keys == [
+        "gvisor-fleet:releas",
+        "gvisor-fleet:platform",
+        "gvisor-fleet:machines[0].user",
+        "gvisor-fleet:kubernetes.namespace",
+        "gvisor-fleet:overhead.budget",
+    ], found
+
+
+def test_nested_unknown_keys_suggest_and_list():
+    (found,) = problems({"kubernetes": {"k3s": {"versoin": "v1.36.4+k3s1"}, "cluster": "k3s"}, "machines": [MACHINE]})
+    assert found.startswith("gvisor-fleet:kubernetes.k3s.versoin: is not a setting of kubernetes.k3s; ")
+    assert "did you mean 'version'?" in found and "known keys: version, releaseUrl" in found
+
+
+def test_a_number_where_a_string_belongs_says_to_quote_it():
+    """YAML reads `image: 24.04` as a number; the fix is quoting."""
+    from components.fleet.specs import local_arch
+
+    mp = {"name": "mp", "backend": "multipass", "arch": local_arch(), "image": 24.04}
+    (found,) = problems({"machines": [mp]})
+    assert found == "gvisor-fleet:machines[0].image: 24.04 is a number, not a string; quote it in YAML ('24.04')"
