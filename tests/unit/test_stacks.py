@@ -74,7 +74,7 @@ def raw_settings(config: Mapping[str, object]) -> dict[str, object]:
     raw: dict[str, object] = {}
     for full, value in config.items():
         ns, _, key = full.partition(":")
-        if ns != NS or isinstance(value, dict) and "secure" in value:
+        if ns != NS or (isinstance(value, dict) and "secure" in value):
             continue
         raw[key] = value if isinstance(value, (dict, list)) or key not in KNOWN_KEYS else as_config_value(value)
     return raw
