@@ -1,8 +1,9 @@
 """The README's commands, with the real Pulumi CLI, leave the checkout as git has it.
 
 Each test runs a README.md block marked `<!-- run: tests/e2e/test_checkout_clean.py ... -->`
-in a git copy of the repository's tracked files, with a home, a Pulumi home
-and a local backend of its own (the plugins are the set-up's):
+in a git copy of the repository's tracked files, with a home (for Pulumi's
+local backend too), a Pulumi home and no passphrase of its own (the engine
+and plugins are the set-up's):
 
 - the main job: its stack commands as written (the set-up and the release
   directory are left out: this tier's set-up ran them), with `pulumi preview`
@@ -98,8 +99,27 @@ def stand_ins(home: Path, release_cache: Path) -> None:
     (home / ".cache/gvisor-fleet/local-releases").mkdir(parents=True)
 
 
+def own_passwd(tmp: Path, home: str) -> Path:
+    """/etc/passwd with this user's home moved to HOME: `pulumi login --local` keeps its state
+    under the home the user database names (file://~), not under $HOME."""
+    uid = str(os.getuid())
+    lines = []
+    for line in Path("/etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if len(fields) == 7 and fields[2] == uid:
+            fields[5] = home
+        lines.append(":".join(fields))
+    path = tmp / "passwd"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def run(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["sh", "-ec", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    """SCRIPT as `sh -e` runs it, in a mount namespace where the user's home is the test's."""
+    passwd = own_passwd(cwd.parent, env["HOME"])
+    argv = ["unshare", "--mount", "--propagation", "private", "--"]
+    argv += ["sh", "-c", 'mount --bind "$1" /etc/passwd && exec sh -ec "$2"', "sh", str(passwd), script]
+    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     output = f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     assert result.returncode == 0, f"{script}\nexit {result.returncode}\n{output}"
     return result
