@@ -89,7 +89,7 @@ lint() {
     # The docs site, strict: a broken link or anchor, or a page left out of
     # mkdocs.yml, fails. Built outside the checkout, then thrown away.
     site=$(mktemp -d) || return 1
-    mkdocs build --strict --quiet --site-dir "$site"
+    mkdocs build --strict --site-dir "$site"
     built=$?
     rm -rf "$site"
     [ "$built" = 0 ] || { echo "lint: mkdocs build --strict failed (see above)"; return 1; }
