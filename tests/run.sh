@@ -86,6 +86,13 @@ lint() {
     "$(sh tests/toolchain/build-actionlint.sh --print-path)" || return 1
     unformatted=$(gofmt -l tests/toolchain) || return 1
     [ -z "$unformatted" ] || { echo "not gofmt-formatted: $unformatted"; return 1; }
+    # The docs site, strict: a broken link or anchor, or a page left out of
+    # mkdocs.yml, fails. Built outside the checkout, then thrown away.
+    site=$(mktemp -d) || return 1
+    mkdocs build --strict --site-dir "$site"
+    built=$?
+    rm -rf "$site"
+    [ "$built" = 0 ] || { echo "lint: mkdocs build --strict failed (see above)"; return 1; }
     echo "lint: clean"
 }
 

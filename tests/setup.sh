@@ -7,7 +7,7 @@
 #                                       (tests/run.sh runs those beside the first tiers)
 #
 # First run on a fresh machine: 54 min on 2 cores, 36 with --no-kubernetes,
-# nearly all of it Go builds (README.md, "Set-up: two commands", has the
+# nearly all of it Go builds (docs/testing.md, "Set-up", has the
 # measured time of each); later runs: a minute.
 set -eu
 cd "$(dirname "$0")/.."

@@ -1,6 +1,7 @@
 """EC2 machines: x86_64 and Graviton (aarch64) from one stack.
 
-pulumi-aws is an optional extra (`pip install pulumi-aws`): it is imported
+pulumi-aws is an optional extra (`pip install pulumi-aws==7.51.1`, the version
+requirements-dev.txt pins and the tests run): it is imported
 only when a stack has aws machines, so other stacks never load it. The pure
 parts (AMI query per arch, the SSH ingress rule, names) are plain functions.
 
@@ -70,7 +71,7 @@ def import_sdk() -> Any:
     except ImportError:
         raise pulumi.RunError(
             "gvisor-fleet:machines: backend 'aws' needs the pulumi-aws package, which is an optional extra; "
-            "install it into the project's virtualenv: pip install pulumi-aws"
+            "install it into the project's virtualenv: pip install pulumi-aws==7.51.1"
         ) from None
     return pulumi_aws
 

@@ -5,7 +5,7 @@ the login user's home (copied over SFTP, which needs no sudo), and each step
 runs it from there: `[sudo -n] sh FILE [-tTIMEOUT] [-iINSTANCE] SUBCOMMAND ...`.
 The file checks itself against the hash in its name before it does anything.
 The steps name the hash, so a change to the script still shows in `pulumi
-preview` as a change to every step, while the state keeps the 47 KB script
+preview` as a change to every step, while the state keeps the script
 once per machine as an asset hash, not as text in every step's inputs and
 outputs. The lines are short on purpose: each step keeps its create and its
 delete twice in the state (inputs and outputs).

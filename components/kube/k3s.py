@@ -1,8 +1,9 @@
 """k3s on the fleet's machines: the command lines, computed without a host.
 
 The first machine is the server, the others join it as agents. Every step
-runs `scripts/k3s-node.sh` sent on stdin, like the gVisor host agent, so a
-change to the script shows in `pulumi preview` as a change to the steps.
+runs `scripts/k3s-node.sh` sent on stdin (the gVisor host agent, by contrast,
+is copied to each machine once as a file), so a change to the script shows in
+`pulumi preview` as a change to the steps.
 """
 
 from __future__ import annotations

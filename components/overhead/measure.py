@@ -1,7 +1,7 @@
 """OverheadMeasurement: one remote step per machine, after the host is verified.
 
 A thin shell: `measure_command` builds the command line (pure), the script
-(scripts/measure.sh, sent on stdin like the host agent) does the work and
+(scripts/measure.sh, sent on stdin like the k3s node script) does the work and
 prints one `overhead=<JSON>` line, which `parse_overhead` turns into the
 machine's `overhead` output.
 """

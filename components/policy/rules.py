@@ -52,7 +52,7 @@ DEFAULT_RUNTIME_CLASS: Final = "gvisor"
 DEFAULT_SANDBOX_NAMESPACE: Final = "gvisor-sandbox"
 
 # Component output (GvisorHost.register_outputs) by which a machine says it
-# builds container images; see README.md, "Image-build hosts".
+# builds container images; see docs/ci-and-policy.md, "Image-build hosts".
 BUILDS_IMAGES_OUTPUT: Final = "buildsImages"
 
 DATED_RELEASE = re.compile(r"^\d{8}(\.\d+)?$")
@@ -117,7 +117,7 @@ class Violation:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """The pack's settings (`--policy-pack-config`, see README.md)."""
+    """The pack's settings (`--policy-pack-config`, see docs/ci-and-policy.md)."""
 
     # Stacks (fnmatch patterns) on which an unpinned gVisor release is allowed.
     dev_stacks: tuple[str, ...] = ("dev", "dev-*", "*-dev")

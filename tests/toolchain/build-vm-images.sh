@@ -16,7 +16,7 @@
 #
 # Output, per arch: $GVISOR_FLEET_CACHE/vm-images/debian12-r$REV/<arch>/
 #   vmlinuz, initrd.img, disk.qcow2 (ext4 on the whole disk: root=/dev/vda)
-# Build time on 2 cores: see README.md (Set-up). Needs root, Go (for
+# Build time on 2 cores: see docs/testing.md (Set-up). Needs root, Go (for
 # containerd) and the packages of tests/toolchain/install-vm-deps.sh.
 set -eu
 
