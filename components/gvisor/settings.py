@@ -69,7 +69,7 @@ SETTINGS = (
             "Further runsc flags (name to value), for Docker's runtimeArgs and runsc.toml alike."),
     _mode("docker", "Docker"),
     _mode("containerd", "containerd"),
-    Setting("defaultRuntime", Flag(), "Make runsc Docker's default runtime (read docs/how-it-works.md, Docker, before turning it on).", False),
+    Setting("defaultRuntime", Flag(), "Make runsc Docker's default runtime (read docs/how-it-works.md first).", False),
     Setting("runtimeName", Text(NAME, "must be lower-case letters, digits and '-' (it names the containerd "
                                       "runtime table and the RuntimeClass handler)", "lower-case DNS label"),
             "Docker runtime name, containerd runtime table and RuntimeClass handler.", "runsc"),
