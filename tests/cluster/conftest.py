@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.node import Binaries, Cluster, kubernetes_bin
-from tests.host.conftest import CACHE, REPO, containerd2_bin, gvisor_go, releases  # noqa: F401 (fixtures)
-from tests.host.mirror import Releases
+from tests.host.conftest import containerd2_bin, gvisor_go, releases  # noqa: F401 (fixtures)
+from tests.support.mirror import Releases
+from tests.support.paths import CACHE, REPO
 
 
 @pytest.fixture(scope="session")

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.host.conftest import CACHE, MIRROR_URL, TEST_IMAGE
 from tests.host.host_state import HostSnapshot, ok, refusal, remove_command
-from tests.host.mirror import Releases
 from tests.host.sandbox import Sandbox
+from tests.support.image import TEST_IMAGE
+from tests.support.mirror import MIRROR_URL, Releases
+from tests.support.paths import CACHE
 
 pytestmark = pytest.mark.host
 

@@ -16,7 +16,7 @@ from components.fleet.qemu import QemuHost
 from components.fleet.specs import parse_machines
 from components.gvisor.host import GvisorHost
 from components.gvisor.settings import GvisorSettings
-from tests.unit.test_fleet_mocks import FleetMocks, fake_aws
+from tests.unit.fleet_mocks import FleetMocks, fake_aws
 
 FILES = {"/img/disk.qcow2", "/img/vmlinuz", "/img/initrd.img"}
 HOST = QemuHost(arch="x86_64", kvm_works=lambda arch: arch == "x86_64")

@@ -3,7 +3,6 @@ warning when the SDK functions it replaces are gone or changed."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -12,13 +11,11 @@ from pathlib import Path
 import pulumi
 import pytest
 from pulumi.runtime import resource as sdk_resource
-from pulumi.runtime.config import set_all_config
 from pulumi_command import remote
 
 from components import lean_state
-from components.fleet.keys import generate_ed25519
 from components.program import build
-from tests.unit.mocks import RecordingMocks, RecordingMonitor
+from tests.unit.mocks import KEY, RecordingMocks, RecordingMonitor, configure
 
 CONNECTION = remote.ConnectionArgs(host="192.0.2.1")
 COMPONENTS = (Path(__file__).parents[2] / "components").as_uri() + "/"
@@ -96,8 +93,7 @@ def test_without_the_hook_the_sdk_sends_the_whole_stack(sdk_as_shipped, monitor)
 @pulumi.runtime.test
 def test_every_resource_of_the_program_carries_its_line_in_components_and_no_stack_trace(sdk, monitor):
     machines = [{"name": "amd", "address": "192.0.2.1", "arch": "x86_64"}]
-    config = {"machines": json.dumps(machines), "sshPrivateKey": generate_ed25519("test").private_key}
-    set_all_config({f"gvisor-fleet:{k}": v for k, v in config.items()}, secret_keys=["gvisor-fleet:sshPrivateKey"])
+    configure(machines=machines, sshPrivateKey=KEY)
     program = build(pulumi.Config("gvisor-fleet"))
 
     def check(_):
