@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import tempfile
 import time
@@ -40,8 +39,8 @@ from typing import Any
 from tests.cluster.live_stack import NAMESPACE, Deployment, live_stack, missing_prerequisites
 from tests.cluster.node import RUNTIME, Cluster
 from tests.cluster.probe_pods import apply, probe_pod, runtime_class
-from tests.support.mirror import build_mirror
-from tests.support.paths import CACHE, REPO
+from tests.support.mirror import MIRROR_ROOT, build_mirror, debian_runsc
+from tests.support.toolchain import containerd2_dir, gvisor_dir
 from tests.support.wait import wait_until
 
 RESULTS = Path(__file__).parent / "results" / "kube.json"
@@ -104,9 +103,8 @@ def main() -> None:
     why = missing_prerequisites()
     if why:
         raise SystemExit(f"bench_kube: {why}")
-    gvisor_go = Path(os.popen(f"sh {REPO}/tests/toolchain/build-gvisor.sh --print-dir").read().strip())
-    containerd = Path(os.popen(f"sh {REPO}/tests/toolchain/build-containerd.sh --print-dir").read().strip())
-    releases = build_mirror(CACHE / "mirror", gvisor_go, Path(shutil.which("runsc") or "/usr/bin/runsc"))
+    containerd = containerd2_dir()
+    releases = build_mirror(MIRROR_ROOT, gvisor_dir(), debian_runsc())
     ups: list[dict[str, float]] = []
     samples: dict[str, list[float]] = {"runsc": [], "runc": []}
     with tempfile.TemporaryDirectory(prefix="bench-kube-") as tmp:

@@ -35,8 +35,8 @@ from tests.e2e.pulumi_stack import Stack
 from tests.e2e.ssh_machines import Machine
 from tests.support import toolchain
 from tests.support.image import make_image_tar
-from tests.support.mirror import Releases
-from tests.support.paths import CACHE, REPO
+from tests.support.mirror import MIRROR_ROOT, Releases
+from tests.support.paths import REPO
 from tests.support.wait import wait_until
 from tests.vm.qemu_vms import USER, Vm, describe_failure
 
@@ -114,7 +114,7 @@ def live_stack(
     # The emulated VM boots (minutes) while the cluster starts.
     boot = threading.Thread(target=lambda: booted.append(vm.start())) if vm else None
     machine = ssh_machines.start_machine(MACHINE, work / MACHINE, client, image_tar)
-    cluster = Cluster(work / "cluster", bins, CACHE / "mirror", releases.current, sandbox=machine.sandbox)
+    cluster = Cluster(work / "cluster", bins, MIRROR_ROOT, releases.current, sandbox=machine.sandbox)
     node: VmNode | None = None
     try:
         if boot:
@@ -125,7 +125,7 @@ def live_stack(
         if vm and boot:
             boot.join()
             assert booted and booted[0].returncode == 0, describe_failure(vm, booted[0]) if booted else "no boot"
-            node = VmNode(vm, cluster, kubernetes_arm64_bin(REPO), CACHE / "mirror", releases.current).start()
+            node = VmNode(vm, cluster, kubernetes_arm64_bin(REPO), MIRROR_ROOT, releases.current).start()
             machines.append(vm_spec(vm))
             kube = VM_KUBE_CONFIG
         stack = Stack(work / "stack")

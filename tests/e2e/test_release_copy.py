@@ -23,8 +23,7 @@ from components.gvisor.release_copy import remote_path
 from tests.e2e import pulumi_stack, ssh_machines
 from tests.e2e.pulumi_stack import Stack, record
 from tests.e2e.ssh_machines import KeyPair, Machine, snapshot
-from tests.support.mirror import Releases
-from tests.support.paths import CACHE
+from tests.support.mirror import MIRROR_ROOT, Releases
 
 pytestmark = pytest.mark.e2e
 
@@ -89,7 +88,7 @@ def fleet(
     engine: Path, mirror: Releases, image_tar: Path, client_key: KeyPair, fleet_work: Path
 ) -> Iterator[CopyFleet]:
     release_dir = fleet_work / "releases"
-    shutil.copytree(CACHE / "mirror" / mirror.current, release_dir / mirror.current)
+    shutil.copytree(MIRROR_ROOT / mirror.current, release_dir / mirror.current)
     (machine,) = ssh_machines.start_machines(1, fleet_work / "machines", client_key, image_tar, prefix="c")
     try:
         stack = Stack(fleet_work / "stack")

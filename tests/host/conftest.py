@@ -49,7 +49,7 @@ def gvisor_go() -> Path:
 
 @pytest.fixture(scope="session")
 def releases(gvisor_go: Path) -> Releases:
-    return build_mirror(mirror.ROOT, gvisor_go, mirror.debian_runsc())
+    return build_mirror(mirror.MIRROR_ROOT, gvisor_go, mirror.debian_runsc())
 
 
 @pytest.fixture(scope="session")

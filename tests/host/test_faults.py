@@ -248,7 +248,7 @@ def test_a_stalled_mirror_fails_the_step_in_bounded_time_naming_url_and_limit(
     host: Sandbox, releases: Releases, mode: str
 ):
     port = 18081
-    host.sh(f"nohup python3 {loopback.__file__} {mirror.ROOT} {port} {mode} > /var/log/stalling.log 2>&1 &")
+    host.sh(f"nohup python3 {loopback.__file__} {mirror.MIRROR_ROOT} {port} {mode} > /var/log/stalling.log 2>&1 &")
     # Listening once curl no longer says "connection refused" (7).
     probe = f"curl -s -m 1 -o /dev/null http://127.0.0.1:{port}/x"
     host.sh(f"i=0; until {probe}; [ $? != 7 ]; do i=$((i+1)); [ $i -lt 50 ]; sleep 0.2; done")

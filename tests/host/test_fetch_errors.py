@@ -69,14 +69,14 @@ sys.exit("the accept queue never filled: is net.ipv4.tcp_abort_on_overflow set?"
 
 
 def serve_broken_servers(host: Sandbox, work: Path) -> None:
-    host.sh(f"nohup python3 {loopback.__file__} {mirror.ROOT} {SILENT_PORT} silent >/dev/null 2>&1 &")
+    host.sh(f"nohup python3 {loopback.__file__} {mirror.MIRROR_ROOT} {SILENT_PORT} silent >/dev/null 2>&1 &")
     cert, key = work / "cert.pem", work / "key.pem"
     work.mkdir(parents=True, exist_ok=True)
     host.sh(
         f"openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -keyout {key} -out {cert} 2>/dev/null"
     )
     # An https server with a certificate no one signed, serving the mirror.
-    serve = f"{loopback.__file__} {mirror.ROOT} {SELF_SIGNED_PORT} --tls {cert} {key}"
+    serve = f"{loopback.__file__} {mirror.MIRROR_ROOT} {SELF_SIGNED_PORT} --tls {cert} {key}"
     host.sh(f"nohup python3 {serve} >/dev/null 2>&1 &")
     (work / "full.py").write_text(FULL_LISTENER)
     full = work / "full.ready"

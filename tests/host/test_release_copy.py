@@ -17,14 +17,13 @@ from tests.host.agent_calls import PREFIX
 from tests.host.host_state import HostSnapshot, ok, refusal
 from tests.host.kill_points import TOUCHED, assert_same_tree, kill_install_rerun_uninstall
 from tests.host.sandbox import Sandbox
-from tests.support.mirror import Releases
-from tests.support.paths import CACHE
+from tests.support.mirror import MIRROR_ROOT, Releases
 
 pytestmark = pytest.mark.host
 
 
 def archive(releases: Releases) -> Path:
-    return CACHE / "mirror" / releases.current / "x86_64" / "gvisor.tar.bz2"
+    return MIRROR_ROOT / releases.current / "x86_64" / "gvisor.tar.bz2"
 
 
 def sha512(path: Path, extra: bytes = b"") -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from tests.support.paths import CACHE
 from tests.support.toolchain import build_gvisor
 
-ROOT = CACHE / "mirror"
+MIRROR_ROOT = CACHE / "mirror"
 MIRROR_PORT = 18080
 MIRROR_URL = f"http://127.0.0.1:{MIRROR_PORT}"
 ARCHES = ("x86_64", "aarch64")
@@ -85,7 +85,7 @@ def build_mirror(root: Path, gvisor_go: Path, debian_runsc: Path) -> Releases:
     return releases
 
 
-def serve_in_sandbox(root: Path = ROOT, log: str = "/var/log/mirror.log") -> str:
+def serve_in_sandbox(root: Path = MIRROR_ROOT, log: str = "/var/log/mirror.log") -> str:
     """The shell line that serves `root` at MIRROR_URL in the background, in the namespace it runs in
     (Python's own server: its log, one line per request, is what tests count downloads in)."""
     return f"nohup python3 -m http.server {MIRROR_PORT} --bind 127.0.0.1 --directory {root} > {log} 2>&1 &"
@@ -97,7 +97,7 @@ WAIT_IN_SANDBOX = f"i=0; until curl -fs {MIRROR_URL}/ >/dev/null; do i=$((i+1));
 
 def prepare_mirror() -> Releases:
     """The mirror under CACHE, from the cached gVisor build and Debian's runsc (built on first use)."""
-    return build_mirror(ROOT, build_gvisor(), debian_runsc())
+    return build_mirror(MIRROR_ROOT, build_gvisor(), debian_runsc())
 
 
 def debian_runsc() -> Path:

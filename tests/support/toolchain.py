@@ -26,13 +26,17 @@ def build_gvisor() -> Path:
     return out
 
 
+def containerd2_dir() -> Path:
+    return _print_dir("build-containerd.sh")
+
+
 def build_containerd2() -> Path:
     """containerd 2.x binaries for the machines (tests/toolchain/build-containerd.sh, built on first use).
 
     Debian's containerd 1.6 cannot run the current gVisor shim (it speaks
     containerd 2's shim bootstrap protocol), so the machines run containerd 2.
     """
-    out = _print_dir("build-containerd.sh")
+    out = containerd2_dir()
     if not (out / "containerd").exists():
         subprocess.run(["sh", str(TOOLCHAIN / "build-containerd.sh")], check=True, stdout=subprocess.DEVNULL)
     return out
