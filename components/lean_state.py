@@ -8,13 +8,22 @@ Only the source position is kept: the line of this program that declared the
 resource, which the engine shows in its messages. And the SSH key every
 remote resource keeps (encrypted, in its inputs and its outputs) is stored in
 its most compact form.
+
+Keeping only the source position replaces two private functions of the SDK.
+Before replacing them, the SDK is checked to still have them, with the same
+parameters, called where resources are registered; if not, nothing is
+replaced and preview and up show a warning, since the state would otherwise
+grow without anyone noticing.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import inspect
 import sys
 import traceback
 from functools import cache
+from types import CodeType
 
 import pulumi
 from pulumi.runtime import resource as _sdk_resource
@@ -54,12 +63,67 @@ def _declared_position(stack: source_pb2.StackTrace) -> source_pb2.SourcePositio
     return _declared_at[0]
 
 
-def keep_only_the_source_position() -> None:
-    """Registers resources with their source position and no stack trace. A no-op on SDKs without these hooks."""
-    hooks = ("_get_stack_trace", "_get_source_position", "_get_source_position_for_frame")
-    if all(hasattr(_sdk_resource, hook) for hook in hooks):
-        _sdk_resource._get_stack_trace = _source_position_only
-        _sdk_resource._get_source_position = _declared_position
+# What this module replaces, with the parameters each takes; checked before anything is replaced.
+_HOOKS = {"_get_stack_trace": 0, "_get_source_position": 1, "_get_source_position_for_frame": 1}
+# The SDK's own functions, once replaced (tests put them back to compare).
+sdk_originals: dict[str, object] = {}
+# Where the SDK calls the first two: the registration paths whose requests carry the stack trace.
+_CALLERS = ("register_resource", "read_resource")
+
+
+def _calls(code: CodeType, name: str) -> bool:
+    """Whether `code`, or a function nested in it, refers to the global `name`."""
+    return name in code.co_names or any(isinstance(c, CodeType) and _calls(c, name) for c in code.co_consts)
+
+
+def _hook_problems() -> list[str]:
+    """What is missing or changed in the SDK's hooks; empty when they are as this module expects."""
+    problems = []
+    for hook, arity in _HOOKS.items():
+        function = getattr(_sdk_resource, hook, None)
+        if not callable(function):
+            problems.append(f"pulumi.runtime.resource.{hook} is gone")
+        elif function not in (_source_position_only, _declared_position) and (
+            len(inspect.signature(function).parameters) != arity
+        ):
+            problems.append(f"pulumi.runtime.resource.{hook} no longer takes {arity} argument(s)")
+    for caller in _CALLERS:
+        function = getattr(_sdk_resource, caller, None)
+        code = getattr(function, "__code__", None)
+        for hook in ("_get_stack_trace", "_get_source_position"):
+            if code is None or not _calls(code, hook):
+                problems.append(f"pulumi.runtime.resource.{caller} no longer calls {hook}")
+    return problems
+
+
+def keep_only_the_source_position() -> bool:
+    """Registers resources with their source position and no stack trace.
+
+    On an SDK whose hooks are gone or changed it replaces nothing (a wrong
+    replacement would break every registration) and warns at preview and up:
+    the state then grows by the whole call stack of every resource.
+    """
+    problems = _hook_problems()
+    if problems:
+        pulumi.log.warn(
+            f"components/lean_state.py cannot keep the stack trace out of the state with "
+            f"pulumi {_sdk_version()}: {'; '.join(problems)}. Every resource now stores its whole call stack "
+            "(about 1.3 KB each; the state's bound is 25 KB per machine). Fix: go back to the pulumi version "
+            "requirements.txt pins, or update lean_state.py for this SDK (tests/unit/test_lean_state.py checks it)."
+        )
+        return False
+    for hook in ("_get_stack_trace", "_get_source_position"):
+        sdk_originals.setdefault(hook, getattr(_sdk_resource, hook))
+    _sdk_resource._get_stack_trace = _source_position_only
+    _sdk_resource._get_source_position = _declared_position
+    return True
+
+
+def _sdk_version() -> str:
+    try:
+        return importlib.metadata.version("pulumi")
+    except importlib.metadata.PackageNotFoundError:
+        return "(unknown version)"
 
 
 @cache  # a fleet's machines share one key: parse it once

@@ -1,7 +1,7 @@
 """Benchmark (not a test): the real Pulumi engine against 1 and against 4 SSH test machines.
 
 For each fleet size, a fresh stack (the end-to-end tests' machines and stack,
-see tests/e2e/harness.py) goes through preview, up, a no-op up and destroy.
+see tests/e2e/ssh_machines.py) goes through preview, up, a no-op up and destroy.
 Writes tests/bench/results/engine.json with, per fleet size:
 - seconds: wall time of each `pulumi` command (median over --repeat rounds),
   and spread: min/median/max over the rounds (on a shared 2-core machine the
@@ -34,8 +34,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e import harness
-from tests.host.mirror import Releases
+from tests.e2e import pulumi_stack, ssh_machines
+from tests.support import mirror, toolchain
+from tests.support.image import make_image_tar
+from tests.support.mirror import Releases
 
 RESULTS = Path(__file__).parent / "results" / "engine.json"
 PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -57,13 +59,13 @@ class Round:
     remote_commands_per_machine: dict[str, dict[str, int]]
 
 
-def one_round(count: int, work: Path, key: harness.KeyPair, image_tar: Path, releases: Releases) -> Round:
+def one_round(count: int, work: Path, key: ssh_machines.KeyPair, image_tar: Path, releases: Releases) -> Round:
     start = time.monotonic()
-    machines = harness.start_machines(count, work / "machines", key, image_tar)
+    machines = ssh_machines.start_machines(count, work / "machines", key, image_tar)
     setup = time.monotonic() - start
     try:
-        stack = harness.Stack(work / "stack")
-        stack.init(harness.stack_config(machines, releases, containerd=False), key.private_text)
+        stack = pulumi_stack.Stack(work / "stack")
+        stack.init(pulumi_stack.stack_config(machines, releases, containerd=False), key.private_text)
         result = Round(round(setup, 2), {}, {})
         for phase, args in PHASES + (SERIAL if count > 1 else ()):
             before = {m.name: m.remote_commands() for m in machines}
@@ -85,7 +87,7 @@ def spread(values: list[float]) -> dict[str, float]:
 def plugin_versions(bin_dir: Path) -> dict[str, str]:
     """The plugins the engine runs, as `pulumi plugin ls` lists them, and the language host's own version."""
     pulumi = [str(bin_dir / "pulumi"), "plugin", "ls", "--json"]
-    listed = subprocess.run(pulumi, env=harness.pulumi_env(), capture_output=True, text=True, check=True)
+    listed = subprocess.run(pulumi, env=toolchain.pulumi_env(), capture_output=True, text=True, check=True)
     plugins = {f"{p['kind']}/{p['name']}": p["version"] for p in json.loads(listed.stdout or "[]")}
     host = bin_dir / "pulumi-language-python"
     if host.exists():
@@ -96,11 +98,11 @@ def plugin_versions(bin_dir: Path) -> dict[str, str]:
 
 def engine_and_mirror(tool: str) -> tuple[Path, Releases, dict[str, object]] | None:
     """The engine (built or cached), the release mirror, and what the results record of both; None if missing."""
-    why = harness.missing_prerequisites()
+    why = ssh_machines.missing_prerequisites()
     if why:
         print(f"{tool}: cannot run: {why}", file=sys.stderr)
         return None
-    bin_dir = harness.build_pulumi()
+    bin_dir = toolchain.build_pulumi()
     engine = subprocess.run([str(bin_dir / "pulumi"), "version"], capture_output=True, text=True).stdout.strip()
     described: dict[str, object] = {
         "engine": f"pulumi {engine} (file backend, passphrase secrets)",
@@ -108,7 +110,7 @@ def engine_and_mirror(tool: str) -> tuple[Path, Releases, dict[str, object]] | N
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
     }
-    return bin_dir, harness.prepare_mirror(), described
+    return bin_dir, mirror.prepare_mirror(), described
 
 
 def write_results(out: Path, results: dict[str, object]) -> None:
@@ -140,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     medians: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
         work = Path(tmp)
-        key = harness.make_key(work / "client" / "id_ed25519", "gvisor-fleet-bench")
-        image_tar = harness.make_image_tar(work / "busybox-rootfs.tar")
+        key = ssh_machines.make_key(work / "client" / "id_ed25519", "gvisor-fleet-bench")
+        image_tar = make_image_tar(work / "busybox-rootfs.tar")
         for count in sizes:
             rounds = [one_round(count, work / f"{count}-{i}", key, image_tar, releases) for i in range(args.repeat)]
             medians[count] = {

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import tempfile
 import time
@@ -39,9 +38,10 @@ from typing import Any
 
 from tests.cluster.live_stack import NAMESPACE, Deployment, live_stack, missing_prerequisites
 from tests.cluster.node import RUNTIME, Cluster
-from tests.cluster.test_cluster import apply, probe_pod, runtime_class
-from tests.host.conftest import CACHE, REPO
-from tests.host.mirror import build_mirror
+from tests.cluster.probe_pods import apply, probe_pod, runtime_class
+from tests.support.mirror import MIRROR_ROOT, build_mirror, debian_runsc
+from tests.support.toolchain import containerd2_dir, gvisor_dir
+from tests.support.wait import wait_until
 
 RESULTS = Path(__file__).parent / "results" / "kube.json"
 VERIFICATION_JOBS = "app.kubernetes.io/component=verification"
@@ -50,14 +50,16 @@ VERIFICATION_JOBS = "app.kubernetes.io/component=verification"
 def start_seconds(cluster: Cluster, name: str, runtime_class_name: str | None) -> float:
     start = time.monotonic()
     apply(cluster, probe_pod(name, runtime_class_name))
-    while time.monotonic() - start < 180:
+
+    def running_with_output() -> bool:
         status = cluster.kubectl_json("get", "pod", name, "-n", "default")["status"]
         running = status.get("phase") == "Running"
-        if running and cluster.kubectl("logs", "-n", "default", name, check=False).stdout.strip():
-            elapsed = time.monotonic() - start
-            cluster.kubectl("delete", "pod", "-n", "default", name, "--wait=true")
-            return elapsed
-        time.sleep(0.1)
+        return running and bool(cluster.kubectl("logs", "-n", "default", name, check=False).stdout.strip())
+
+    if wait_until(running_with_output, 180, 0.1):
+        elapsed = time.monotonic() - start
+        cluster.kubectl("delete", "pod", "-n", "default", name, "--wait=true")
+        return elapsed
     raise SystemExit(f"bench_kube: pod {name} did not start in 180 s")
 
 
@@ -84,11 +86,8 @@ def up_to_jobs_complete(d: Deployment) -> dict[str, float]:
 def destroy(d: Deployment) -> None:
     """Back to an untouched node: the stack's objects gone (namespace included), the host restored."""
     d.stack.pulumi("destroy", "--yes", "--skip-preview", timeout=900).check()
-    deadline = time.monotonic() + 120
-    while d.cluster.kubectl("get", "namespace", NAMESPACE, check=False).returncode == 0:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench_kube: namespace {NAMESPACE} still there 120 s after destroy")
-        time.sleep(1)
+    if not wait_until(lambda: d.cluster.kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0, 120, 1):
+        raise SystemExit(f"bench_kube: namespace {NAMESPACE} still there 120 s after destroy")
 
 
 def median(values: list[float]) -> float:
@@ -104,9 +103,8 @@ def main() -> None:
     why = missing_prerequisites()
     if why:
         raise SystemExit(f"bench_kube: {why}")
-    gvisor_go = Path(os.popen(f"sh {REPO}/tests/toolchain/build-gvisor.sh --print-dir").read().strip())
-    containerd = Path(os.popen(f"sh {REPO}/tests/toolchain/build-containerd.sh --print-dir").read().strip())
-    releases = build_mirror(CACHE / "mirror", gvisor_go, Path(shutil.which("runsc") or "/usr/bin/runsc"))
+    containerd = containerd2_dir()
+    releases = build_mirror(MIRROR_ROOT, gvisor_dir(), debian_runsc())
     ups: list[dict[str, float]] = []
     samples: dict[str, list[float]] = {"runsc": [], "runc": []}
     with tempfile.TemporaryDirectory(prefix="bench-kube-") as tmp:

@@ -1,7 +1,7 @@
 """Benchmark (not a test): what one more machine costs in time and state, real engine.
 
 For each fleet size N (default 1, 8, 32) it starts N cheap SSH test machines
-(tests/e2e/harness.py sandboxes with sshd and the local release mirror; no
+(tests/e2e/ssh_machines.py sandboxes with sshd and the local release mirror; no
 Docker, no containerd: the stack turns both off, so each machine runs
 install, after the preflight checks, and verify), then runs, with the upstream engine and
 command provider: `pulumi up`, a no-op `up --expect-no-changes`, `preview`
@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 
 from tests.bench.bench_engine import engine_and_mirror, write_results
-from tests.e2e import harness
-from tests.host.mirror import Releases
+from tests.e2e import pulumi_stack, ssh_machines
+from tests.support.image import make_image_tar
+from tests.support.mirror import Releases
 
 RESULTS = Path(__file__).parent / "results" / "scale.json"
 PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -42,7 +43,7 @@ PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def sessions(machine: harness.Machine) -> int:
+def sessions(machine: ssh_machines.Machine) -> int:
     """SSH sessions sshd started on the machine so far (commands and SFTP)."""
     if not machine.sshd_log.exists():
         return 0
@@ -57,11 +58,11 @@ def memory_available_mib() -> int:
 
 
 def one_fleet(
-    count: int, work: Path, key: harness.KeyPair, image_tar: Path, releases: Releases, parallel: int | None
+    count: int, work: Path, key: ssh_machines.KeyPair, image_tar: Path, releases: Releases, parallel: int | None
 ) -> dict[str, object]:
     memory_before = memory_available_mib()
     start = time.monotonic()
-    machines = harness.start_machines(count, work / "machines", key, image_tar, daemons=False)
+    machines = ssh_machines.start_machines(count, work / "machines", key, image_tar, daemons=False)
     setup = time.monotonic() - start
     result: dict[str, object] = {
         "machine_setup_seconds": round(setup, 1),
@@ -69,9 +70,11 @@ def one_fleet(
         "memory_used_by_machines_mib": memory_before - memory_available_mib(),
     }
     try:
-        stack = harness.Stack(work / "stack")
+        stack = pulumi_stack.Stack(work / "stack")
         overrides = {"docker": "off"}
-        stack.init(harness.stack_config(machines, releases, containerd=False, overrides=overrides), key.private_text)
+        stack.init(
+            pulumi_stack.stack_config(machines, releases, containerd=False, overrides=overrides), key.private_text
+        )
         seconds: dict[str, float] = {}
         ran: dict[str, dict[str, int]] = {}
         extra = ("--parallel", str(parallel)) if parallel else ()
@@ -115,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     fleets: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         work = Path(tmp)
-        key = harness.make_key(work / "client" / "id_ed25519", "gvisor-fleet-bench")
-        image_tar = harness.make_image_tar(work / "busybox-rootfs.tar")
+        key = ssh_machines.make_key(work / "client" / "id_ed25519", "gvisor-fleet-bench")
+        image_tar = make_image_tar(work / "busybox-rootfs.tar")
         for count in sizes:
             fleets[str(count)] = one_fleet(count, work / str(count), key, image_tar, releases, args.parallel)
             fleets[str(count)]["load_average_after"] = round(os.getloadavg()[0], 2)

@@ -29,8 +29,16 @@ from pathlib import Path
 
 from components.gvisor.agent import checks_passed
 from components.gvisor.settings import GvisorSettings
-from tests.vm.harness import Vm, describe_failure, ensure_images, ensure_mirror, missing_prerequisite, serve, start_all
-from tests.vm.test_vms import converge
+from tests.support.loopback import Server
+from tests.vm.qemu_vms import (
+    Vm,
+    converge,
+    describe_failure,
+    ensure_images,
+    ensure_mirror,
+    missing_prerequisite,
+    start_all,
+)
 
 RESULTS = Path(__file__).parent / "results" / "vm.json"
 
@@ -59,7 +67,7 @@ def main() -> None:
         "image_build_seconds": build_seconds(images),
         "release": release,
     }
-    with tempfile.TemporaryDirectory(prefix="bench-vm-") as tmp, serve(root) as port:
+    with tempfile.TemporaryDirectory(prefix="bench-vm-") as tmp, Server(root) as server:
         work = Path(tmp)
         if args.alone:
             alone: dict[str, float] = {}
@@ -88,7 +96,7 @@ def main() -> None:
             result["boot_to_ssh_seconds"] = {vm.arch: round(vm.boot_seconds, 1) for vm in vms}
             result["accel"] = {vm.arch: vm.accel for vm in vms}
 
-            settings = GvisorSettings(release=release, base_url=f"http://10.0.2.2:{port}")
+            settings = GvisorSettings(release=release, base_url=f"http://10.0.2.2:{server.port}")
             seconds: dict[str, float] = {}
             passed: dict[str, bool] = {}
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.node import Binaries, Cluster, kubernetes_bin
-from tests.host.conftest import CACHE, REPO, containerd2_bin, gvisor_go, releases  # noqa: F401 (fixtures)
-from tests.host.mirror import Releases
+from tests.host.conftest import containerd2_bin, gvisor_go, releases  # noqa: F401 (fixtures)
+from tests.support.mirror import MIRROR_ROOT, Releases
+from tests.support.paths import REPO
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +26,7 @@ def cluster(
     if not Path("/usr/lib/cni/bridge").exists():
         pytest.skip("the cluster tier needs the CNI plugins (Debian package containernetworking-plugins)")
     bins = Binaries(kubernetes=kubernetes_bin(REPO), containerd=containerd2_bin, etcd=Path(etcd))
-    cluster = Cluster(tmp_path_factory.mktemp("cluster"), bins, CACHE / "mirror", releases.current)
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"), bins, MIRROR_ROOT, releases.current)
     try:
         cluster.start()
         yield cluster

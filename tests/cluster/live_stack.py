@@ -1,6 +1,6 @@
 """The program's own stack on a live one-node cluster, for the cluster tier and the benchmark.
 
-One SSH test machine (tests/e2e/harness.py) is made the node of a real
+One SSH test machine (tests/e2e/ssh_machines.py) is made the node of a real
 cluster (tests/cluster/node.py) with its host layer left undone. The stack,
 `cluster: existing` with the cluster's kubeconfig as a secret, converges the
 host over SSH and deploys the Kubernetes layer with the upstream
@@ -18,7 +18,6 @@ import importlib.metadata
 import json
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,11 +30,15 @@ from components.kube.settings import KubeSettings
 from tests.cluster import vm_node
 from tests.cluster.node import NODE, RUNTIME, SAMPLE_IMAGE, Binaries, Cluster, kubernetes_bin
 from tests.cluster.vm_node import VmNode, kubernetes_arm64_bin
-from tests.e2e import harness
-from tests.e2e.harness import Machine, Stack
-from tests.host.conftest import CACHE, REPO
-from tests.host.mirror import Releases
-from tests.vm.harness import USER, Vm, describe_failure
+from tests.e2e import pulumi_stack, ssh_machines
+from tests.e2e.pulumi_stack import Stack
+from tests.e2e.ssh_machines import Machine
+from tests.support import toolchain
+from tests.support.image import make_image_tar
+from tests.support.mirror import MIRROR_ROOT, Releases
+from tests.support.paths import REPO
+from tests.support.wait import wait_until
+from tests.vm.qemu_vms import USER, Vm, describe_failure
 
 NAMESPACE = "gvisor-sandbox"
 MACHINE = "node1"
@@ -53,17 +56,17 @@ VM_KUBE_CONFIG: dict[str, object] = {
 def kubernetes_plugin() -> Path | None:
     """The upstream provider for the pulumi-kubernetes SDK in the venv, if it is in the plugin directory."""
     version = importlib.metadata.version("pulumi-kubernetes")
-    home = Path(harness.pulumi_env().get("PULUMI_HOME", ""))
+    home = Path(toolchain.pulumi_env().get("PULUMI_HOME", ""))
     plugin = home / "plugins" / f"resource-kubernetes-v{version}" / "pulumi-resource-kubernetes"
     return plugin if plugin.exists() else None
 
 
 def missing_prerequisites() -> str | None:
     """Why the live stack cannot run here (builds the engine if only that is missing), or None."""
-    why = harness.missing_prerequisites()
+    why = ssh_machines.missing_prerequisites()
     if why:
         return why
-    harness.build_pulumi()
+    toolchain.build_pulumi()
     if kubernetes_plugin() is None:
         version = importlib.metadata.version("pulumi-kubernetes")
         return (
@@ -97,10 +100,10 @@ def live_stack(
 ) -> Iterator[Deployment]:
     """A node with its cluster up and a stack initialised on it (not yet `pulumi up`); all stopped at the end.
 
-    `vm_images`: the aarch64 VM image directory (tests/vm/harness.py) for a second node.
+    `vm_images`: the aarch64 VM image directory (tests/vm/qemu_vms.py) for a second node.
     """
-    client = harness.make_key(work / "client" / "id_ed25519", "gvisor-fleet-cluster")
-    image_tar = harness.make_image_tar(work / "busybox-rootfs.tar")
+    client = ssh_machines.make_key(work / "client" / "id_ed25519", "gvisor-fleet-cluster")
+    image_tar = make_image_tar(work / "busybox-rootfs.tar")
     bins = Binaries(kubernetes=kubernetes_bin(REPO), containerd=containerd2, etcd=Path("/usr/bin/etcd"))
     vm = None
     if vm_images is not None:
@@ -110,8 +113,8 @@ def live_stack(
     booted: list[subprocess.CompletedProcess[str]] = []
     # The emulated VM boots (minutes) while the cluster starts.
     boot = threading.Thread(target=lambda: booted.append(vm.start())) if vm else None
-    machine = harness.start_machine(MACHINE, work / MACHINE, client, image_tar)
-    cluster = Cluster(work / "cluster", bins, CACHE / "mirror", releases.current, sandbox=machine.sandbox)
+    machine = ssh_machines.start_machine(MACHINE, work / MACHINE, client, image_tar)
+    cluster = Cluster(work / "cluster", bins, MIRROR_ROOT, releases.current, sandbox=machine.sandbox)
     node: VmNode | None = None
     try:
         if boot:
@@ -122,12 +125,12 @@ def live_stack(
         if vm and boot:
             boot.join()
             assert booted and booted[0].returncode == 0, describe_failure(vm, booted[0]) if booted else "no boot"
-            node = VmNode(vm, cluster, kubernetes_arm64_bin(REPO), CACHE / "mirror", releases.current).start()
+            node = VmNode(vm, cluster, kubernetes_arm64_bin(REPO), MIRROR_ROOT, releases.current).start()
             machines.append(vm_spec(vm))
             kube = VM_KUBE_CONFIG
         stack = Stack(work / "stack")
         overrides = {"kubernetes": kube, "machines": machines}
-        config = harness.stack_config([machine], releases, containerd=True, overrides=overrides)
+        config = pulumi_stack.stack_config([machine], releases, containerd=True, overrides=overrides)
         stack.init(config, client.private_text)
         stack.pulumi("config", "set", "--secret", "kubeconfig", stdin=cluster.kubeconfig).check()
         d = Deployment(machine, cluster, stack, vm=node)
@@ -159,13 +162,13 @@ def job_on_runc(cluster: Cluster, arch: str, timeout: float) -> Iterator[tuple[s
     del job["spec"]["template"]["spec"]["runtimeClassName"]
     cluster.kubectl("apply", "-f", "-", stdin=json.dumps(job))
     try:
-        deadline = time.monotonic() + timeout
-        status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            status = cluster.kubectl_json("get", "job", "-n", NAMESPACE, name).get("status", {})
-            if any(cond["type"] == "Failed" for cond in status.get("conditions") or []):
-                break
-            time.sleep(1)
-        yield name, status
+        statuses: list[dict[str, Any]] = [{}]
+
+        def failed() -> bool:
+            statuses[0] = cluster.kubectl_json("get", "job", "-n", NAMESPACE, name).get("status", {})
+            return any(cond["type"] == "Failed" for cond in statuses[0].get("conditions") or [])
+
+        wait_until(failed, timeout, 1)
+        yield name, statuses[0]
     finally:
         cluster.kubectl("delete", "job", "-n", NAMESPACE, name, "--cascade=foreground", check=False)

@@ -12,12 +12,10 @@ cgroups; nothing is installed on the machine.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import shlex
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +25,12 @@ import yaml
 from components.gvisor.agent import parse_facts
 from components.gvisor.runsc_config import effective_flags, render_runsc_toml
 from tests.cluster import images, pki
-from tests.e2e.harness import free_port
 from tests.host.sandbox import Sandbox
-from tests.vm.harness import GUEST_HOST
+from tests.support import mirror
+from tests.support.forward import Forwarder
+from tests.support.mirror import MIRROR_URL
+from tests.support.wait import wait_until
+from tests.vm.qemu_vms import GUEST_HOST
 
 NODE = "kube-node"
 NODE_IP = "10.77.0.2"  # on a bridge inside the sandbox's own network namespace
@@ -39,7 +40,6 @@ API_PORT = 6443
 RUNTIME = "runsc"  # the containerd runtime name the agent writes; the RuntimeClass handler
 PREFIX = "/usr/local/bin"
 RUNSC_TOML = "/etc/containerd/runsc.toml"
-MIRROR_PORT = 18080
 SAMPLE_IMAGE = "gvisor-fleet.test/busybox:1"
 PAUSE_IMAGE = "gvisor-fleet.test/pause:1"
 CNI_BIN = "/usr/lib/cni"  # Debian's containernetworking-plugins
@@ -176,7 +176,7 @@ class Cluster:
         self.pki = work / "pki"
         self.sandbox = sandbox
         self._own_sandbox = sandbox is None
-        self.forwarder: subprocess.Popen[bytes] | None = None
+        self.forwarder: Forwarder | None = None
         self.host_facts: dict[str, dict[str, str]] = {}
         self.port = 0
         self.kubeconfig = ""  # admin kubeconfig for the machine side (through the forwarder)
@@ -207,12 +207,7 @@ class Cluster:
 
     def close(self) -> None:
         if self.forwarder is not None:
-            self.forwarder.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.forwarder.wait(timeout=10)
-            if self.forwarder.poll() is None:
-                self.forwarder.kill()
-                self.forwarder.wait()
+            self.forwarder.close()
         if self.sandbox is not None and self._own_sandbox:
             self.sandbox.close()  # ends every process of the node, then removes its cgroups
 
@@ -244,11 +239,8 @@ class Cluster:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
 
     def wait(self, what: str, ready: Any, timeout: float, logs: tuple[str, ...] = ()) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if ready():
-                return
-            time.sleep(0.5)
+        if wait_until(ready, timeout, 0.5):
+            return
         detail = "\n".join(f"--- {name}:\n{self.log(name)}" for name in logs)
         raise AssertionError(f"{what} not ready after {timeout:.0f}s\n{detail}")
 
@@ -273,11 +265,8 @@ class Cluster:
             binds.append(f"echo {value} > {fake} && mount --bind {fake} /proc/sys/{name}")
         node.sh(" && ".join(binds))
         node.sh("systemctl start containerd")
-        if node.run(["curl", "-fs", f"http://127.0.0.1:{MIRROR_PORT}/"]).returncode != 0:
-            node.sh(
-                f"nohup python3 -m http.server {MIRROR_PORT} --bind 127.0.0.1 --directory {self.mirror}"
-                " > /var/log/mirror.log 2>&1 &"
-            )
+        if node.run(["curl", "-fs", f"{MIRROR_URL}/"]).returncode != 0:
+            node.sh(mirror.serve_in_sandbox(self.mirror))
         for name, make, archive in (
             (SAMPLE_IMAGE, images.sample_image, self.work / "busybox.oci.tar"),
             (PAUSE_IMAGE, images.pause_image, self.work / "pause.oci.tar"),
@@ -285,16 +274,12 @@ class Cluster:
             make(archive, name)
             for namespace in ("k8s.io", "gvisor-fleet"):  # the kubelet's, and the agent's verification
                 node.sh(f"ctr -n {namespace} images import {archive} >/dev/null")
-        wait_mirror = (
-            f"until curl -fs http://127.0.0.1:{MIRROR_PORT}/ >/dev/null; do i=$((i+1)); [ $i -lt 50 ]; sleep 0.1; done"
-        )
-        node.sh(f"i=0; {wait_mirror}")
+        node.sh(mirror.WAIT_IN_SANDBOX)
 
     def _converge_host(self) -> None:
         """The host layer as GvisorHost runs it: install (after the preflight checks), containerd, verify."""
-        mirror = f"http://127.0.0.1:{MIRROR_PORT}"
         checks = ("preflight", "x86_64", "systrap", "auto", "auto")
-        self.host_facts["install"] = self.agent(*checks, "install", mirror, self.release, PREFIX, "-")
+        self.host_facts["install"] = self.agent(*checks, "install", MIRROR_URL, self.release, PREFIX, "-")
         self.host_facts["containerd"] = self.agent(
             "containerd-configure", RUNTIME, runsc_toml_b64(), PREFIX, RUNSC_TOML
         )
@@ -403,21 +388,13 @@ class Cluster:
 
     def _start_forwarder(self) -> None:
         """A loopback port on the machine that reaches the API server inside the node."""
-        self.port = free_port()
-        socat = shutil.which("socat")
-        assert socat, "the cluster tier needs socat"
-        # A script, not an inline command: socat would split the inner address at its colons.
+        assert shutil.which("socat"), "the cluster tier needs socat"
         script = pki.write(
             self.work / "api-forward.sh",
             f"exec nsenter -t {self.node.pid} -n socat STDIO TCP:{NODE_IP}:{API_PORT}\n",
         )
-        if any(c in str(script) for c in " ,:!\"'"):
-            raise ValueError(f"path unsuitable for a socat address: {script}")
-        self.forwarder = subprocess.Popen(
-            [socat, f"TCP-LISTEN:{self.port},bind=127.0.0.1,fork,reuseaddr", f"EXEC:/bin/sh {script}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        self.forwarder = Forwarder(script)
+        self.port = self.forwarder.port
         self.kubeconfig = pki.kubeconfig(f"https://127.0.0.1:{self.port}", self._ca.cert_pem, self._admin)
         pki.write(self.pki / "admin.conf", self.kubeconfig)
         kubectl = [str(self.bins.kubernetes / "kubectl"), f"--kubeconfig={self.pki / 'admin.conf'}"]

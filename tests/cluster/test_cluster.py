@@ -10,36 +10,13 @@ RuntimeClass whose handler containerd does not know leaves the pod unstarted.
 
 from __future__ import annotations
 
-import json
 import subprocess
-import time
 from typing import Any
 
 from tests.cluster import pki
-from tests.cluster.node import NODE, RUNTIME, SAMPLE_IMAGE, Cluster
-
-PROBE = "uname -r; dmesg 2>/dev/null | head -n 1; sleep 3600"
-
-
-def runtime_class(name: str, handler: str) -> dict[str, Any]:
-    return {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": name}, "handler": handler}
-
-
-def probe_pod(name: str, runtime_class_name: str | None) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "terminationGracePeriodSeconds": 1,
-        "automountServiceAccountToken": False,
-        "containers": [{"name": "probe", "image": SAMPLE_IMAGE, "imagePullPolicy": "Never",
-                        "command": ["sh", "-c", PROBE]}],
-    }  # fmt: skip
-    if runtime_class_name:
-        spec["runtimeClassName"] = runtime_class_name
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"}, "spec": spec}
-
-
-def apply(cluster: Cluster, *objects: dict[str, Any]) -> None:
-    cluster.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}))
+from tests.cluster.node import NODE, RUNTIME, Cluster
+from tests.cluster.probe_pods import apply, probe_pod, runtime_class
+from tests.support.wait import wait_until
 
 
 def pod(cluster: Cluster, name: str) -> dict[str, Any]:
@@ -49,13 +26,15 @@ def pod(cluster: Cluster, name: str) -> dict[str, Any]:
 
 def wait_running_with_output(cluster: Cluster, name: str, timeout: float = 180) -> list[str]:
     """The pod's first log lines once it runs (its kernel release, then its boot banner)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pod(cluster, name)["status"].get("phase") == "Running":
-            lines = cluster.kubectl("logs", "-n", "default", name, check=False).stdout.splitlines()
-            if lines:
-                return lines
-        time.sleep(1)
+
+    def output_once_running() -> list[str]:
+        if pod(cluster, name)["status"].get("phase") != "Running":
+            return []
+        return cluster.kubectl("logs", "-n", "default", name, check=False).stdout.splitlines()
+
+    lines = wait_until(output_once_running, timeout, 1)
+    if lines:
+        return lines
     events = cluster.kubectl("get", "events", "-n", "default", "--field-selector", f"involvedObject.name={name}",
                              check=False).stdout  # fmt: skip
     raise AssertionError(f"pod {name} not running: {pod(cluster, name)['status']}\n{events}\n{cluster.log('kubelet')}")
@@ -98,13 +77,16 @@ def test_gvisor_pod_runs_the_sandbox_kernel_and_runc_pod_the_nodes(cluster: Clus
 def test_a_handler_containerd_does_not_know_leaves_the_pod_unstarted(cluster: Cluster):
     apply(cluster, runtime_class("unknown-runtime", "no-such-runtime"), probe_pod("unknown-handler", "unknown-runtime"))
     try:
-        deadline = time.monotonic() + 120
-        message = ""
-        while time.monotonic() < deadline and "no-such-runtime" not in message:
+        messages = [""]
+
+        def the_runtime_is_named() -> bool:
             events = cluster.kubectl_json("get", "events", "-n", "default",
                                           "--field-selector", "involvedObject.name=unknown-handler")  # fmt: skip
-            message = " ".join(e.get("message", "") for e in events["items"])
-            time.sleep(1)
+            messages[0] = " ".join(e.get("message", "") for e in events["items"])
+            return "no-such-runtime" in messages[0]
+
+        wait_until(the_runtime_is_named, 120, 1)
+        message = messages[0]
         assert "no-such-runtime" in message, message
         assert pod(cluster, "unknown-handler")["status"].get("phase") == "Pending"
     finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,8 @@ from tests.cluster.live_stack import (
     missing_prerequisites,
 )
 from tests.cluster.node import NODE, RUNTIME, SAMPLE_IMAGE, Cluster, log_values
-from tests.host.mirror import Releases
+from tests.support.mirror import Releases
+from tests.support.wait import wait_until
 
 KUBE_SETTINGS = KubeSettings(handler=RUNTIME, sample_image=SAMPLE_IMAGE, node_names={MACHINE: NODE})
 POLICY_PACK = ("--policy-pack", "components/policy")
@@ -169,9 +169,7 @@ def test_destroy_removes_every_object_and_restores_the_node(deployment: Deployme
     d.stack.pulumi("destroy", "--yes", "--skip-preview", timeout=900).check()
     c = d.cluster
     assert c.kubectl("get", "runtimeclass", "gvisor", check=False).returncode != 0
-    deadline = time.monotonic() + 120
-    while c.kubectl("get", "namespace", NAMESPACE, check=False).returncode == 0 and time.monotonic() < deadline:
-        time.sleep(1)
+    wait_until(lambda: c.kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0, 120, 1)
     assert c.kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0, "namespace still there"
     assert c.kubectl_json("get", "node", NODE)["metadata"]["labels"] == d.labels_as_found
     assert {p: d.machine.read(p) for p in WATCHED} == d.as_found

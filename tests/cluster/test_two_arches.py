@@ -9,7 +9,6 @@ architecture; `pulumi destroy` must leave both hosts as they were.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,9 @@ from tests.cluster.live_stack import (
     missing_prerequisites,
 )
 from tests.cluster.node import log_values
-from tests.host.mirror import Releases
-from tests.vm.harness import ensure_images, missing_prerequisite
+from tests.support.mirror import Releases
+from tests.support.wait import wait_until
+from tests.vm.qemu_vms import ensure_images, missing_prerequisite
 
 NODES = {"x86_64": node.NODE, "aarch64": vm_node.NODE}
 RUNSC_PROCESSES = "pgrep -c -f '[r]unsc-sandbox|[r]unsc-gofer|[c]ontainerd-shim-runsc' || true"
@@ -113,16 +113,12 @@ def test_destroy_restores_both_hosts_and_leaves_nothing_running(deployment: Depl
     assert d.vm is not None
     run = d.stack.pulumi("destroy", "--yes", "--skip-preview", timeout=1800).check()
     c = d.cluster
-    deadline = time.monotonic() + 300
-    while c.kubectl("get", "namespace", NAMESPACE, check=False).returncode == 0 and time.monotonic() < deadline:
-        time.sleep(2)
+    wait_until(lambda: c.kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0, 300, 2)
     assert c.kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0, "namespace still there"
     assert {p: d.machine.read(p) for p in WATCHED} == d.as_found
     assert {p: d.vm.read(p) for p in WATCHED} == d.vm_as_found
     # The kubelets stop the pods' sandboxes once their objects are gone.
     for where, sh in (("amd64", c.sh), ("arm64", d.vm.sh)):
-        deadline = time.monotonic() + 180
-        while sh(RUNSC_PROCESSES).strip() != "0" and time.monotonic() < deadline:
-            time.sleep(5)
+        wait_until(lambda sh=sh: sh(RUNSC_PROCESSES).strip() == "0", 180, 5)
         assert sh(RUNSC_PROCESSES).strip() == "0", f"a gVisor sandbox still runs on the {where} node"
     print(f"pulumi destroy (two nodes): {run.seconds:.1f}s")

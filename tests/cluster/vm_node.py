@@ -1,4 +1,4 @@
-"""The aarch64 test VM (tests/vm/harness.py) as a second node of the test cluster (tests/cluster/node.py).
+"""The aarch64 test VM (tests/vm/qemu_vms.py) as a second node of the test cluster (tests/cluster/node.py).
 
 The VM's own containerd 2 (Debian's service, as the VM tier uses it) gets the
 same node settings as the sandbox node (CONTAINERD_CONFIG, a CNI bridge with
@@ -19,7 +19,6 @@ import io
 import shlex
 import subprocess
 import tarfile
-import time
 from pathlib import Path, PurePosixPath
 
 import yaml
@@ -30,7 +29,6 @@ from tests.cluster.node import (
     CNI_BIN,
     CNI_CONFIG_FILE,
     CONTAINERD_CONFIG,
-    MIRROR_PORT,
     PAUSE_IMAGE,
     SAMPLE_IMAGE,
     Cluster,
@@ -38,7 +36,9 @@ from tests.cluster.node import (
     kubelet_args,
     kubelet_config,
 )
-from tests.vm.harness import GUEST_HOST, Vm
+from tests.support.mirror import MIRROR_PORT
+from tests.support.wait import wait_until
+from tests.vm.qemu_vms import GUEST_HOST, Vm
 
 NODE = "kube-node-arm64"
 POD_SUBNET = "10.79.0.0/24"  # apart from the sandbox node's, so pod addresses say which node
@@ -103,11 +103,8 @@ class VmNode:
         return self
 
     def wait_ready(self, timeout: float = 600) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.cluster.node_ready(NODE):
-                return
-            time.sleep(2)
+        if wait_until(lambda: self.cluster.node_ready(NODE), timeout, 2):
+            return
         raise AssertionError(f"node {NODE} not Ready after {timeout:.0f}s\n{self.journal(UNITS[0])}")
 
     def journal(self, unit: str, lines: int = 40) -> str:

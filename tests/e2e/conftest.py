@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import harness
-from tests.host.mirror import Releases
+from tests.e2e import pulumi_stack, ssh_machines
+from tests.support.image import make_image_tar
+from tests.support.mirror import Releases, prepare_mirror
+from tests.support.toolchain import build_pulumi
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -22,28 +24,28 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def engine() -> Path:
     """The Pulumi CLI, language host and command provider (built on first use)."""
-    why = harness.missing_prerequisites()
+    why = ssh_machines.missing_prerequisites()
     if why:
         pytest.skip(why)
     try:
-        return harness.build_pulumi()
+        return build_pulumi()
     except subprocess.CalledProcessError as err:
         pytest.fail(f"tests/toolchain/build-pulumi.sh failed ({err.returncode}); see its output above")
 
 
 @pytest.fixture(scope="session")
 def mirror(engine: Path) -> Releases:
-    return harness.prepare_mirror()
+    return prepare_mirror()
 
 
 @pytest.fixture(scope="session")
 def image_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return harness.make_image_tar(tmp_path_factory.mktemp("image") / "busybox-rootfs.tar")
+    return make_image_tar(tmp_path_factory.mktemp("image") / "busybox-rootfs.tar")
 
 
 @pytest.fixture(scope="session")
-def client_key(tmp_path_factory: pytest.TempPathFactory) -> harness.KeyPair:
-    return harness.make_key(tmp_path_factory.mktemp("client") / "id_ed25519", "gvisor-fleet-e2e")
+def client_key(tmp_path_factory: pytest.TempPathFactory) -> ssh_machines.KeyPair:
+    return ssh_machines.make_key(tmp_path_factory.mktemp("client") / "id_ed25519", "gvisor-fleet-e2e")
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +54,6 @@ def fleet_work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if harness.TIMINGS:
-        steps = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in harness.TIMINGS.items())
+    if pulumi_stack.TIMINGS:
+        steps = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in pulumi_stack.TIMINGS.items())
         terminalreporter.write_line(f"e2e engine wall times: {steps}")

@@ -3,7 +3,7 @@
 Test machines are sandboxes with their own file systems, real dockerd and
 containerd 2 (built from source: Debian's 1.6 cannot run the current shim)
 with their owner's daemon.json, config.toml and runsc.toml, and an OpenSSH
-server on 127.0.0.1 (see harness.py). The engine runs the upstream language
+server on 127.0.0.1 (see ssh_machines.py). The engine runs the upstream language
 host and command provider (tests/toolchain/build-pulumi.sh). The steps run
 in order, each on what the one before left: preview, up, a no-op up, a change
 of one runsc flag, destroy; then the state and every line the engine printed
@@ -21,9 +21,12 @@ from pathlib import Path
 import pytest
 
 from components.gvisor.agent import agent_file
-from tests.e2e import harness
-from tests.e2e.harness import KeyPair, Machine, Stack
-from tests.host.mirror import Releases
+from tests.e2e import pulumi_stack, ssh_machines
+from tests.e2e.pulumi_stack import Stack, record
+from tests.e2e.ssh_machines import KeyPair, Machine, snapshot
+from tests.support import toolchain
+from tests.support.image import TEST_IMAGE
+from tests.support.mirror import Releases
 
 pytestmark = pytest.mark.e2e
 
@@ -35,14 +38,6 @@ COPY = "command:remote:CopyToRemote"
 # included); test_state.py holds the same goal for machines with two steps.
 STATE_BYTES_PER_MACHINE = 25_000
 HOST = "gvisor-fleet:gvisor:GvisorHost"
-# Files gvisor-fleet may change on a machine; destroy must leave them as found.
-WATCHED = (
-    "/etc/docker/daemon.json",
-    "/etc/containerd/config.toml",
-    "/etc/containerd/runsc.toml",
-    "/usr/local/bin/runsc",
-    "/usr/local/bin/containerd-shim-runsc-v1",
-)
 DEBUG_FLAGS = {"debug": True, "debug-log": "/var/log/runsc/"}
 
 
@@ -80,11 +75,7 @@ class Fleet:
         self.checkpoints.append(dest)
 
     def config(self, **overrides: object) -> dict[str, object]:
-        return harness.stack_config(self.machines, self.releases, containerd=True, overrides=overrides)
-
-
-def snapshot(machine: Machine) -> dict[str, bytes | None]:
-    return {path: machine.read(path) for path in WATCHED}
+        return pulumi_stack.stack_config(self.machines, self.releases, containerd=True, overrides=overrides)
 
 
 def docker_runtimes(machine: Machine) -> dict[str, object]:
@@ -94,14 +85,10 @@ def docker_runtimes(machine: Machine) -> dict[str, object]:
     return runtimes
 
 
-def record(name: str, run: harness.Run) -> None:
-    harness.TIMINGS[name] = round(run.seconds, 2)
-
-
 @pytest.fixture(scope="module")
 def fleet(engine: Path, mirror: Releases, image_tar: Path, client_key: KeyPair, fleet_work: Path) -> Iterator[Fleet]:
-    containerd2 = harness.build_containerd2()
-    machines = harness.start_machines(MACHINES, fleet_work / "machines", client_key, image_tar, containerd2)
+    containerd2 = toolchain.build_containerd2()
+    machines = ssh_machines.start_machines(MACHINES, fleet_work / "machines", client_key, image_tar, containerd2)
     try:
         stack = Stack(fleet_work / "stack")
         fleet = Fleet(machines, stack, client_key, mirror)
@@ -156,11 +143,11 @@ def test_up_installs_and_verifies_gvisor_on_every_machine(fleet: Fleet) -> None:
             assert facts[f"{rt}_sandbox_kernel"] not in ("", host_kernel), (m.name, rt, facts)
             assert "Starting gVisor" in facts[f"{rt}_banner"], (m.name, rt, facts)
         # The owner's containerd files were replaced (destroy must bring them back).
-        assert m.read("/etc/containerd/config.toml") != harness.USER_CONTAINERD_TOML.encode()
-        assert m.read("/etc/containerd/runsc.toml") != harness.USER_RUNSC_TOML.encode()
+        assert m.read("/etc/containerd/config.toml") != ssh_machines.USER_CONTAINERD_TOML.encode()
+        assert m.read("/etc/containerd/runsc.toml") != ssh_machines.USER_RUNSC_TOML.encode()
         # Independently of the agent: Docker on the machine runs containers under gVisor.
         assert "runsc" in docker_runtimes(m)
-        sandbox_kernel = m.sandbox.sh(f"docker run --rm --runtime=runsc {harness.TEST_IMAGE} uname -r").strip()
+        sandbox_kernel = m.sandbox.sh(f"docker run --rm --runtime=runsc {TEST_IMAGE} uname -r").strip()
         assert sandbox_kernel and sandbox_kernel != host_kernel
     steps = len(fleet.steps())
     assert {k: v - before[k] for k, v in fleet.remote_commands().items()} == {m.name: steps for m in fleet.machines}
@@ -276,8 +263,8 @@ def test_destroy_puts_docker_and_containerd_configs_back(fleet: Fleet) -> None:
     assert not fleet.stack.checkpoint()["checkpoint"].get("latest", {}).get("resources")
     for m in fleet.machines:
         assert snapshot(m) == fleet.as_found[m.name], f"{m.name} differs from before `pulumi up`"
-        assert m.read("/etc/containerd/config.toml") == harness.USER_CONTAINERD_TOML.encode()
-        assert m.read("/etc/containerd/runsc.toml") == harness.USER_RUNSC_TOML.encode()
+        assert m.read("/etc/containerd/config.toml") == ssh_machines.USER_CONTAINERD_TOML.encode()
+        assert m.read("/etc/containerd/runsc.toml") == ssh_machines.USER_RUNSC_TOML.encode()
         assert "runsc" not in docker_runtimes(m)
         # The copied agent script and its folder are gone too.
         assert m.sandbox.sh("ls -A /root").split() == fleet.as_found_home[m.name]
@@ -294,12 +281,12 @@ def test_no_private_key_in_state_or_engine_output(fleet: Fleet) -> None:
     files = [*fleet.stack.state_files(), *fleet.checkpoints, *fleet.stack.logs.iterdir(), fleet.stack.config_file]
     texts += [(str(p), p.read_text(errors="replace")) for p in files]
     texts += [(f"`pulumi {' '.join(r.args)}` output", r.output) for r in fleet.stack.runs if r is not shown]
-    assert not harness.leaks(secret_values, texts)
+    assert not pulumi_stack.leaks(secret_values, texts)
     # The scan itself finds the key where state would hold it (JSON-escaped).
-    assert harness.leaks(secret_values, [("probe", json.dumps({"privateKey": fleet.key.private_text}))])
+    assert pulumi_stack.leaks(secret_values, [("probe", json.dumps({"privateKey": fleet.key.private_text}))])
     # The key is there, encrypted: each step's connection is a secret in the state.
     resources = json.loads(fleet.checkpoints[0].read_text())["checkpoint"]["latest"]["resources"]
     for res in resources:
         if res["type"] == COMMAND:
             connection = res["outputs"]["connection"]
-            assert harness.secret_values(connection) and "ciphertext" in connection, res["urn"]
+            assert pulumi_stack.secret_values(connection) and "ciphertext" in connection, res["urn"]

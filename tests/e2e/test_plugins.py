@@ -23,8 +23,9 @@ import pytest
 from google.protobuf import empty_pb2
 from pulumi.runtime.proto import provider_pb2_grpc
 
-from tests.e2e import harness
-from tests.loopback import Server
+from tests.support.loopback import Server
+from tests.support.paths import REPO, TOOLCHAIN
+from tests.support.toolchain import pulumi_env
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +38,7 @@ UPSTREAM_MODULES = {
 
 
 def pinned(package: str) -> str:
-    text = (harness.REPO / "requirements.txt").read_text()
+    text = (REPO / "requirements.txt").read_text()
     match = re.search(rf"^{re.escape(package)}==(\S+)$", text, re.MULTILINE)
     assert match, f"requirements.txt does not pin {package}"
     return match.group(1)
@@ -81,7 +82,7 @@ def provider_version(binary: Path) -> str:
 
 @pytest.fixture(scope="module")
 def plugin_env(engine: Path) -> Iterator[dict[str, str]]:
-    yield harness.pulumi_env()
+    yield pulumi_env()
 
 
 @pytest.mark.parametrize(("name", "package"), [("command", "pulumi-command"), ("kubernetes", "pulumi-kubernetes")])
@@ -114,14 +115,14 @@ def test_main_module_reads_a_go_binary(tmp_path: Path) -> None:
 
 
 def tracked_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files", "-z"], cwd=harness.REPO, capture_output=True, check=True).stdout
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
     return [p for p in out.decode().split("\0") if p]
 
 
 def test_no_plugin_of_our_own_in_the_tree() -> None:
     """No Pulumi plugin is built from this repository: what the tests run is upstream's."""
     named = [p for p in tracked_files() if re.search(r"(^|/)pulumi-(language|resource|analyzer)-", p)]
-    go_files = [harness.REPO / p for p in tracked_files() if p.endswith(".go")]
+    go_files = [REPO / p for p in tracked_files() if p.endswith(".go")]
     serving = [str(p) for p in go_files if p.exists() and "pulumirpc" in p.read_text()]
     own = named + serving
     assert not own, f"Pulumi plugin sources in the tree: {own}"
@@ -130,7 +131,7 @@ def test_no_plugin_of_our_own_in_the_tree() -> None:
 def test_a_tampered_upstream_source_is_refused_before_unpacking(engine: Path, tmp_path: Path) -> None:
     """build-pulumi.sh checks each upstream tarball against SHA256SUMS: one changed byte stops it."""
     out = subprocess.run(
-        ["sh", str(harness.TOOLCHAIN / "build-pulumi.sh"), "--print-upstream-dir"], capture_output=True, text=True
+        ["sh", str(TOOLCHAIN / "build-pulumi.sh"), "--print-upstream-dir"], capture_output=True, text=True
     )
     if not out.stdout.strip():
         pytest.skip("no upstream plugin sources here: build-pulumi.sh installs the official plugins")
@@ -149,7 +150,7 @@ def test_a_tampered_upstream_source_is_refused_before_unpacking(engine: Path, tm
     env = {**os.environ, "GVISOR_FLEET_CACHE": str(cache), "GVISOR_FLEET_UPSTREAM": str(upstream)}
     env.pop("PULUMI_HOME", None)
     run = subprocess.run(
-        ["sh", str(harness.TOOLCHAIN / "build-pulumi.sh")], env=env, capture_output=True, text=True, timeout=600
+        ["sh", str(TOOLCHAIN / "build-pulumi.sh")], env=env, capture_output=True, text=True, timeout=600
     )
     assert run.returncode != 0, run.stderr
     assert f"{upstream}/{name}: SHA-256" in run.stderr and "not using it" in run.stderr, run.stderr
@@ -211,7 +212,7 @@ def official_path(plugin_env: dict[str, str], engine: Path, tmp_path: Path) -> I
 
 def build_pulumi(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["sh", str(harness.TOOLCHAIN / "build-pulumi.sh")], env=env, capture_output=True, text=True, timeout=600
+        ["sh", str(TOOLCHAIN / "build-pulumi.sh")], env=env, capture_output=True, text=True, timeout=600
     )
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from components.gvisor.release_copy import remote_path
-from tests.e2e import harness
-from tests.e2e.harness import KeyPair, Machine, Stack
-from tests.e2e.test_engine import record, snapshot
-from tests.host.mirror import Releases
+from tests.e2e import pulumi_stack, ssh_machines
+from tests.e2e.pulumi_stack import Stack, record
+from tests.e2e.ssh_machines import KeyPair, Machine, snapshot
+from tests.support.mirror import MIRROR_ROOT, Releases
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +44,7 @@ class CopyFleet:
 
     def config(self, release: str) -> dict[str, object]:
         overrides = {"releaseFetch": "once", "baseUrl": UNREACHABLE, "releaseDir": str(self.release_dir)}
-        config = harness.stack_config([self.machine], self.releases, containerd=False, overrides=overrides)
+        config = pulumi_stack.stack_config([self.machine], self.releases, containerd=False, overrides=overrides)
         config["release"] = release
         return config
 
@@ -88,8 +88,8 @@ def fleet(
     engine: Path, mirror: Releases, image_tar: Path, client_key: KeyPair, fleet_work: Path
 ) -> Iterator[CopyFleet]:
     release_dir = fleet_work / "releases"
-    shutil.copytree(harness.CACHE / "mirror" / mirror.current, release_dir / mirror.current)
-    (machine,) = harness.start_machines(1, fleet_work / "machines", client_key, image_tar, prefix="c")
+    shutil.copytree(MIRROR_ROOT / mirror.current, release_dir / mirror.current)
+    (machine,) = ssh_machines.start_machines(1, fleet_work / "machines", client_key, image_tar, prefix="c")
     try:
         stack = Stack(fleet_work / "stack")
         stack.env["GVISOR_FLEET_RELEASE_CACHE"] = str(fleet_work / "release-cache")

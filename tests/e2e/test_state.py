@@ -19,9 +19,10 @@ import pytest
 import yaml
 
 from components.gvisor.agent import agent_file
-from tests.e2e import harness
-from tests.e2e.harness import KeyPair, Machine, Stack
-from tests.host.mirror import Releases
+from tests.e2e import pulumi_stack, ssh_machines
+from tests.e2e.pulumi_stack import Stack
+from tests.e2e.ssh_machines import KeyPair, Machine
+from tests.support.mirror import Releases
 
 pytestmark = pytest.mark.e2e
 
@@ -46,10 +47,10 @@ def home(machine: Machine) -> list[str]:
 
 @pytest.fixture(scope="module")
 def small(engine: Path, mirror: Releases, image_tar: Path, client_key: KeyPair, fleet_work: Path) -> Iterator[Small]:
-    machines = harness.start_machines(MACHINES, fleet_work / "machines", client_key, image_tar, daemons=False)
+    machines = ssh_machines.start_machines(MACHINES, fleet_work / "machines", client_key, image_tar, daemons=False)
     try:
         stack = Stack(fleet_work / "stack")
-        config = harness.stack_config(machines, mirror, containerd=False, overrides={"docker": "off"})
+        config = pulumi_stack.stack_config(machines, mirror, containerd=False, overrides={"docker": "off"})
         stack.init(config, client_key.private_text)
         yield Small(machines, stack, {m.name: home(m) for m in machines})
     finally:

@@ -8,11 +8,11 @@ import re
 import shlex
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from components.gvisor.agent import SCRIPT_PATH as AGENT
 from components.gvisor.agent import agent_file
+from tests.support.wait import wait_until
 
 HERE = Path(__file__).parent / "sandbox"
 
@@ -31,11 +31,9 @@ class Sandbox:
             stderr=open(work.parent / f"{work.name}.start.log", "w"),  # noqa: SIM115
             start_new_session=True,
         )
-        deadline = time.monotonic() + 20
-        while not (work / "ready").exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sandbox did not start: {(work.parent / f'{work.name}.start.log').read_text()}")
-            time.sleep(0.1)
+        wait_until(lambda: (work / "ready").exists() or self.proc.poll() is not None, 20, 0.1)
+        if not (work / "ready").exists():
+            raise RuntimeError(f"sandbox did not start: {(work.parent / f'{work.name}.start.log').read_text()}")
         self.pid = self._init_pid()
 
     def _init_pid(self) -> int:
@@ -165,11 +163,14 @@ class Sandbox:
 def _remove_cgroup_tree(root: Path) -> None:
     if not root.is_dir():
         return
-    for _ in range(50):
+
+    def removed() -> bool:
         dirs = sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
         try:
             for d in [*dirs, root]:
                 d.rmdir()
-            return
         except OSError:
-            time.sleep(0.2)
+            return False
+        return True
+
+    wait_until(removed, 10, 0.2)

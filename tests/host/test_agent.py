@@ -7,7 +7,6 @@ from a current runsc (gVisor's go branch) and Debian's 2022 runsc.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -21,29 +20,21 @@ from components.gvisor.agent import AGENT_DIR, parse_facts
 from components.gvisor.host import host_commands
 from components.gvisor.runsc_config import effective_flags, render_runsc_toml
 from components.gvisor.settings import GvisorSettings
-from tests.host.conftest import MIRROR_URL, TEST_IMAGE
+from tests.host.agent_calls import (
+    CUSTOM_CONTAINERD,
+    DOCKER_CE_CONTAINERD,
+    PREFIX,
+    RUNSC_TOML,
+    configure_containerd,
+    install,
+)
 from tests.host.host_state import ok
 from tests.host.host_state import refusal as failed
-from tests.host.mirror import Releases
 from tests.host.sandbox import AGENT, Sandbox
+from tests.support.image import TEST_IMAGE
+from tests.support.mirror import MIRROR_URL, Releases
 
 pytestmark = pytest.mark.host
-
-PREFIX = "/usr/local/bin"
-RUNSC_TOML = "/etc/containerd/runsc.toml"
-
-
-def install(host: Sandbox, release: str) -> subprocess.CompletedProcess[str]:
-    return host.agent("install", MIRROR_URL, release, PREFIX, "-")
-
-
-def toml_b64(**extra: object) -> str:
-    flags = effective_flags("systrap", "sandbox", extra)
-    return base64.b64encode(render_runsc_toml(flags).encode()).decode()
-
-
-def configure_containerd(host: Sandbox, **extra: object) -> subprocess.CompletedProcess[str]:
-    return host.agent("containerd-configure", "runsc", toml_b64(**extra), PREFIX, RUNSC_TOML)
 
 
 def downloads(host: Sandbox, name: str) -> int:
@@ -204,19 +195,6 @@ def test_docker_restore_keeps_later_user_edits(host: Sandbox, releases: Releases
     assert "runsc" not in after.get("runtimes", {}) and "default-runtime" not in after
 
 
-CUSTOM_CONTAINERD = """version = 2
-root = "/var/lib/containerd"
-
-[plugins]
-  [plugins."io.containerd.grpc.v1.cri"]
-    sandbox_image = "registry.example.test/pause:3.10"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = true
-"""
-
-
 def test_containerd_keeps_custom_settings_and_destroy_restores_bytes(host: Sandbox, releases: Releases):
     host.write("/etc/containerd/config.toml", CUSTOM_CONTAINERD)
     host.sh("systemctl restart containerd")
@@ -290,16 +268,6 @@ def test_config_containerd_cannot_start_with_is_rolled_back(host: Sandbox, relea
     assert "not a directory; previous configuration restored" in err, "containerd's own reason is missing"
     assert host.read("/etc/containerd/config.toml") == edited.encode()
     assert host.read(RUNSC_TOML) is None
-
-
-DOCKER_CE_CONTAINERD = """#   Copyright 2018-2022 Docker Inc.
-#   (the file Docker CE's containerd.io package installs)
-
-disabled_plugins = ["cri"]
-
-#root = "/var/lib/containerd"
-#state = "/run/containerd"
-"""
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.host.conftest import CACHE, MIRROR_URL, TEST_IMAGE
 from tests.host.host_state import HostSnapshot, ok, refusal, remove_command
-from tests.host.mirror import Releases
 from tests.host.sandbox import Sandbox
+from tests.support.image import TEST_IMAGE
+from tests.support.mirror import MIRROR_ROOT, MIRROR_URL, Releases
 
 pytestmark = pytest.mark.host
 
@@ -42,7 +42,7 @@ def test_downloads_with_wget_when_curl_is_absent(host: Sandbox, releases: Releas
     ok(preflight(host))
     facts = ok(host.agent("install", MIRROR_URL, releases.current, PREFIX, "-"))
     assert facts["changed"] == "true" and facts["layout"] == "archive"
-    archive = CACHE / "mirror" / releases.current / "x86_64" / "gvisor.tar.bz2"
+    archive = MIRROR_ROOT / releases.current / "x86_64" / "gvisor.tar.bz2"
     mirror_log = (host.read("/var/log/mirror.log") or b"").decode()
     assert f'GET /{releases.current}/x86_64/gvisor.tar.bz2 HTTP/1.1" 200' in mirror_log
     assert archive.exists()

@@ -21,28 +21,24 @@ from components.fleet.static import static_machine
 from components.gvisor.agent import AGENT_DIR, agent_file, parse_facts
 from components.gvisor.host import host_commands
 from components.gvisor.settings import GvisorSettings
-from tests.host import mirror
-from tests.host.conftest import CACHE, MIRROR_URL
+from tests.host.agent_calls import CUSTOM_CONTAINERD, DOCKER_CE_CONTAINERD, PREFIX, RUNSC_TOML, toml_b64
 from tests.host.cri import cri_runtimes
 from tests.host.host_state import ok
 from tests.host.host_state import refusal as failed
-from tests.host.mirror import Releases
+from tests.host.kill_points import (
+    CONTAINERD_POINTS,
+    DOCKER_POINTS,
+    NO_RERUN,
+    STATE,
+    TOUCHED,
+    assert_same_tree,
+    kill_install_rerun_uninstall,
+)
 from tests.host.sandbox import Sandbox
-from tests.host.test_agent import CUSTOM_CONTAINERD, DOCKER_CE_CONTAINERD, PREFIX, RUNSC_TOML, toml_b64
+from tests.support import loopback, mirror
+from tests.support.mirror import MIRROR_URL, Releases
 
 pytestmark = pytest.mark.host
-
-STATE = "/var/lib/gvisor-fleet"
-# Everything the agent may write on a host, and where its lock lives.
-TOUCHED = ("/etc/docker", "/etc/containerd", PREFIX, STATE, "/run/lock")
-
-INSTALL_POINTS = ("install:downloaded", "install:backed-up", "install:journaled", "install:shim-moved",
-                  "install:runsc-moved")  # fmt: skip
-DOCKER_POINTS = ("docker:journaled", "docker:written", "docker:restarted")
-CONTAINERD_POINTS = ("containerd:journaled", "containerd:runsc-toml-written", "containerd:written",
-                     "containerd:restarted")  # fmt: skip
-# Also destroyed straight after the kill, with no re-run: a file half-way.
-NO_RERUN = ("install:shim-moved", "docker:written", "containerd:written")
 
 FOREIGN_DAEMON_JSON = '{"log-driver": "json-file",\n  "runtimes": {"other": {"path": "/usr/bin/runc"}}}\n'
 
@@ -63,36 +59,8 @@ def config_backups(host: Sandbox) -> str:
     return host.sh(f"find {STATE}/backup/etc -type f 2>/dev/null || true").strip()
 
 
-def assert_same_tree(before: dict[str, str], after: dict[str, str], what: str) -> None:
-    added = sorted(set(after) - set(before))
-    removed = sorted(set(before) - set(after))
-    changed = sorted(p for p in set(before) & set(after) if before[p] != after[p])
-    assert not (added or removed or changed), f"{what}: added {added}, removed {removed}, changed {changed}"
-
-
 def test_install_killed_at_every_point_converges_and_uninstall_restores(host: Sandbox, releases: Releases):
     kill_install_rerun_uninstall(host, install_args(releases.current))
-
-
-def kill_install_rerun_uninstall(host: Sandbox, step: tuple[str, ...]) -> None:
-    """SIGKILL an install step (download or copy) at each point, re-run, uninstall: the host as before."""
-    # The owner's own runsc is in installDir: a re-run must never take ours for it.
-    host.sh(f"cp /usr/bin/runsc {PREFIX}/runsc")
-    before = host.tree(*TOUCHED)
-    for point in INSTALL_POINTS:
-        for then_rerun in (True, False) if point in NO_RERUN else (True,):
-            host.kill_agent_at(point, *step)
-            if then_rerun:
-                facts = ok(host.agent(*step))
-                assert facts["changed"] == "true" and facts["shim"] == "yes", point
-                assert host.sh(f"ls -A {PREFIX} | grep -c '^.gvisor-fleet' || true").strip() == "0", point
-            ok(host.agent("uninstall", PREFIX))
-            assert_same_tree(before, host.tree(*TOUCHED), f"install killed at {point}, rerun={then_rerun}")
-
-    ok(host.agent(*step))
-    host.kill_agent_at("uninstall:removed", "uninstall", PREFIX)
-    ok(host.agent("uninstall", PREFIX))
-    assert_same_tree(before, host.tree(*TOUCHED), "uninstall killed at uninstall:removed")
 
 
 # Where the copies of the script live in the login (root's) home.
@@ -308,7 +276,7 @@ def test_a_stalled_mirror_fails_the_step_in_bounded_time_naming_url_and_limit(
     host: Sandbox, releases: Releases, mode: str
 ):
     port = 18081
-    host.sh(f"nohup python3 {mirror.__file__} {CACHE / 'mirror'} {port} {mode} > /var/log/stalling.log 2>&1 &")
+    host.sh(f"nohup python3 {loopback.__file__} {mirror.MIRROR_ROOT} {port} {mode} > /var/log/stalling.log 2>&1 &")
     # Listening once curl no longer says "connection refused" (7).
     probe = f"curl -s -m 1 -o /dev/null http://127.0.0.1:{port}/x"
     host.sh(f"i=0; until {probe}; [ $? != 7 ]; do i=$((i+1)); [ $i -lt 50 ]; sleep 0.2; done")

@@ -13,17 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.host import mirror
-from tests.host.conftest import CACHE, MIRROR_PORT, MIRROR_URL
+from tests.host.agent_calls import PREFIX
 from tests.host.host_state import HostSnapshot, refusal, remove_command
-from tests.host.mirror import Releases
 from tests.host.sandbox import Sandbox
-from tests.host.test_agent import PREFIX
+from tests.support import loopback, mirror
+from tests.support.mirror import MIRROR_PORT, MIRROR_URL, Releases
 
 pytestmark = pytest.mark.host
 
 CLOSED_PORT = 18097  # nothing listens there in the sandbox's own network
-SILENT_PORT = 18081  # takes the connection, never answers (mirror.py silent)
+SILENT_PORT = 18081  # takes the connection, never answers (tests/support/loopback.py silent)
 SELF_SIGNED_PORT = 18443
 FULL_PORT = 18099  # its accept queue is full: the kernel drops new SYNs, so connecting times out
 STEP_TIMEOUT = 8  # bounds each case, the connect timeout included (min of 20 s and what is left)
@@ -44,17 +43,6 @@ CASES = {
     "timeout": Case(f"http://127.0.0.1:{SILENT_PORT}", "stopped at a limit"),
     "404": Case(MIRROR_URL, "gVisor release not found at"),
 }
-
-# An https server with a certificate no one signed, serving the mirror.
-SELF_SIGNED_SERVER = """
-import http.server, ssl, functools, sys
-handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
-server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), handler)
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-context.load_cert_chain(sys.argv[3], sys.argv[4])
-server.socket = context.wrap_socket(server.socket, server_side=True)
-server.serve_forever()
-"""
 
 # Listens with a backlog of 0 and never accepts; connects to itself until a
 # connection is not answered: from then on Linux drops every SYN to the port
@@ -81,14 +69,15 @@ sys.exit("the accept queue never filled: is net.ipv4.tcp_abort_on_overflow set?"
 
 
 def serve_broken_servers(host: Sandbox, work: Path) -> None:
-    host.sh(f"nohup python3 {mirror.__file__} {CACHE / 'mirror'} {SILENT_PORT} silent >/dev/null 2>&1 &")
+    host.sh(f"nohup python3 {loopback.__file__} {mirror.MIRROR_ROOT} {SILENT_PORT} silent >/dev/null 2>&1 &")
     cert, key = work / "cert.pem", work / "key.pem"
     work.mkdir(parents=True, exist_ok=True)
     host.sh(
         f"openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -keyout {key} -out {cert} 2>/dev/null"
     )
-    (work / "server.py").write_text(SELF_SIGNED_SERVER)
-    host.sh(f"nohup python3 {work / 'server.py'} {CACHE / 'mirror'} {SELF_SIGNED_PORT} {cert} {key} >/dev/null 2>&1 &")
+    # An https server with a certificate no one signed, serving the mirror.
+    serve = f"{loopback.__file__} {mirror.MIRROR_ROOT} {SELF_SIGNED_PORT} --tls {cert} {key}"
+    host.sh(f"nohup python3 {serve} >/dev/null 2>&1 &")
     (work / "full.py").write_text(FULL_LISTENER)
     full = work / "full.ready"
     host.sh(f"nohup python3 {work / 'full.py'} {FULL_PORT} {full} >{work / 'full.log'} 2>&1 &")

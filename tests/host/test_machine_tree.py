@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.host.conftest import machine_tree
+from tests.host.machine_tree import machine_tree
 
 pytestmark = pytest.mark.host
 

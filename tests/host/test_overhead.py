@@ -17,11 +17,11 @@ import pytest
 from components.gvisor.settings import GvisorSettings
 from components.overhead.measure import measure_command, measure_script, parse_overhead
 from components.overhead.settings import OverheadSettings
-from tests.host.conftest import MIRROR_URL, TEST_IMAGE
 from tests.host.host_state import changes, digest, ok
 from tests.host.host_state import refusal as failed
-from tests.host.mirror import Releases
 from tests.host.sandbox import Sandbox
+from tests.support.image import TEST_IMAGE
+from tests.support.mirror import MIRROR_URL, Releases
 
 pytestmark = pytest.mark.host
 
@@ -33,7 +33,7 @@ RECORD = bool(os.environ.get("GVISOR_FLEET_RECORD_OVERHEAD"))
 
 def converge(host: Sandbox, releases: Releases, containerd: bool) -> GvisorSettings:
     """Installs gVisor and wires it into Docker (and containerd) with the agent, as `pulumi up` does."""
-    from tests.host.test_agent import configure_containerd, install
+    from tests.host.agent_calls import configure_containerd, install
 
     gv = GvisorSettings(release=releases.current, base_url=MIRROR_URL, verify_image=TEST_IMAGE)
     ok(install(host, releases.current))

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from components.gvisor.agent import agent_command, parse_facts
-from tests.host.conftest import TEST_IMAGE
 from tests.host.host_state import HostSnapshot, ok, refusal, remove_command, remove_from_view
 from tests.host.sandbox import AGENT, Sandbox
+from tests.support.image import TEST_IMAGE
 
 pytestmark = pytest.mark.host
 

@@ -13,18 +13,17 @@ from pathlib import Path
 import pytest
 
 from components.gvisor.release_copy import remote_path
-from tests.host.conftest import CACHE
+from tests.host.agent_calls import PREFIX
 from tests.host.host_state import HostSnapshot, ok, refusal
-from tests.host.mirror import Releases
+from tests.host.kill_points import TOUCHED, assert_same_tree, kill_install_rerun_uninstall
 from tests.host.sandbox import Sandbox
-from tests.host.test_agent import PREFIX
-from tests.host.test_faults import TOUCHED, assert_same_tree, kill_install_rerun_uninstall
+from tests.support.mirror import MIRROR_ROOT, Releases
 
 pytestmark = pytest.mark.host
 
 
 def archive(releases: Releases) -> Path:
-    return CACHE / "mirror" / releases.current / "x86_64" / "gvisor.tar.bz2"
+    return MIRROR_ROOT / releases.current / "x86_64" / "gvisor.tar.bz2"
 
 
 def sha512(path: Path, extra: bytes = b"") -> str:

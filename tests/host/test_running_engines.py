@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.host.conftest import TEST_IMAGE
+from tests.host.agent_calls import CUSTOM_CONTAINERD, PREFIX, RUNSC_TOML, configure_containerd, install, toml_b64
 from tests.host.cri import cri_runtimes
 from tests.host.host_state import ok
 from tests.host.host_state import refusal as failed
-from tests.host.mirror import Releases
 from tests.host.sandbox import Sandbox
-from tests.host.test_agent import CUSTOM_CONTAINERD, PREFIX, RUNSC_TOML, configure_containerd, install, toml_b64
+from tests.support.image import TEST_IMAGE
+from tests.support.mirror import Releases
 
 pytestmark = pytest.mark.host
 

@@ -13,17 +13,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.host.conftest import CACHE
+from tests.support.paths import CACHE, REPO
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.host
 
-REPO = Path(__file__).resolve().parents[2]
 BUILDER = REPO / "tests" / "toolchain" / "build-vm-images.sh"
 
 # Stand-in mmdebstrap: bind-mounts $OUTSIDE over <root>/proc (a tree the
@@ -77,11 +76,12 @@ def builder_env(tmp_path: Path) -> Iterator[dict[str, str]]:
 def start_build(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
     build = Path(env["GVISOR_FLEET_CACHE"]) / "vm-images"
     proc = subprocess.Popen(["sh", str(BUILDER), "x86_64"], env=env, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not list(build.glob("*/.build-x86_64/mounted")):
+
+    def mounted() -> list[Path]:
         assert proc.poll() is None, f"the builder exited early with {proc.returncode}"
-        assert time.monotonic() < deadline, "the stand-in mmdebstrap never mounted"
-        time.sleep(0.2)
+        return list(build.glob("*/.build-x86_64/mounted"))
+
+    assert wait_until(mounted, 120, 0.2), "the stand-in mmdebstrap never mounted"
     return proc, next(build.glob("*/.build-x86_64"))
 
 

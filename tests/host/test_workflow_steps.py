@@ -40,8 +40,8 @@ import pytest
 import yaml
 
 from tests.host.sandbox import Sandbox
+from tests.support.paths import REPO
 
-REPO = Path(__file__).parents[2]
 WORKFLOW = REPO / ".github" / "workflows" / "main.yml"
 RUNNER_UID = 1001  # the `runner` user of GitHub's hosted runners, who owns the checkout
 # The runner's container layout: workspace, temp directory, HOME (`/__w`, `/github/home`),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 
-REPO = Path(__file__).parents[2]
+from tests.support.paths import REPO
+
 SCRIPT = REPO / "components/kube/scripts/k3s-node.sh"
 
 

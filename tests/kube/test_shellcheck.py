@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from components.kube.manifests import SAMPLE_SCRIPT, VERIFY_SCRIPT
+from tests.support.paths import REPO
 
-REPO = Path(__file__).parents[2]
 FILES = [REPO / "components/kube/scripts/k3s-node.sh", *sorted((REPO / "tests/kube/fake").iterdir())]
 
 pytestmark = pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")

@@ -20,8 +20,7 @@ import pytest
 
 from components.kube.manifests import NOBODY, VERIFY_SCRIPT, verify_job
 from components.kube.settings import parse_kube_settings
-
-CACHE = Path(os.environ.get("GVISOR_FLEET_CACHE", Path.home() / ".cache" / "gvisor-fleet"))
+from tests.support.paths import CACHE
 
 
 def runsc_binaries() -> list[Path]:

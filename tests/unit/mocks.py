@@ -1,12 +1,19 @@
-"""Pulumi mocks: record every resource and what it depends on, answer commands with agent facts."""
+"""Pulumi mocks: record every resource and what it depends on, answer commands with agent facts;
+and stack config for the program under them."""
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Mapping
 
 import pulumi
+from pulumi.runtime.config import set_all_config
 from pulumi.runtime.mocks import MockMonitor
+
+from components.fleet.keys import generate_ed25519
+
+KEY = generate_ed25519("test").private_key  # the stack's sshPrivateKey
 
 # What the agent prints on a healthy x86_64 host, per subcommand.
 AGENT_OUTPUT = {
@@ -67,3 +74,9 @@ def use(mocks: RecordingMocks, stack: str = "unit") -> RecordingMocks:
     """Routes every resource the program declares from now on to `mocks`."""
     pulumi.runtime.set_mocks(mocks, project="gvisor-fleet", stack=stack, preview=False, monitor=RecordingMonitor(mocks))
     return mocks
+
+
+def configure(**values: object) -> None:
+    """Sets the stack's gvisor-fleet:* config as `pulumi config set` would (sshPrivateKey a secret)."""
+    config = {f"gvisor-fleet:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+    set_all_config(config, secret_keys=["gvisor-fleet:sshPrivateKey"])

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
+
+from tests.support.wait import wait_until
 
 HELPER = Path(__file__).resolve().parents[2] / "tests" / "toolchain" / "background.sh"
 
@@ -45,10 +46,7 @@ false""",
     assert run.returncode == 1, run.stderr
     started = pids.read_text().split()
     assert len(started) == 2
-    deadline = time.monotonic() + 10
-    while alive(started) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not alive(started), "the background build outlived the script"
+    assert wait_until(lambda: not alive(started), 10, 0.1), "the background build outlived the script"
 
 
 def test_a_finished_build_shows_its_tail_and_removes_its_log(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from components.fleet.qemu import QemuHost
 from components.fleet.specs import parse_machines
 from components.gvisor.host import GvisorHost
 from components.gvisor.settings import GvisorSettings
-from tests.unit.test_fleet_mocks import FleetMocks, fake_aws
+from tests.unit.fleet_mocks import FleetMocks, fake_aws
 
 EDGE_KEY = generate_ed25519("").public_key  # a host key that decodes, as load_settings requires
 

@@ -13,8 +13,7 @@ from components.overhead.measure import measure_command, overhead_from_stdout
 from components.overhead.settings import OverheadSettings, parse_overhead_settings
 from components.program import build
 from components.settings import SettingsError
-from tests.unit.mocks import RecordingMocks, use
-from tests.unit.test_program import KEY, configure
+from tests.unit.mocks import KEY, RecordingMocks, configure, use
 
 RECORDED = Path(__file__).parents[1] / "report" / "recorded" / "host-docker.json"
 MACHINES = [

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from components.fleet.keys import generate_ed25519
+from tests.support.toolchain import KUBERNETES_VERSION, built_engine_env
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLCHAIN = ROOT / "tests" / "toolchain"
@@ -32,9 +33,6 @@ MACHINES = [
     {"name": "edge-arm", "address": "10.0.2.11", "arch": "aarch64", "user": "admin"},
 ]
 KEY = generate_ed25519("policy-engine-test").private_key
-KUBERNETES_VERSION = re.search(
-    r"^pulumi-kubernetes==(\S+)$", (ROOT / "requirements.txt").read_text(), re.MULTILINE
-).group(1)  # type: ignore[union-attr]
 # A cluster nobody serves: the provider previews without it (and says so).
 UNREACHABLE_KUBECONFIG = """apiVersion: v1
 kind: Config
@@ -43,19 +41,6 @@ users: [{name: nobody, user: {token: not-a-token}}]
 contexts: [{name: nowhere, context: {cluster: nowhere, user: nobody}}]
 current-context: nowhere
 """
-
-
-def engine_env() -> dict[str, str] | None:
-    """The environment tests/toolchain/pulumi-env.sh sets up, if the engine is built."""
-    out = subprocess.run(
-        ["sh", "-c", ". tests/toolchain/pulumi-env.sh && env -0"], cwd=ROOT, capture_output=True, check=True
-    ).stdout
-    env = dict(line.split("=", 1) for line in out.decode().split("\0") if "=" in line)
-    bin_dir = Path(env["GVISOR_FLEET_PULUMI_BIN"])
-    kubernetes = Path(env["PULUMI_HOME"]) / "plugins" / f"resource-kubernetes-v{KUBERNETES_VERSION}"
-    if not (bin_dir / "pulumi").is_file() or not kubernetes.is_dir():
-        return None
-    return env
 
 
 @dataclass
@@ -103,7 +88,7 @@ class Project:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    env = engine_env()
+    env = built_engine_env()
     if env is None:
         pytest.skip(
             f"the Pulumi engine or its kubernetes provider {KUBERNETES_VERSION} is not built"

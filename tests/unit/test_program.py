@@ -8,20 +8,12 @@ from pathlib import Path
 
 import pulumi
 import pytest
-from pulumi.runtime.config import set_all_config
 from pulumi.runtime.settings import get_root_resource
 
-from components.fleet.keys import generate_ed25519
 from components.program import build
-from tests.unit.mocks import AGENT_OUTPUT, RecordingMocks, use
+from tests.unit.mocks import AGENT_OUTPUT, KEY, RecordingMocks, configure, use
 
-KEY = generate_ed25519("test").private_key
 MAIN = Path(__file__).parents[2] / "__main__.py"
-
-
-def configure(**values: object) -> None:
-    config = {f"gvisor-fleet:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
-    set_all_config(config, secret_keys=["gvisor-fleet:sshPrivateKey"])
 
 
 @pulumi.runtime.test

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from components.gvisor.release_fetch import Limits, ReleaseFetchError, fetch_release
-from tests.loopback import Server
+from tests.support.loopback import Server
 
 RELEASE = "20261116.0"
 ARCH = "x86_64"

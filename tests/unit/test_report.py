@@ -10,18 +10,7 @@ import pytest
 from components.report.__main__ import main
 from components.report.figures import ReportError, load_reports
 from components.report.render import EMULATED_NOTE, html_page, markdown
-
-RECORDED = Path(__file__).parents[1] / "report" / "recorded"
-
-
-def stack_output() -> dict[str, object]:
-    """`pulumi stack output --json` as the program exports it: one machine per recording."""
-    machines: dict[str, object] = {}
-    for path in sorted(RECORDED.glob("*.json")):
-        data = json.loads(path.read_text())
-        machines[path.stem] = {"arch": data["arch"], "runsc_ok": "true", "overhead": data}
-    machines["unmeasured"] = {"arch": "x86_64", "runsc_ok": "true"}
-    return {"allChecksPassed": True, "gvisorRelease": "20261116.0", "machines": machines}
+from tests.unit.recorded_report import RECORDED, stack_output
 
 
 def test_every_measured_machine_and_figure_is_in_the_markdown():

@@ -18,7 +18,7 @@ from PIL import Image
 from components.report.figures import load_reports
 from components.report.plots import RUNC_COLOUR, RUNSC_COLOURS
 from components.report.render import html_page
-from tests.unit.test_report import stack_output
+from tests.unit.recorded_report import stack_output
 
 README_SHOT = Path(__file__).parents[2] / "components" / "report" / "screenshot.png"
 WIDTH, HEIGHT = 1300, 2600

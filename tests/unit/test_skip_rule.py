@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ALLOWED_SKIPS, CONTEXT_VAR, COUNTS_VAR
-
-REPO = Path(__file__).parents[2]
+from tests.support.paths import REPO
 
 # The suite's own rule and hooks, with an allow-list of its own.
 INNER_CONFTEST = """

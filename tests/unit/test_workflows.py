@@ -21,7 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).parents[2]
+from tests.support.paths import REPO
+from tests.support.toolchain import built_engine_env
+
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 ACTIONS = REPO / ".github" / "action-inputs.yaml"
 GONE_RUNTIMES = {"node12", "node16", "node20"}  # removed from GitHub's runners
@@ -266,9 +268,7 @@ def test_the_failure_comment_step_runs_only_after_a_failed_preview() -> None:
 
 def test_the_rerun_of_a_failed_preview_uses_flags_the_engine_has() -> None:
     """The re-run's `pulumi preview` flags, against the project's own engine's `--help`."""
-    from tests.unit.test_policy_engine import engine_env
-
-    env = engine_env()
+    env = built_engine_env()
     if env is None:
         pytest.skip("the Pulumi engine is not built (sh tests/toolchain/build-pulumi.sh)")
     steps = load(REPO / ".github" / "workflows" / "pull-request.yml")["jobs"]["preview"]["steps"]

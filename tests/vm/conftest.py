@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.harness import Vm, describe_failure, ensure_images, ensure_mirror, missing_prerequisite, serve, start_all
+from tests.support.loopback import Server
+from tests.vm.qemu_vms import Vm, describe_failure, ensure_images, ensure_mirror, missing_prerequisite, start_all
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -28,8 +29,8 @@ def images() -> dict[str, Path]:
 def mirror(images: dict[str, Path]) -> Iterator[tuple[str, str]]:
     """(base URL as the guests see it, release) of a local gVisor mirror served on the host's 127.0.0.1."""
     root, release = ensure_mirror()
-    with serve(root) as port:
-        yield f"http://10.0.2.2:{port}", release
+    with Server(root) as server:
+        yield f"http://10.0.2.2:{server.port}", release
 
 
 @pytest.fixture(scope="session")

@@ -17,40 +17,20 @@ import time
 from pathlib import Path
 
 import pytest
-from pulumi_command import remote
 
 from components.fleet.keys import generate_ed25519, key_material
-from components.fleet.machine import Machine
 from components.gvisor.agent import checks_passed, parse_facts
 from components.gvisor.host import host_commands
 from components.gvisor.settings import GvisorSettings
 from components.overhead.measure import measure_command, measure_script, overhead_from_stdout
 from components.overhead.settings import OverheadSettings
-from tests.vm.harness import USER, Vm, runsc_version
+from tests.support.ssh import run_ssh
+from tests.vm.qemu_vms import STEPS, Vm, converge, machine_record, runsc_version
 
 pytestmark = pytest.mark.vm
 
-STEPS = ("install", "docker", "containerd", "verify")  # install runs the preflight checks first
 # What the Docker and containerd steps write and their deletes must put back.
 ENGINE_CONFIGS = ("/etc/docker/daemon.json", "/etc/containerd/config.toml", GvisorSettings().runsc_config_path)
-
-
-def machine_record(vm: Vm, arch: str | None = None) -> Machine:
-    connection = remote.ConnectionArgs(host="127.0.0.1", port=vm.port, user=USER, host_key=vm.host_key.public_key)
-    return Machine(name=vm.name, arch=arch or vm.arch, user=USER, connection=connection)
-
-
-def converge(vm: Vm, settings: GvisorSettings) -> dict[str, str]:
-    """Runs the host layer's steps in GvisorHost's order; returns the facts of all of them."""
-    commands = host_commands(machine_record(vm), settings)
-    facts: dict[str, str] = {}
-    for step in STEPS:
-        if step not in commands:
-            continue
-        result = vm.agent(commands[step][0])
-        assert result.returncode == 0, f"{vm.name} ({vm.arch}) step {step} failed:\n{result.stderr[-3000:]}"
-        facts.update(parse_facts(result.stdout))
-    return facts
 
 
 def engine_configs(vm: Vm) -> dict[str, str]:
@@ -83,14 +63,10 @@ def test_a_different_host_key_is_refused(vms: dict[str, Vm], tmp_path: Path):
     vm = vms["x86_64"]
     impostor = tmp_path / "known_hosts"
     impostor.write_text(f"[127.0.0.1]:{vm.port} {key_material(generate_ed25519('other').public_key)}\n")
-    # An emulated guest's sshd can drop a connection before the key exchange
-    # (a reset, not a verdict on the key): only that is tried again.
-    for _ in range(5):
-        out = subprocess.run([*vm.ssh_argv(known_hosts=impostor), "true"], capture_output=True, text=True, timeout=60)
-        if "kex_exchange_identification" not in out.stderr:
-            break
-        time.sleep(3)
-    assert out.returncode != 0 and "host key" in out.stderr.lower(), out.stderr
+    # A reset before the key exchange (not a verdict on the key) is tried again.
+    out = run_ssh([*vm.ssh_argv(known_hosts=impostor), "true"], timeout=60)
+    stderr = out.stderr.decode(errors="replace")
+    assert out.returncode != 0 and "host key" in stderr.lower(), stderr
 
 
 def test_cloud_init_seeded_user_sudo_hostname_and_only_the_pinned_key(vms: dict[str, Vm]):

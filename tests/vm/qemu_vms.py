@@ -6,40 +6,45 @@ accelerator from `choose_accel` with the real KVM probe, the seed from
 VM is started and stopped by `components/fleet/scripts/qemu-vm.sh`: the same
 path `pulumi up` takes, minus the engine. Images come from
 tests/toolchain/build-vm-images.sh (Debian packages, cached outside the repo);
-every VM boots a throwaway overlay in its own directory.
+every VM boots a throwaway overlay in its own directory. `converge` runs the
+host layer's steps on a VM as GvisorHost orders them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import shlex
 import shutil
-import socket
 import subprocess
-import tarfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pulumi_command import remote
+
 from components.fleet.cloudinit import meta_data, user_data
 from components.fleet.keys import KeyPair, generate_ed25519, key_material
+from components.fleet.machine import Machine
 from components.fleet.qemu import SCRIPT, choose_accel, kvm_works, launcher_command, parse_launcher_facts, qemu_argv
 from components.fleet.specs import QemuOptions, local_arch
-from components.gvisor.agent import agent_file
+from components.gvisor.agent import agent_file, parse_facts
+from components.gvisor.host import host_commands
+from components.gvisor.settings import GvisorSettings
+from tests.support.loopback import free_port
+from tests.support.mirror import archive, release_name
+from tests.support.paths import CACHE, REPO, TOOLCHAIN
+from tests.support.ssh import run_ssh
+from tests.support.toolchain import gvisor_dir
 
-REPO = Path(__file__).parents[2]
-CACHE = Path(os.environ.get("GVISOR_FLEET_CACHE") or Path.home() / ".cache" / "gvisor-fleet")
-BUILD_IMAGES = REPO / "tests" / "toolchain" / "build-vm-images.sh"
-BUILD_GVISOR = REPO / "tests" / "toolchain" / "build-gvisor.sh"
+BUILD_IMAGES = TOOLCHAIN / "build-vm-images.sh"
+BUILD_GVISOR = TOOLCHAIN / "build-gvisor.sh"
 AGENT = REPO / "components" / "gvisor" / "scripts" / "gvisor-host.sh"
 ARCHES = ("x86_64", "aarch64")
 GUEST_HOST = "10.0.2.2"  # QEMU user networking: the host's 127.0.0.1 as the guest sees it
 USER = "fleet"
+STEPS = ("install", "docker", "containerd", "verify")  # install runs the preflight checks first
 TOOLS = (
     "qemu-system-x86_64", "qemu-system-aarch64", "qemu-img", "mmdebstrap", "mkfs.ext4", "genisoimage",
     "ssh", "ssh-keyscan", "curl",
@@ -71,31 +76,18 @@ def ensure_images(arches: tuple[str, ...] = ARCHES) -> dict[str, Path]:
     return {a: root / a for a in arches}
 
 
-def gvisor_dir() -> Path:
-    out = subprocess.run(["sh", str(BUILD_GVISOR), "--print-dir"], capture_output=True, text=True, check=True)
-    return Path(out.stdout.strip())
-
-
 def ensure_mirror() -> tuple[Path, str]:
     """A mirror laid out like gVisor's bucket (<release>/<arch>/gvisor.tar.bz2 + .sha512) from a current runsc."""
     src = gvisor_dir()
     if not (src / "RUNSC_VERSION").exists():
         subprocess.run(["sh", str(BUILD_GVISOR)], check=True)
-    version = (src / "VERSION").read_text().strip()
-    release = version.split("-")[1][:8] + ".0"  # the module's commit date, like a dated release
+    release = release_name((src / "VERSION").read_text().strip()) + ".0"  # the commit's date, as a dated release
     root = CACHE / "vm-mirror"
     stamp = root / f".complete-{hashlib.sha256(runsc_version().encode()).hexdigest()[:12]}"
     if not stamp.exists():
         shutil.rmtree(root, ignore_errors=True)
         for arch in ARCHES:
-            dest = root / release / arch
-            dest.mkdir(parents=True)
-            tarball = dest / "gvisor.tar.bz2"
-            with tarfile.open(tarball, "w:bz2", compresslevel=1) as tar:
-                for name in ("runsc", "containerd-shim-runsc-v1"):
-                    tar.add(src / arch / name, arcname=name)
-            digest = hashlib.sha512(tarball.read_bytes()).hexdigest()
-            (dest / "gvisor.tar.bz2.sha512").write_text(f"{digest}  gvisor.tar.bz2\n")
+            archive(src / arch, root / release / arch)
         stamp.touch()
     return root, release
 
@@ -103,31 +95,6 @@ def ensure_mirror() -> tuple[Path, str]:
 def runsc_version() -> str:
     """What the test runsc prints after `runsc version` (go-<commit time>-<commit>)."""
     return (gvisor_dir() / "RUNSC_VERSION").read_text().strip()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def serve(root: Path) -> Iterator[int]:
-    """Serves `root` on 127.0.0.1 (a free port) for the length of the block; yields the port."""
-    handler = lambda *a, **kw: _QuietHandler(*a, directory=str(root), **kw)  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -205,14 +172,7 @@ class Vm:
 
     def ssh_bytes(self, command: str, stdin: bytes = b"", timeout: float = 900) -> subprocess.CompletedProcess[bytes]:
         """As `ssh`, with binary input and output (files copied in or out)."""
-        # An emulated guest's sshd can reset a connection before the key
-        # exchange; the command never started then, so trying again is safe.
-        for _ in range(5):
-            out = subprocess.run([*self.ssh_argv(), command], input=stdin, capture_output=True, timeout=timeout)
-            if out.returncode != 255 or b"kex_exchange_identification" not in out.stderr:
-                return out
-            time.sleep(3)
-        return out
+        return run_ssh([*self.ssh_argv(), command], stdin, timeout)
 
     def agent(self, command_line: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         """One host-layer command line, as GvisorHost runs it, after putting the agent script
@@ -243,3 +203,21 @@ def describe_failure(vm: Vm, result: subprocess.CompletedProcess[str]) -> str:
         f"command: {shlex.join(vm.launcher('start'))[:400]}...\nstderr:\n{result.stderr[-3000:]}\n"
         f"serial:\n{vm.serial_tail()}"
     )
+
+
+def machine_record(vm: Vm, arch: str | None = None) -> Machine:
+    connection = remote.ConnectionArgs(host="127.0.0.1", port=vm.port, user=USER, host_key=vm.host_key.public_key)
+    return Machine(name=vm.name, arch=arch or vm.arch, user=USER, connection=connection)
+
+
+def converge(vm: Vm, settings: GvisorSettings) -> dict[str, str]:
+    """Runs the host layer's steps in GvisorHost's order; returns the facts of all of them."""
+    commands = host_commands(machine_record(vm), settings)
+    facts: dict[str, str] = {}
+    for step in STEPS:
+        if step not in commands:
+            continue
+        result = vm.agent(commands[step][0])
+        assert result.returncode == 0, f"{vm.name} ({vm.arch}) step {step} failed:\n{result.stderr[-3000:]}"
+        facts.update(parse_facts(result.stdout))
+    return facts

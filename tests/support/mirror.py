@@ -3,21 +3,23 @@
 <root>/<release>/<arch>/ holds either the current layout (gvisor.tar.bz2 and
 its .sha512) or the legacy one (loose runsc and containerd-shim-runsc-v1,
 each with a .sha512), with `sha512sum` output exactly as upstream publishes.
-Run as a script, it serves that mirror badly on purpose (see serve_stalling).
+Every sandboxed machine serves it at MIRROR_URL in its own network namespace.
 """
 
 from __future__ import annotations
 
 import hashlib
 import shutil
-import sys
 import tarfile
-import time
 from dataclasses import dataclass
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from tests.support.paths import CACHE
+from tests.support.toolchain import build_gvisor
+
+MIRROR_ROOT = CACHE / "mirror"
+MIRROR_PORT = 18080
+MIRROR_URL = f"http://127.0.0.1:{MIRROR_PORT}"
 ARCHES = ("x86_64", "aarch64")
 BINARIES = ("runsc", "containerd-shim-runsc-v1")
 
@@ -41,7 +43,8 @@ def _write_sha512(path: Path) -> None:
     path.with_name(path.name + ".sha512").write_text(f"{digest}  {path.name}\n")
 
 
-def _archive(src: Path, dest: Path) -> None:
+def archive(src: Path, dest: Path) -> None:
+    """dest/gvisor.tar.bz2 (runsc and the shim from src) and its .sha512, as the bucket has them."""
     dest.mkdir(parents=True, exist_ok=True)
     tarball = dest / "gvisor.tar.bz2"
     with tarfile.open(tarball, "w:bz2", compresslevel=1) as tar:
@@ -70,7 +73,7 @@ def build_mirror(root: Path, gvisor_go: Path, debian_runsc: Path) -> Releases:
     if root.exists():
         shutil.rmtree(root)
     for arch in ARCHES:
-        _archive(gvisor_go / arch, root / releases.current / arch)
+        archive(gvisor_go / arch, root / releases.current / arch)
         _loose({b: gvisor_go / arch / b for b in BINARIES}, root / releases.current_loose / arch)
     _loose({"runsc": debian_runsc}, root / releases.old / "x86_64")
 
@@ -82,33 +85,20 @@ def build_mirror(root: Path, gvisor_go: Path, debian_runsc: Path) -> Releases:
     return releases
 
 
-class _StallingHandler(SimpleHTTPRequestHandler):
-    """'silent': takes the request and never answers; 'mid-body': serves the
-    mirror, but sends only the first 64 KiB of any archive, then nothing."""
-
-    mode = "silent"
-
-    def do_GET(self) -> None:
-        if self.mode == "silent":
-            time.sleep(3600)
-            return
-        if self.path.endswith(".tar.bz2"):
-            data = Path(self.translate_path(self.path)).read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data[:65536])
-            self.wfile.flush()
-            time.sleep(3600)
-            return
-        super().do_GET()
+def serve_in_sandbox(root: Path = MIRROR_ROOT, log: str = "/var/log/mirror.log") -> str:
+    """The shell line that serves `root` at MIRROR_URL in the background, in the namespace it runs in
+    (Python's own server: its log, one line per request, is what tests count downloads in)."""
+    return f"nohup python3 -m http.server {MIRROR_PORT} --bind 127.0.0.1 --directory {root} > {log} 2>&1 &"
 
 
-def serve_stalling(root: Path, port: int, mode: str) -> None:
-    """A mirror that hangs (run inside a sandbox: python3 mirror.py ROOT PORT MODE)."""
-    handler = partial(type("Handler", (_StallingHandler,), {"mode": mode}), directory=str(root))
-    ThreadingHTTPServer(("127.0.0.1", port), handler).serve_forever()
+# Waits (5 s at most) until the mirror answers, in the namespace it runs in.
+WAIT_IN_SANDBOX = f"i=0; until curl -fs {MIRROR_URL}/ >/dev/null; do i=$((i+1)); [ $i -lt 50 ]; sleep 0.1; done"
 
 
-if __name__ == "__main__":
-    serve_stalling(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+def prepare_mirror() -> Releases:
+    """The mirror under CACHE, from the cached gVisor build and Debian's runsc (built on first use)."""
+    return build_mirror(MIRROR_ROOT, build_gvisor(), debian_runsc())
+
+
+def debian_runsc() -> Path:
+    return Path(shutil.which("runsc") or "/usr/bin/runsc")
