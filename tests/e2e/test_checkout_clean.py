@@ -28,10 +28,10 @@ from pathlib import Path
 import pytest
 
 from components.gvisor.release_fetch import ARCHIVE, as_url, source_key
-from tests.e2e import harness
-from tests.unit.test_docs_commands import marked
+from tests.support.doc_blocks import marked
+from tests.support.paths import REPO
+from tests.support.toolchain import pulumi_env
 
-REPO = harness.REPO
 ME = "tests/e2e/test_checkout_clean.py"
 RELEASE = "20261116.0"
 BUCKET = "https://storage.googleapis.com/gvisor/releases/release"
@@ -67,7 +67,7 @@ def checkout_copy(dest: Path) -> Path:
 
 def environment(tmp: Path, engine: Path) -> dict[str, str]:
     """A fresh user: own home, Pulumi home and no passphrase set; the set-up's engine and plugins."""
-    built = harness.pulumi_env()
+    built = pulumi_env()
     home, pulumi_home = tmp / "home", tmp / "pulumi-home"
     pulumi_home.mkdir(parents=True)
     (pulumi_home / "plugins").symlink_to(Path(built["PULUMI_HOME"]) / "plugins")

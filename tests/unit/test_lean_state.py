@@ -17,7 +17,7 @@ from components import lean_state
 from components.program import build
 from tests.unit.mocks import KEY, RecordingMocks, RecordingMonitor, configure
 
-CONNECTION = remote.ConnectionArgs(host="192.0.2.1")
+CONNECTION = remote.ConnectionArgs(host="10.0.2.1")
 COMPONENTS = (Path(__file__).parents[2] / "components").as_uri() + "/"
 HOOKS = ("_get_stack_trace", "_get_source_position")
 
@@ -92,7 +92,7 @@ def test_without_the_hook_the_sdk_sends_the_whole_stack(sdk_as_shipped, monitor)
 
 @pulumi.runtime.test
 def test_every_resource_of_the_program_carries_its_line_in_components_and_no_stack_trace(sdk, monitor):
-    machines = [{"name": "amd", "address": "192.0.2.1", "arch": "x86_64"}]
+    machines = [{"name": "amd", "address": "10.0.2.1", "arch": "x86_64"}]
     configure(machines=machines, sshPrivateKey=KEY)
     program = build(pulumi.Config("gvisor-fleet"))
 

@@ -19,7 +19,7 @@ from pulumi.runtime.settings import get_root_resource
 
 from components.fleet.keys import generate_ed25519
 from tests.unit.mocks import use
-from tests.unit.test_stacks import KUBECONFIG, StackMocks
+from tests.unit.stack_mocks import KUBECONFIG, StackMocks
 
 DOCS = Path(__file__).parents[2] / "docs"
 EXAMPLE = DOCS / "examples" / "library_use.py"

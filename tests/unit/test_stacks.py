@@ -29,13 +29,12 @@ from components.gvisor.release_fetch import ARCHIVE, as_url, source_key
 from components.overhead.settings import CONFIG_NAME as OVERHEAD_KEY
 from components.program import build
 from components.settings import KNOWN_KEYS, load_settings
-from tests.unit.mocks import RecordingMocks, use
-from tests.unit.test_fleet_mocks import LAUNCHER_STDOUT
+from tests.unit.mocks import use
+from tests.unit.stack_mocks import KUBECONFIG, StackMocks
 
 STACKS_DIR = Path(__file__).parents[2] / "stacks"
 NS = "gvisor-fleet"
 KEY = generate_ed25519("stacks-test").private_key
-KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://10.0.1.1:6443\n  name: c\n"
 
 # stack -> (backends its machines use, the secrets a user sets for it)
 STACKS: dict[str, tuple[set[str], dict[str, str]]] = {
@@ -78,32 +77,6 @@ def raw_settings(config: Mapping[str, object]) -> dict[str, object]:
             continue
         raw[key] = value if isinstance(value, (dict, list)) or key not in KNOWN_KEYS else as_config_value(value)
     return raw
-
-
-class StackMocks(RecordingMocks):
-    """RecordingMocks plus what the cloud and the cluster answer: an AMI, an address, a finished Job."""
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        rid, outputs = super().new_resource(args)
-        if args.typ == "pulumi-python:dynamic:Resource":  # the stack's generated SSH keys
-            pair = generate_ed25519(args.inputs.get("comment", ""))
-            outputs.update(private_key=pair.private_key, public_key=pair.public_key)
-        elif args.typ == "command:local:Command":  # a VM launcher's facts
-            outputs["stdout"] = LAUNCHER_STDOUT.format(name=args.name.removesuffix("-vm"), address="127.0.0.1")
-        elif args.typ == "aws:ec2/instance:Instance":
-            outputs.update(publicIp="", privateIp="10.0.0.8")
-        elif args.typ == "aws:ec2/keyPair:KeyPair":
-            outputs["keyName"] = f"{args.name}-kp"
-        elif args.typ == "kubernetes:batch/v1:Job":
-            outputs["status"] = {"succeeded": 1, "completionTime": "2026-11-28T10:00:00Z"}
-        return [rid, outputs]
-
-    def call(self, args: pulumi.runtime.MockCallArgs):
-        if args.token.endswith("getAmi"):
-            return {"id": "ami-0123456789abcdef0"}
-        if args.token.endswith("getSubnet"):
-            return {"id": args.args.get("id"), "vpcId": "vpc-0abc"}
-        return {}
 
 
 @pytest.fixture
