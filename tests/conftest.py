@@ -109,7 +109,9 @@ class SkipRule:
         if self.refused() and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.counts_file is not None:
-            self.counts_file.write_text(self.summary() + "\n")
+            # Appended: a tier may run more than one session (tests/run.sh adds them up).
+            with self.counts_file.open("a") as f:
+                f.write(self.summary() + "\n")
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if not self.skipped:
@@ -137,6 +139,7 @@ def pytest_configure(config: pytest.Config) -> None:
     contexts = sorted({entry.context for entry in ALLOWED_SKIPS})
     if context is not None and context not in contexts:
         raise pytest.UsageError(f"{CONTEXT_VAR}={context} is not a known context ({', '.join(contexts)})")
-    counts = os.environ.get(COUNTS_VAR)
+    # Under pytest-xdist the controller sees every report: only it writes the counts.
+    counts = None if hasattr(config, "workerinput") else os.environ.get(COUNTS_VAR)
     rule = SkipRule(ALLOWED_SKIPS, context, Path(counts) if counts else None)
     config.pluginmanager.register(rule, "gvisor-fleet-skip-rule")

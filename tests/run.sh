@@ -65,7 +65,9 @@ run_tier() {
         if [ "$rc" = 5 ]; then status="FAILED (no tests collected)"; else status="FAILED (exit $rc)"; fi
         failed="$failed $tier"
     fi
-    counts=$(cat "$GVISOR_FLEET_TEST_COUNTS")
+    # One line per pytest session of the tier, added up.
+    counts=$(awk '{ p += $1; f += $3; s += $5; a += substr($7, 2) }
+        END { if (NR) printf "%d passed, %d failed, %d skipped (%d allowed)", p, f, s, a }' "$GVISOR_FLEET_TEST_COUNTS")
     line="tier $tier: $status in $(($(date +%s) - start)) s${counts:+: $counts}"
     echo "$line"
     summary="$summary$line
@@ -96,13 +98,26 @@ lint() {
     echo "lint: clean"
 }
 
+# The host tier's sandboxes are independent machines of their own: two run at
+# once. The machine running them is compared with its tree from before the
+# tier in a session of its own, after every sandbox is gone.
+host() {
+    GVISOR_FLEET_MACHINE_BEFORE=$(mktemp) && export GVISOR_FLEET_MACHINE_BEFORE &&
+        python -m tests.host.machine_tree > "$GVISOR_FLEET_MACHINE_BEFORE" || return 1
+    rc=0
+    python -m pytest -q -n 2 tests/host --deselect tests/host/test_machine_tree.py || rc=$?
+    python -m pytest -q tests/host/test_machine_tree.py || rc=$?
+    rm -f "$GVISOR_FLEET_MACHINE_BEFORE"
+    return "$rc"
+}
+
 cluster() { background_wait "cluster: the Kubernetes builds started after the set-up" && python -m pytest -q tests/cluster; }
 
 for tier in $tiers; do
     case $tier in
         lint) run_tier lint lint ;;
         unit) run_tier unit python -m pytest -q tests/unit tests/kube ;;
-        host) run_tier host python -m pytest -q tests/host ;;
+        host) run_tier host host ;;
         vm) run_tier vm python -m pytest -q tests/vm ;;
         e2e) run_tier e2e python -m pytest -q tests/e2e ;;
         cluster) run_tier cluster cluster ;;

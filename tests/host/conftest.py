@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.host.machine_tree import machine_tree
+from tests.host import machine_tree
 from tests.host.sandbox import Sandbox
 from tests.support import mirror
 from tests.support.image import TEST_IMAGE, make_image_tar
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.host
 @pytest.fixture(scope="session", autouse=True)
 def machine_before() -> dict[str, tuple[int, int, int]]:
     """The machine's own tree before the first host test (see test_machine_tree.py)."""
-    return machine_tree()
+    return machine_tree.machine_before()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import stat
+import sys
 from pathlib import Path
 
 # Paths of the machine running the tests that an engine or the agent in a
@@ -23,3 +26,21 @@ def machine_tree() -> dict[str, tuple[int, int, int]]:
             st = path.lstat()
             entries[str(path)] = (stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns)
     return entries
+
+
+# tests/run.sh takes the tree before the host tier's parallel session and
+# compares it in a session of its own afterwards: a worker's session start is
+# no "before" for the others.
+BEFORE_VAR = "GVISOR_FLEET_MACHINE_BEFORE"
+
+
+def machine_before() -> dict[str, tuple[int, int, int]]:
+    """The tree saved in the file BEFORE_VAR names, or else the tree now (a session of its own)."""
+    saved = os.environ.get(BEFORE_VAR)
+    if not saved:
+        return machine_tree()
+    return {path: (kind, size, mtime) for path, (kind, size, mtime) in json.loads(Path(saved).read_text()).items()}
+
+
+if __name__ == "__main__":
+    json.dump(machine_tree(), sys.stdout)

@@ -8,6 +8,7 @@ Every sandboxed machine serves it at MIRROR_URL in its own network namespace.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 import tarfile
@@ -70,6 +71,16 @@ def build_mirror(root: Path, gvisor_go: Path, debian_runsc: Path) -> Releases:
     done = root / f".complete-{stamp}"
     if done.exists():
         return releases
+    # Two sessions at once (the host tier's workers) build it once: the second waits.
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            _build(root, gvisor_go, debian_runsc, releases, done)
+    return releases
+
+
+def _build(root: Path, gvisor_go: Path, debian_runsc: Path, releases: Releases, done: Path) -> None:
     if root.exists():
         shutil.rmtree(root)
     for arch in ARCHES:
@@ -82,7 +93,6 @@ def build_mirror(root: Path, gvisor_go: Path, debian_runsc: Path) -> Releases:
     with open(bad / "gvisor.tar.bz2", "ab") as f:
         f.write(b"tampered")
     done.touch()
-    return releases
 
 
 def serve_in_sandbox(root: Path = MIRROR_ROOT, log: str = "/var/log/mirror.log") -> str:
