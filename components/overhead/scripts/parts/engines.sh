@@ -127,19 +127,19 @@ forget_container() {
     esac
 }
 
+# The image in the engine; one this run pulled is marked in SCRATCH, for cleanup to remove.
 prepare_image() {
-    IMAGE_PULLED=false
     case $ENGINE in
         docker)
             if ! timeout "$(run_cap)" docker image inspect "$IMAGE" >/dev/null 2>&1; then
                 timeout "$(left)" docker pull -q "$IMAGE" >/dev/null 2>"$SCRATCH/err" ||
                     die "cannot pull $IMAGE for Docker: $(tail -n 2 "$SCRATCH/err")"
-                IMAGE_PULLED=true
+                : > "$SCRATCH/image-pulled"
             fi
             ;;
         containerd)
             # A namespace of its own: removing it afterwards proves nothing is left in it.
-            IMAGE_PULLED=true
+            : > "$SCRATCH/image-pulled"
             if have docker && timeout "$(run_cap)" docker image inspect "$IMAGE" >/dev/null 2>&1; then
                 timeout "$(left)" docker save "$IMAGE" | timeout "$(left)" ctr -n "$CTR_NAMESPACE" images import - >/dev/null 2>"$SCRATCH/err"
             else
@@ -158,7 +158,7 @@ cleanup() {
             for _c in $(timeout "$(cleanup_left)" docker ps -aq --filter "name=$NAME_PREFIX-" 2>/dev/null); do
                 forget_container "$_c"
             done
-            if [ "${IMAGE_PULLED:-false}" = true ]; then timeout "$(cleanup_left)" docker rmi "$IMAGE" >/dev/null 2>&1 || true; fi
+            if [ -e "$SCRATCH/image-pulled" ]; then timeout "$(cleanup_left)" docker rmi "$IMAGE" >/dev/null 2>&1 || true; fi
             ;;
         containerd)
             for _c in $(timeout "$(cleanup_left)" ctr -n "$CTR_NAMESPACE" containers ls -q 2>/dev/null); do
