@@ -11,6 +11,22 @@ cri_status() {
 
 # ctr waits for a socket that may never answer; bound each probe.
 containerd_serving() { timeout 10 ctr --connect-timeout 2s version >/dev/null 2>&1; }
+containerd_up() { containerd_serving; }
+
+# After a restart with runtime RUNTIME: 0, or the part that failed (see restart_engine).
+containerd_ready() {
+    wait_for containerd 30 containerd_serving || return 2
+    wait_for "containerd's CRI plugin" 10 cri_ok || return 3
+}
+
+# What failed: RUNTIME PART (see restart_engine).
+containerd_failure() {
+    if [ "$2" = 2 ]; then
+        echo "containerd restarted with runtime $1 but did not answer on ${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock} within 30s"
+    else
+        echo "containerd restarted with runtime $1 but its CRI plugin did not load (status: $(cri_status || true))"
+    fi
+}
 
 # containerd listens where its config says: `[grpc] address` in containerd
 # 1.x's `config dump`, the grpc server plugin's `address` in 2.x's (which reads

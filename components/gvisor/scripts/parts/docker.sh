@@ -3,6 +3,21 @@
 
 docker_up() { timeout 10 docker info >/dev/null 2>&1; }
 
+# After a restart with runtime RUNTIME: 0, or the part that failed (see restart_engine).
+docker_ready() {
+    wait_for Docker 60 docker_up || return 2
+    wait_for "runtime $1 in Docker" 10 docker_runtime_registered "$1" || return 4
+}
+
+# What failed: RUNTIME PART (see restart_engine).
+docker_failure() {
+    if [ "$2" = 2 ]; then
+        echo "Docker restarted with runtime $1 but did not answer 'docker info' within 60s"
+    else
+        echo "Docker restarted but does not list runtime $1"
+    fi
+}
+
 docker_runtime_registered() {
     docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q "\"$1\""
 }

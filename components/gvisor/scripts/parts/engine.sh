@@ -1,12 +1,14 @@
 # shellcheck shell=sh
-# The configure and restore flows both engines share. An engine (docker or
-# containerd) plugs in through engine_label, engine_up and restart_engine,
-# which name what differs; the journal's marks beside a config file say what
-# a killed step must still finish.
+# What the configure and restore flows (engine-flows.sh) need of an engine.
+# An engine (docker or containerd) plugs in through three functions in its
+# own part: ENGINE_up (it answers), ENGINE_ready RUNTIME (its checks after a
+# restart) and ENGINE_failure RUNTIME PART (what a failed check found). The
+# journal's marks beside a config file say what a killed step must still finish.
 
 engine_label() { if [ "$1" = docker ]; then echo Docker; else echo containerd; fi; }
 
-engine_up() { if [ "$1" = docker ]; then docker_up; else containerd_serving; fi; }
+# ENGINE answers (docker_up, containerd_up).
+engine_up() { "$1_up"; }
 
 # Notes once, beside FILE's first copy, whether ENGINE, which reads FILE, was
 # running before FILE was put back ("restart"), so a re-run after a failed
@@ -29,34 +31,23 @@ was_down_before() { [ "$(cat "$BACKUP_DIR$1.engine-before" 2>/dev/null)" = down 
 # killed in between finds it and restarts the engine, though the file is right.
 restart_pending() { has_mark "$1" pending; }
 
-# Restarts ENGINE with runtime RUNTIME configured and checks it part by part.
-# Returns 0, or the part that failed: 1 start, 2 readiness, 3 the CRI plugin,
-# 4 the runtime's registration.
+# Restarts ENGINE with runtime RUNTIME configured and checks it part by part
+# (docker_ready, containerd_ready). Returns 0, or the part that failed: 1
+# start, 2 readiness, 3 the CRI plugin, 4 the runtime's registration.
 restart_engine() {
     service_restart "$1" || return 1
     checkpoint "$1:restarted"
-    if [ "$1" = docker ]; then
-        wait_for Docker 60 docker_up || return 2
-        wait_for "runtime $2 in Docker" 10 docker_runtime_registered "$2" || return 4
-    else
-        wait_for containerd 30 containerd_serving || return 2
-        wait_for "containerd's CRI plugin" 10 cri_ok || return 3
-    fi
+    "$1_ready" "$2"
 }
 
-# What went wrong, for restart_engine's code PART: ENGINE RUNTIME PART.
+# What went wrong, for restart_engine's code PART: ENGINE RUNTIME PART
+# (docker_failure, containerd_failure say what their checks found).
 failure_clause() {
-    _label=$(engine_label "$1")
-    case $3 in
-        1) echo "$_label failed to start with runtime $2" ;;
-        2) if [ "$1" = docker ]; then
-               echo "Docker restarted with runtime $2 but did not answer 'docker info' within 60s"
-           else
-               echo "containerd restarted with runtime $2 but did not answer on ${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock} within 30s"
-           fi ;;
-        3) echo "containerd restarted with runtime $2 but its CRI plugin did not load (status: $(cri_status || true))" ;;
-        *) echo "Docker restarted but does not list runtime $2" ;;
-    esac
+    if [ "$3" = 1 ]; then
+        echo "$(engine_label "$1") failed to start with runtime $2"
+    else
+        "$1_failure" "$2" "$3"
+    fi
 }
 
 # The engine's own reason for failing PART (start or cri) since MARK
