@@ -1,0 +1,1 @@
+"""The shell scripts' shared parts and the tool that builds each script from its parts."""
