@@ -22,7 +22,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pulumi_command import remote
+# Resolved here, in the importing thread: pulumi_command loads `remote` lazily, and two
+# threads touching it first at once can see it half-initialised.
+from pulumi_command.remote import ConnectionArgs
 
 from components.fleet.cloudinit import meta_data, user_data
 from components.fleet.keys import KeyPair, generate_ed25519, key_material
@@ -206,7 +208,7 @@ def describe_failure(vm: Vm, result: subprocess.CompletedProcess[str]) -> str:
 
 
 def machine_record(vm: Vm, arch: str | None = None) -> Machine:
-    connection = remote.ConnectionArgs(host="127.0.0.1", port=vm.port, user=USER, host_key=vm.host_key.public_key)
+    connection = ConnectionArgs(host="127.0.0.1", port=vm.port, user=USER, host_key=vm.host_key.public_key)
     return Machine(name=vm.name, arch=arch or vm.arch, user=USER, connection=connection)
 
 
