@@ -4,6 +4,8 @@
 the fleet (a problem stops `pulumi preview`, naming the config key), then
 builds:
 
+- `KubeadmCluster` (cluster: kubeadm, kubeadm_cluster.py): upstream kubeadm
+  on the machines over the host layer's containerd, the kubeconfig as a secret;
 - `K3sCluster` (cluster: k3s): k3s on the machines, the gVisor runtime in
   k3s's containerd, the kubeconfig as a secret;
 - `KubeDeployment`: node labels (set only where gVisor was verified), the
@@ -73,7 +75,7 @@ def deploy_kubernetes(
     """RuntimeClass, sandboxed samples and their proof on the fleet's cluster.
 
     `kubeconfig` is used for cluster 'existing' (None: the provider reads
-    KUBECONFIG or ~/.kube/config); cluster 'k3s' makes its own.
+    KUBECONFIG or ~/.kube/config); clusters 'kubeadm' and 'k3s' make their own.
     """
     problems = deployment_problems(settings, hosts, gvisor)
     if problems:
@@ -222,6 +224,14 @@ class KubeDeployment(pulumi.ComponentResource):
             self.kubeconfig = cluster.kubeconfig
             facts = cluster.node_facts
             ready = {n: [cluster.nodes_ready] for n in hosts}
+        elif s.cluster == "kubeadm":
+            from components.kube.kubeadm_cluster import KubeadmCluster
+
+            formed = KubeadmCluster(f"{name}-kubeadm", s.kubeadm, hosts, pulumi.ResourceOptions(parent=self))
+            self.kubeconfig = formed.kubeconfig
+            # The host's own containerd runs the pods: its verified facts say it all.
+            facts = {n: host.facts for n, (_, host) in hosts.items()}
+            ready = {n: [formed.ready[n], host] for n, (_, host) in hosts.items()}
         else:
             self.kubeconfig = pulumi.Output.secret(kubeconfig) if kubeconfig is not None else None
             facts = {n: host.facts for n, (_, host) in hosts.items()}

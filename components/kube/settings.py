@@ -11,6 +11,7 @@ two cannot drift.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,11 +19,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Literal, cast
 
 from components.fleet.specs import MachineSpec
-from components.kinds import ARCHES, Choice, Digests, Flag, HostPath, Obj, Strings, Table, Text, Url, Whole
+from components.kinds import ARCHES, Choice, Digests, Flag, HostPath, LocalPath, Obj, Strings, Table, Text, Url, Whole
 from components.schema import BAD, Kind, Setting, Values, key_of, read
 
 KEY = "gvisor-fleet:kubernetes"
-CLUSTERS = ("existing", "k3s")
+CLUSTERS = ("existing", "k3s", "kubeadm")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 DEFAULT_RUNTIME_CLASS = "gvisor"
@@ -42,6 +43,15 @@ DEFAULT_K3S_VERSION = "v1.36.4+k3s1"
 DEFAULT_K3S_RELEASE_URL = "https://github.com/k3s-io/k3s/releases/download"
 DEFAULT_K3S_INSTALL_SCRIPT_URL = "https://get.k3s.io"
 DEFAULT_K3S_RUNSC_CONFIG = "/etc/gvisor-fleet/k3s-runsc.toml"
+DEFAULT_KUBEADM_VERSION = "v1.37.2"
+DEFAULT_KUBEADM_RELEASE_URL = "https://dl.k8s.io/release"
+DEFAULT_CNI_VERSION = "v1.7.1"
+DEFAULT_CNI_URL = "https://github.com/containernetworking/plugins/releases/download"
+DEFAULT_POD_SUBNET = "10.244.0.0/16"
+DEFAULT_SERVICE_SUBNET = "10.96.0.0/12"
+KUBEADM_ADDONS = ("kube-proxy", "coredns")
+# kubeadm's own preflight floor for a control plane (its Mem check).
+CONTROL_PLANE_MIN_MEMORY_MB = 1700
 
 # Runtime names k3s puts into its own containerd config (built in, or found on
 # the node at start); a second table of the same name breaks the TOML.
@@ -65,7 +75,7 @@ _SUFFIX = {
     "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
 }  # fmt: skip
 
-Cluster = Literal["existing", "k3s"]
+Cluster = Literal["existing", "k3s", "kubeadm"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,22 @@ class K3sSettings:
 
 
 @dataclass(frozen=True)
+class KubeadmSettings:
+    version: str = DEFAULT_KUBEADM_VERSION
+    control_plane: str | None = None  # a machine name; None: the first machine
+    release_url: str = DEFAULT_KUBEADM_RELEASE_URL
+    cni_version: str = DEFAULT_CNI_VERSION
+    cni_url: str = DEFAULT_CNI_URL
+    release_dir: str | None = None  # binaries and images from here, copied over SSH
+    pod_subnet: str = DEFAULT_POD_SUBNET
+    service_subnet: str = DEFAULT_SERVICE_SUBNET
+    api_url: str | None = None  # None: https://<control plane address>:6443
+    addons: tuple[str, ...] = KUBEADM_ADDONS
+    schedule_on_control_plane: bool = True
+    timeout_seconds: int = 600
+
+
+@dataclass(frozen=True)
 class KubeSettings:
     handler: str  # == GvisorSettings.runtime_name, never set on its own
     cluster: Cluster = "existing"
@@ -104,6 +130,7 @@ class KubeSettings:
     sandbox_kernel_releases: tuple[str, ...] = DEFAULT_SANDBOX_KERNELS
     verify_timeout_seconds: int = 300
     k3s: K3sSettings = field(default_factory=K3sSettings)
+    kubeadm: KubeadmSettings = field(default_factory=KubeadmSettings)
 
     def node_name(self, machine: str) -> str:
         return self.node_names.get(machine, machine)
@@ -218,10 +245,54 @@ K3S = (
     Setting("runscConfigPath", HostPath(), "The runsc.toml k3s's containerd passes to runsc.",
             DEFAULT_K3S_RUNSC_CONFIG),
 )  # fmt: skip
+_KUBE_VERSION = re.compile(r"^v1\.\d+\.\d+$")
+_CNI_VERSION = re.compile(r"^v\d+\.\d+\.\d+$")
+
+
+def _subnet_problem(value: object) -> str | None:
+    try:
+        net = ipaddress.ip_network(str(value), strict=True)
+    except ValueError as err:
+        return f"'{value}' is not a network in CIDR form ({err}), e.g. {DEFAULT_POD_SUBNET}"
+    if net.version == 4 and net.prefixlen > 22:
+        return f"'{value}' is too small: give at least a /22 (every node gets a /24 of it)"
+    return None
+
+
+KUBEADM = (
+    Setting("version", Text(_KUBE_VERSION, "is not a Kubernetes release", "v1.N.N"), "Kubernetes release of "
+            "kubeadm, kubelet, kubectl and the control plane.", DEFAULT_KUBEADM_VERSION,
+            fix=f"write it like {DEFAULT_KUBEADM_VERSION}"),
+    Setting("controlPlane", Text(describe="machine name"), "The machine that runs the control plane; the others "
+            "join as workers.", doc_default="the first machine"),
+    Setting("releaseUrl", Url(_ANY_URL), "Where kubeadm, kubelet and kubectl live "
+            "(<url>/<version>/bin/linux/<arch>/<name>, each with a .sha512 beside it).", DEFAULT_KUBEADM_RELEASE_URL),
+    Setting("cniVersion", Text(_CNI_VERSION, "is not a CNI plugins release", "vN.N.N"), "Release of the CNI "
+            "reference plugins (bridge, host-local, loopback, portmap).", DEFAULT_CNI_VERSION),
+    Setting("cniUrl", Url(_ANY_URL), "Where the CNI plugin archives live "
+            "(<url>/<version>/cni-plugins-linux-<arch>-<version>.tgz and .sha512).", DEFAULT_CNI_URL),
+    Setting("releaseDir", LocalPath("directory"), "A directory on this machine holding <version>/<arch>/ "
+            "(kubeadm, kubelet, kubectl, cni-plugins.tgz, images/*.tar, SHA512SUMS), copied to each machine "
+            "instead of downloading (no internet needed).", doc_default="none (download)"),
+    Setting("podSubnet", Text(describe="CIDR"), "Pod addresses; each machine gets the next /24, in the order of "
+            "machines.", DEFAULT_POD_SUBNET, check=_subnet_problem),
+    Setting("serviceSubnet", Text(describe="CIDR"), "Service cluster IPs.", DEFAULT_SERVICE_SUBNET,
+            check=_subnet_problem),
+    Setting("apiUrl", Url(), "The API address written into the kubeconfig (and the API server's certificate).",
+            doc_default="https://<control plane address>:6443"),
+    Setting("addons", Strings(re.compile("^(kube-proxy|coredns)$"), "kube-proxy or coredns",
+                              "['kube-proxy', 'coredns']"),
+            "kubeadm's addons to install; [] skips both (Services and cluster DNS then need your own).",
+            KUBEADM_ADDONS),
+    Setting("scheduleOnControlPlane", Flag(), "Let pods (the samples too) run on the control-plane machine.",
+            True),
+    Setting("timeoutSeconds", Whole(120, 3600, "seconds"), "Bound of each kubeadm step (init, join, a node "
+            "becoming Ready).", 600),
+)  # fmt: skip
 FIELDS = (
     Setting("enabled", Flag(), "Deploy the Kubernetes layer.", True, doc_default="true (when the object is set)"),
-    Setting("cluster", Choice(CLUSTERS), "existing (a kubeconfig secret) or k3s (made on the machines).",
-            "existing"),
+    Setting("cluster", Choice(CLUSTERS), "existing (a kubeconfig secret), kubeadm (made on the machines with "
+            "upstream kubeadm) or k3s (made on the machines; not run in this project's tests).", "existing"),
     Setting("runtimeClassName", Text(_DNS_SUBDOMAIN_253, "must be a lower-case DNS subdomain (letters, digits, "
                                      "'-' and '.'), e.g. gvisor", "lower-case DNS subdomain"),
             "Name of the RuntimeClass (its handler is runtimeName).", DEFAULT_RUNTIME_CLASS),
@@ -247,6 +318,8 @@ FIELDS = (
             "Kernel releases (shell patterns) a pod under gVisor reports.", DEFAULT_SANDBOX_KERNELS),
     Setting("verifyTimeoutSeconds", Whole(30, 3600, "seconds"), "Seconds the verification jobs may take.", 300),
     Setting("k3s", Obj(K3S, "kubernetes.k3s", "{version: v1.36.4+k3s1}"), "The k3s cluster (cluster: k3s)."),
+    Setting("kubeadm", Obj(KUBEADM, "kubernetes.kubeadm", "{controlPlane: vm-amd64}"),
+            "The kubeadm cluster (cluster: kubeadm)."),
 )  # fmt: skip
 SETTINGS = (
     Setting("kubernetes", Obj(FIELDS, "kubernetes", "{enabled: true, cluster: k3s}", off=True),
@@ -294,6 +367,32 @@ def _k3s(v: Values, runtime_name: str, problems: list[str]) -> K3sSettings:
     )
 
 
+def _kubeadm(v: Values, problems: list[str]) -> KubeadmSettings:
+    if "kubeadm" in v.given and v["cluster"] != "kubeadm":
+        cluster = key_of(KEY, "cluster")
+        problems.append(f"{key_of(KEY, 'kubeadm')}: is set, but {cluster} is '{v['cluster']}'; set cluster to kubeadm")
+    k = v.sub("kubeadm") or read(KUBEADM, {}, key_of(KEY, "kubeadm"), problems, "kubernetes.kubeadm")
+    pods, services = str(k["podSubnet"]), str(k["serviceSubnet"])
+    if k.ok("podSubnet", "serviceSubnet") and ipaddress.ip_network(pods).overlaps(ipaddress.ip_network(services)):
+        problems.append(
+            f"{key_of(KEY, 'kubeadm.serviceSubnet')}: {services} overlaps podSubnet {pods}; give them apart"
+        )
+    return KubeadmSettings(
+        version=k.text("version"),
+        control_plane=k.maybe_text("controlPlane"),
+        release_url=k.text("releaseUrl"),
+        cni_version=k.text("cniVersion"),
+        cni_url=k.text("cniUrl"),
+        release_dir=k.maybe_text("releaseDir"),
+        pod_subnet=pods,
+        service_subnet=services,
+        api_url=k.maybe_text("apiUrl"),
+        addons=tuple(cast(Sequence[str], k["addons"])),
+        schedule_on_control_plane=k.flag("scheduleOnControlPlane"),
+        timeout_seconds=k.number("timeoutSeconds"),
+    )
+
+
 def _node_names(v: Values, problems: list[str]) -> dict[str, str]:
     key = key_of(KEY, "nodeNames")
     node_names: dict[str, str] = {}
@@ -302,8 +401,10 @@ def _node_names(v: Values, problems: list[str]) -> dict[str, str]:
             problems.append(f"{key}.{machine}: must be the node's name as `kubectl get nodes` shows it")
         else:
             node_names[machine] = node
-    if node_names and v["cluster"] == "k3s":
-        problems.append(f"{key}: k3s nodes are named after their machines; drop nodeNames or use cluster existing")
+    if node_names and v["cluster"] in ("k3s", "kubeadm"):
+        problems.append(
+            f"{key}: {v['cluster']} nodes are named after their machines; drop nodeNames or use cluster existing"
+        )
     return node_names
 
 
@@ -332,6 +433,7 @@ def parse_kube_settings(raw: object, runtime_name: str, problems: list[str]) -> 
         sandbox_kernel_releases=cast(tuple[str, ...], v["sandboxKernelReleases"]),
         verify_timeout_seconds=v.number("verifyTimeoutSeconds"),
         k3s=_k3s(v, runtime_name, problems),
+        kubeadm=_kubeadm(v, problems),
     )
 
 
@@ -371,5 +473,45 @@ def fleet_problems(kube: KubeSettings, machines: Sequence[MachineSpec], containe
         problems.append(
             f"{key_of(KEY, 'k3s.serverUrl')}: machine '{machines[0].name}' (the k3s server) is reached at "
             f"{machines[0].address}, which other machines cannot dial; set the URL agents use to join"
+        )
+    if kube.cluster == "kubeadm":
+        problems.extend(kubeadm_problems(kube.kubeadm, machines))
+    return problems
+
+
+def control_plane_of(kubeadm: KubeadmSettings, machines: Sequence[MachineSpec]) -> MachineSpec | None:
+    """The control-plane machine: the one named, else the first."""
+    if kubeadm.control_plane is None:
+        return machines[0] if machines else None
+    return next((m for m in machines if m.name == kubeadm.control_plane), None)
+
+
+def kubeadm_problems(kubeadm: KubeadmSettings, machines: Sequence[MachineSpec]) -> list[str]:
+    """What kubeadm would refuse, found at preview where the fleet's settings already say it."""
+    problems: list[str] = []
+    if not machines:
+        return problems  # fleet_problems says it
+    cp = control_plane_of(kubeadm, machines)
+    if cp is None:
+        names = ", ".join(m.name for m in machines)
+        problems.append(
+            f"{key_of(KEY, 'kubeadm.controlPlane')}: no machine named '{kubeadm.control_plane}'; name one of {names}"
+        )
+        return problems
+    memory = getattr(cp.options, "memory_mb", None)
+    if isinstance(memory, int) and memory < CONTROL_PLANE_MIN_MEMORY_MB:
+        problems.append(
+            f"gvisor-fleet:machines ({cp.name}).memory: {memory} MB is below the {CONTROL_PLANE_MIN_MEMORY_MB} MB "
+            f"kubeadm needs on a control plane; set memory: 2048, or make another machine the control plane "
+            f"({key_of(KEY, 'kubeadm.controlPlane')})"
+        )
+    cpus = getattr(cp.options, "cpus", None)
+    if isinstance(cpus, int) and cpus < 2:
+        problems.append(f"gvisor-fleet:machines ({cp.name}).cpus: kubeadm needs 2 CPUs on a control plane; set cpus: 2")
+    pods = ipaddress.ip_network(kubeadm.pod_subnet)
+    if pods.version == 4 and len(machines) > 2 ** (24 - pods.prefixlen):
+        problems.append(
+            f"{key_of(KEY, 'kubeadm.podSubnet')}: {kubeadm.pod_subnet} has room for {2 ** (24 - pods.prefixlen)} "
+            f"nodes of a /24 each, and the fleet has {len(machines)} machines; give a larger subnet"
         )
     return problems

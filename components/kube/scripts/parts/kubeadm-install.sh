@@ -1,0 +1,139 @@
+# shellcheck shell=sh
+# The install step: binaries, the kubelet's service, kernel settings and
+# (from releaseDir) images; its undoing is `reset`.
+
+# What reset needs to put the machine back, noted once, before the first write.
+record_before() {
+    [ ! -f "$STATE_DIR/installed" ] || return 0
+    mkdir -p "$BACKUP_DIR"
+    for path in $TOUCHED; do backup_once "$path" verbatim; done
+    cat /proc/sys/net/ipv4/ip_forward > "$STATE_DIR/ip_forward.before"
+    if [ -d /sys/module/br_netfilter ]; then echo yes; else echo no; fi > "$STATE_DIR/br_netfilter.before"
+    if ip link show cni0 >/dev/null 2>&1; then echo yes; else echo no; fi > "$STATE_DIR/cni0.before"
+    ctr -n k8s.io images ls -q 2>/dev/null | sort > "$STATE_DIR/images.before" || : > "$STATE_DIR/images.before"
+    : > "$STATE_DIR/installed"
+}
+
+# The published checksum beside URL (first word of URL.sha512).
+published_sha512() {
+    fetch "$1.sha512" "$2.sha512" "$RELEASE_SETTING" ||
+        die "$1.sha512 is not there (HTTP 404): check gvisor-fleet:kubernetes.kubeadm.version and cniVersion"
+    cut -d' ' -f1 < "$2.sha512"
+}
+
+# URL DEST: downloads and checks one file against its published SHA-512.
+fetch_checked() {
+    want=$(published_sha512 "$1" "$2")
+    fetch "$1" "$2" "$RELEASE_SETTING" || die "$1 is not there (HTTP 404): check gvisor-fleet:kubernetes.kubeadm.version"
+    [ "$(sha512_of "$2")" = "$want" ] || die "$1 does not match its published SHA-512; the download or the mirror is corrupt"
+}
+
+# KIND WHERE TMP: every file of the release into TMP, checked.
+gather_release() {
+    case $1 in
+        url)
+            kube=${2%%|*} cni=${2#*|}
+            for name in kubeadm kubelet kubectl; do fetch_checked "$kube/$name" "$3/$name"; done
+            fetch_checked "$cni" "$3/cni-plugins.tgz"
+            ;;
+        dir)
+            [ -f "$2/SHA512SUMS" ] || die "$2/SHA512SUMS is missing: the copy of gvisor-fleet:kubernetes.kubeadm.releaseDir is incomplete"
+            (cd "$2" && sha512sum -c --quiet SHA512SUMS >&2) ||
+                die "the copy of gvisor-fleet:kubernetes.kubeadm.releaseDir in $2 does not match its SHA512SUMS; make it again"
+            cp "$2/kubeadm" "$2/kubelet" "$2/kubectl" "$2/cni-plugins.tgz" "$3/"
+            ;;
+        *) die "unknown release source '$1'" ;;
+    esac
+}
+
+# Writes FILE from stdin when it differs; prints true when it changed.
+write_if_changed() {
+    cat > "$SCRATCH/new"
+    if cmp -s "$SCRATCH/new" "$1"; then echo false; return 0; fi
+    replace_file "$SCRATCH/new" "$1"
+    echo true
+}
+
+kubelet_unit() {
+    cat <<UNIT
+[Unit]
+Description=kubelet: the Kubernetes node agent (gvisor-fleet, kubeadm)
+Wants=network-online.target containerd.service
+After=network-online.target containerd.service
+
+[Service]
+ExecStart=$BIN_DIR/kubelet
+Restart=always
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+}
+
+# kubeadm writes the flags and config this drop-in reads.
+kubelet_dropin() {
+    cat <<UNIT
+[Service]
+Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
+Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
+EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
+ExecStart=
+ExecStart=$BIN_DIR/kubelet \$KUBELET_KUBECONFIG_ARGS \$KUBELET_CONFIG_ARGS \$KUBELET_KUBEADM_ARGS
+UNIT
+}
+
+# The machine's address on the fleet's network: the one given, else the source of its default route.
+node_address() {
+    if [ "$1" != - ]; then echo "$1"; return 0; fi
+    _addr=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')
+    [ -n "$_addr" ] || die "this machine has no default route to take its address from; set privateAddress on it"
+    echo "$_addr"
+}
+
+# ROLE VERSION KIND WHERE ADDRESS
+cmd_install() {
+    role=$1 version=$2
+    preflight "$role"
+    take_lock
+    mkdir -p "$SCRATCH"
+    record_before
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    changed=false
+    if [ "$(cat "$STATE_DIR/version" 2>/dev/null)" != "$version $3 $4" ]; then
+        gather_release "$3" "$4" "$tmp"
+        for name in kubeadm kubelet kubectl; do
+            chmod 0755 "$tmp/$name"
+            replace_file "$tmp/$name" "$BIN_DIR/$name"
+        done
+        mkdir -p "$CNI_BIN"
+        tar -C "$CNI_BIN" --no-same-owner -xzf "$tmp/cni-plugins.tgz"
+        [ "$3" != dir ] || import_images "$4"
+        echo "$version $3 $4" > "$STATE_DIR/version"
+        changed=true
+    fi
+    mkdir -p "$KUBELET_DROPIN"
+    c1=$(kubelet_unit | write_if_changed "$KUBELET_UNIT")
+    c2=$(kubelet_dropin | write_if_changed "$KUBELET_DROPIN/10-kubeadm.conf")
+    printf 'overlay\nbr_netfilter\n' | write_if_changed "$MODULES_FILE" >/dev/null
+    printf 'net.ipv4.ip_forward = 1\nnet.bridge.bridge-nf-call-iptables = 1\n' | write_if_changed "$SYSCTL_FILE" >/dev/null
+    modprobe br_netfilter 2>/dev/null || log "could not load br_netfilter; bridged pod traffic skips iptables"
+    sysctl -q -p "$SYSCTL_FILE" >&2 || sysctl -q -w net.ipv4.ip_forward=1 >&2
+    if [ "$c1$c2" != falsefalse ]; then changed=true; fi
+    timeout "$(remaining)" systemctl daemon-reload
+    timeout "$(remaining)" systemctl enable kubelet >/dev/null 2>&1
+    fact changed "$changed"
+    fact node_ip "$(node_address "$5")"
+    fact kubernetes_version "$("$BIN_DIR/kubeadm" version -o short)"
+    fact kubeadm_role "$role"
+}
+
+# DIR: the images releaseDir holds for this arch, into the kubelet's namespace.
+import_images() {
+    for image in "$1"/images/*.tar; do
+        [ -f "$image" ] || continue
+        timeout "$(remaining)" ctr -n k8s.io images import "$image" >&2 ||
+            die "containerd could not import $image from gvisor-fleet:kubernetes.kubeadm.releaseDir"
+    done
+}
