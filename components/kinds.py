@@ -191,15 +191,16 @@ class Table(Kind):
 
 @dataclass(frozen=True)
 class Strings(Kind):
-    """A non-empty list of strings, each matching `pattern`."""
+    """A list of strings, each matching `pattern`; non-empty unless `empty`."""
 
     pattern: re.Pattern[str]
     rule: str
     example: str
+    empty: bool = False
     type_name: ClassVar[str] = "list"
 
     def parse(self, value: object, key: str, problems: list[str]) -> object:
-        if not isinstance(value, list) or not value:
+        if not isinstance(value, list) or not (value or self.empty):
             problems.append(f"{key}: must be a list, e.g. {self.example}")
             return BAD
         wrong = [v for v in value if not isinstance(v, str) or not self.pattern.match(v)]
@@ -209,7 +210,7 @@ class Strings(Kind):
         return tuple(value)
 
     def allowed(self) -> str:
-        return f"non-empty list; each {self.rule}"
+        return f"{'list' if self.empty else 'non-empty list'}; each {self.rule}"
 
 
 @dataclass(frozen=True)

@@ -281,7 +281,7 @@ KUBEADM = (
     Setting("apiUrl", Url(), "The API address written into the kubeconfig (and the API server's certificate).",
             doc_default="https://<control plane address>:6443"),
     Setting("addons", Strings(re.compile("^(kube-proxy|coredns)$"), "kube-proxy or coredns",
-                              "['kube-proxy', 'coredns']"),
+                              "['kube-proxy', 'coredns']", empty=True),
             "kubeadm's addons to install; [] skips both (Services and cluster DNS then need your own).",
             KUBEADM_ADDONS),
     Setting("scheduleOnControlPlane", Flag(), "Let pods (the samples too) run on the control-plane machine.",
