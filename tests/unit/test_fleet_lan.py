@@ -333,3 +333,18 @@ def test_aws_machine_private_address_is_the_instances_private_ip(mocks):
 
 def _equal(got: object, want: object) -> None:
     assert got == want, got
+
+
+def test_the_local_stack_puts_both_vms_on_one_lan_with_room_for_a_control_plane():
+    stack = yaml.safe_load((Path(__file__).parents[2] / "stacks" / "Pulumi.local.yaml").read_text())
+    items = stack["config"]["gvisor-fleet:machines"]
+    problems: list[str] = []
+    specs = parse_machines(items, False, problems, host_arch="x86_64", exists=lambda _: True)
+    assert problems == []
+    by_name = {s.name: s for s in specs}
+    assert (by_name["vm-amd64"].private_address, by_name["vm-arm64"].private_address) == (
+        "192.168.76.10",
+        "192.168.76.11",
+    )
+    amd = by_name["vm-amd64"].options
+    assert isinstance(amd, QemuOptions) and amd.memory_mb >= 1700, "kubeadm's control plane needs 1700 MB"
