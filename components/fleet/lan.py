@@ -95,19 +95,27 @@ def networkd_file(nic: LanNic) -> str:
     )
 
 
-def bootcmd(nic: LanNic) -> str:
-    """Shell run at every boot: find the NIC by its MAC, bring it up, set the address."""
+def _on_nic(nic: LanNic, command: str) -> str:
+    """Shell that runs `command` with "$link" set to the name of the NIC with the LAN MAC."""
     return (
-        f"for d in /sys/class/net/*; do "
-        f'if [ "$(cat "$d/address" 2>/dev/null)" = {nic.mac} ]; then '
-        f'ip link set dev "${{d##*/}}" up && ip address replace {nic.address} dev "${{d##*/}}"; '
-        "fi; done"
+        "for d in /sys/class/net/*; do "
+        f'if [ "$(cat "$d/address" 2>/dev/null)" = {nic.mac} ]; then link="${{d##*/}}"; {command}; fi; done'
     )
 
 
-# Once, after write_files: networkd then configures the NIC from the new file
-# (instead of the image's catch-all it matched at boot).
-RELOAD = "if systemctl is-active --quiet systemd-networkd 2>/dev/null; then networkctl reload; fi"
+def bootcmd(nic: LanNic) -> str:
+    """Shell run at every boot: find the NIC by its MAC, bring it up, set the address."""
+    return _on_nic(nic, f'ip link set dev "$link" up && ip address replace {nic.address} dev "$link"')
+
+
+def reload(nic: LanNic) -> str:
+    """Shell run once, after write_files: networkd configures the NIC from the new file from then on
+    (at the first boot it matched the image's own file, read before the new one was written)."""
+    return (
+        "if systemctl is-active --quiet systemd-networkd 2>/dev/null; then networkctl reload && "
+        + _on_nic(nic, 'networkctl reconfigure "$link"')
+        + "; fi"
+    )
 
 
 def cloud_config(nic: LanNic) -> dict[str, list[object]]:
@@ -115,7 +123,7 @@ def cloud_config(nic: LanNic) -> dict[str, list[object]]:
     return {
         "write_files": [{"path": NETWORK_FILE, "permissions": "0644", "content": networkd_file(nic)}],
         "bootcmd": [bootcmd(nic)],
-        "runcmd": [RELOAD],
+        "runcmd": [reload(nic)],
     }
 
 

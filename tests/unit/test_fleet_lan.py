@@ -136,28 +136,48 @@ def test_user_data_writes_a_networkd_file_matching_the_mac_before_the_images_cat
     assert ini["Link"]["RequiredForOnline"] == "no"
 
 
+def run_on_fake_guest(tmp_path: Path, script: str, mac: str, tools: dict[str, int]) -> list[str]:
+    """Runs guest shell against a fake /sys/class/net (the LAN NIC is enp0s3) with stub tools that record
+    their arguments and exit with the given status; returns the calls."""
+    net = tmp_path / "net"
+    for link, address in (("enp0s2", "52:54:00:12:34:56"), ("enp0s3", mac), ("lo", "00:00:00:00:00:00")):
+        (net / link).mkdir(parents=True, exist_ok=True)
+        (net / link / "address").write_text(address + "\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    calls = tmp_path / "calls"
+    calls.write_text("")
+    for tool, status in tools.items():
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "$0 $*" >> {shlex.quote(str(calls))}\nexit {status}\n')
+        (bin_dir / tool).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    out = subprocess.run(["sh", "-c", script.replace("/sys/class/net", str(net))], env=env, capture_output=True)
+    assert out.returncode == 0, out.stderr
+    return [line.replace(f"{bin_dir}/", "") for line in calls.read_text().splitlines()]
+
+
 def test_user_data_bootcmd_sets_the_address_on_the_nic_with_that_mac(tmp_path: Path):
     nic = LanNic(lan_mac("vm1"), "192.168.76.10/24")
-    doc = seed(nic)
-    (command,) = doc["bootcmd"]
+    (command,) = seed(nic)["bootcmd"]
     assert command == bootcmd(nic)
-    assert "networkctl reload" in doc["runcmd"][0], "networkd takes the file over after write_files"
-    # Run it against a fake /sys/class/net and an `ip` that records its arguments.
-    net = tmp_path / "net"
-    for link, mac in (("enp0s2", "52:54:00:12:34:56"), ("enp0s3", nic.mac), ("lo", "00:00:00:00:00:00")):
-        (net / link).mkdir(parents=True)
-        (net / link / "address").write_text(mac + "\n")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "ip").write_text(f'#!/bin/sh\necho "$*" >> {shlex.quote(str(tmp_path / "calls"))}\n')
-    (bin_dir / "ip").chmod(0o755)
-    script = command.replace("/sys/class/net", str(net))
-    out = subprocess.run(["sh", "-c", script], env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert (tmp_path / "calls").read_text().splitlines() == [
-        "link set dev enp0s3 up",
-        "address replace 192.168.76.10/24 dev enp0s3",
+    assert run_on_fake_guest(tmp_path, command, nic.mac, {"ip": 0}) == [
+        "ip link set dev enp0s3 up",
+        "ip address replace 192.168.76.10/24 dev enp0s3",
     ]
+
+
+def test_user_data_runcmd_hands_the_nic_to_networkd_where_it_runs(tmp_path: Path):
+    nic = LanNic(lan_mac("vm1"), "192.168.76.10/24")
+    (command,) = seed(nic)["runcmd"]
+    tools = {"systemctl": 0, "networkctl": 0}
+    assert run_on_fake_guest(tmp_path, command, nic.mac, tools) == [
+        "systemctl is-active --quiet systemd-networkd",
+        "networkctl reload",
+        "networkctl reconfigure enp0s3",
+    ]
+    # Without networkd (the bootcmd's address is all there is), it does nothing.
+    tools["systemctl"] = 3
+    assert run_on_fake_guest(tmp_path, command, nic.mac, tools) == ["systemctl is-active --quiet systemd-networkd"]
 
 
 # --- settings ---------------------------------------------------------------------------------------------------

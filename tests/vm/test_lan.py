@@ -21,9 +21,10 @@ pytestmark = pytest.mark.vm
 
 def lan_link(vm: Vm) -> str:
     """The name of the VM's LAN NIC, found by its MAC."""
-    script = f'for d in /sys/class/net/*; do [ "$(cat "$d/address")" = {lan_mac(vm.name)} ] && echo "${{d##*/}}"; done'
+    mac = lan_mac(vm.name)
+    script = f'for d in /sys/class/net/*; do if [ "$(cat "$d/address")" = {mac} ]; then echo "${{d##*/}}"; fi; done'
     out = vm.ssh(script)
-    assert out.returncode == 0 and out.stdout.strip(), f"{vm.name}: no NIC with MAC {lan_mac(vm.name)}: {out.stderr}"
+    assert out.returncode == 0 and out.stdout.strip(), f"{vm.name}: no NIC with MAC {mac}: {out.stderr}"
     return out.stdout.strip()
 
 
@@ -31,6 +32,13 @@ def addresses(vm: Vm, link: str) -> list[str]:
     out = vm.ssh(f"ip -o -4 address show dev {shlex.quote(link)}")
     assert out.returncode == 0, f"{vm.name}: {out.stderr}"
     return [line.split()[3] for line in out.stdout.splitlines()]
+
+
+def network_file(vm: Vm, link: str) -> str:
+    """The .network file networkd configures `link` from, as `networkctl status` names it."""
+    out = vm.ssh(f"networkctl status {shlex.quote(link)}")
+    lines = [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("Network File:")]
+    return lines[0] if lines else f"(none) {out.stdout}{out.stderr}"
 
 
 def reaches(vm: Vm, peer: Vm) -> None:
@@ -49,6 +57,8 @@ def test_lan_each_vm_reaches_the_other_and_networkd_keeps_the_address(vms: dict[
     links = {vm.name: lan_link(vm) for vm in pair}
     for vm in pair:
         assert addresses(vm, links[vm.name]) == [vm.lan_address], f"{vm.name}: the LAN NIC has the wrong address"
+        # Since the first boot's cloud-init run, networkd configures the NIC from the seeded file.
+        assert NETWORK_FILE in network_file(vm, links[vm.name]), f"{vm.name}: networkd did not take over the NIC"
     for vm, peer in (pair, pair[::-1]):
         reaches(vm, peer)
 
@@ -62,7 +72,6 @@ def test_lan_each_vm_reaches_the_other_and_networkd_keeps_the_address(vms: dict[
         while addresses(vm, links[vm.name]) != [vm.lan_address] and time.monotonic() < deadline:
             time.sleep(2)
         assert addresses(vm, links[vm.name]) == [vm.lan_address], f"{vm.name}: networkd did not restore the address"
-        status = vm.ssh(f"networkctl status {shlex.quote(links[vm.name])}")
-        assert NETWORK_FILE in status.stdout, f"{vm.name}: the LAN NIC is not set by {NETWORK_FILE}:\n{status.stdout}"
+        assert NETWORK_FILE in network_file(vm, links[vm.name]), f"{vm.name}: the LAN NIC is not set by the file"
     for vm, peer in (pair, pair[::-1]):
         reaches(vm, peer)
