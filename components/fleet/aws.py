@@ -190,5 +190,6 @@ class AwsFleet(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[instance]),
         )
         return Machine(
-            name=name, arch=spec.arch, user=spec.user, connection=connection, ready=(ready,), instance=instance.id
-        )
+            name=name, arch=spec.arch, user=spec.user, connection=connection, ready=(ready,), instance=instance.id,
+            private_address=instance.private_ip,
+        )  # fmt: skip

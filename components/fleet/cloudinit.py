@@ -4,7 +4,8 @@ Every created machine (qemu, multipass, aws) gets the same user-data: one
 login user with the stack's SSH key and passwordless sudo (or root itself),
 password logins off, and exactly one SSH host key, the one the program made
 and pins on every connection. Other host key types are not generated, so a
-client that pins the ed25519 key never meets a different one.
+client that pins the ed25519 key never meets a different one. A VM on the
+stack's LAN also gets its LAN address (components/fleet/lan.py).
 """
 
 from __future__ import annotations
@@ -12,10 +13,19 @@ from __future__ import annotations
 import pulumi
 import yaml
 
+from components.fleet.lan import LanNic, cloud_config
+
 SUDO_ALL = "ALL=(ALL) NOPASSWD:ALL"
 
 
-def user_data(hostname: str, user: str, authorized_key: str, host_private_key: str, host_public_key: str) -> str:
+def user_data(
+    hostname: str,
+    user: str,
+    authorized_key: str,
+    host_private_key: str,
+    host_public_key: str,
+    lan: LanNic | None = None,
+) -> str:
     """#cloud-config user-data (a secret: it carries the host's private key)."""
     doc: dict[str, object] = {
         "hostname": hostname,
@@ -44,6 +54,8 @@ def user_data(hostname: str, user: str, authorized_key: str, host_private_key: s
                 "ssh_authorized_keys": [authorized_key.strip()],
             }
         ]
+    if lan is not None:
+        doc.update(cloud_config(lan))
     return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
 
 
@@ -58,9 +70,10 @@ def secret_user_data(
     authorized_key: pulumi.Input[str],
     host_private_key: pulumi.Input[str],
     host_public_key: pulumi.Input[str],
+    lan: LanNic | None = None,
 ) -> pulumi.Output[str]:
     """`user_data` from resource outputs, kept secret."""
     rendered: pulumi.Output[str] = pulumi.Output.all(authorized_key, host_private_key, host_public_key).apply(
-        lambda a: user_data(hostname, user, str(a[0]), str(a[1]), str(a[2]))
+        lambda a: user_data(hostname, user, str(a[0]), str(a[1]), str(a[2]), lan)
     )
     return pulumi.Output.secret(rendered)

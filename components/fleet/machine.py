@@ -23,3 +23,9 @@ class Machine:
     # the host layer can use it as a trigger to install again. None for
     # machines that exist outside the stack.
     instance: pulumi.Input[str] | None = None
+    # The address the other machines of the fleet reach this one on (a
+    # Kubernetes node IP, the API server's advertise address): a qemu VM's
+    # LAN address, a static machine's privateAddress, an EC2 instance's
+    # private IP. None when unknown (multipass, machines without either
+    # setting): the node script then uses the machine's default-route address.
+    private_address: pulumi.Input[str] | None = None

@@ -6,7 +6,8 @@ Functional core: `qemu_argv` (the whole QEMU command line), `choose_accel`,
 and a readiness probe over SSH. The launcher script does the work on this
 machine: base image download (cached), a throwaway qcow2 overlay, the
 cloud-init NoCloud seed ISO, QEMU itself, and a bounded wait until SSH answers
-with the pinned host key. Tests run the same script directly.
+with the pinned host key. Tests run the same script directly. VMs with a
+`lanAddress` also share a private LAN (components/fleet/lan.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pulumi_command import local, remote
 
 from components.fleet.cloudinit import meta_data, secret_user_data
 from components.fleet.keys import SshKey, key_material
+from components.fleet.lan import LanNic, LanSegment, lan_mac, lan_segment, netdev_args
 from components.fleet.machine import Machine
 from components.fleet.specs import MachineSpec, QemuOptions, local_arch
 
@@ -88,8 +90,13 @@ def kvm_works(arch: str) -> bool:
     return out.stdout.strip() == "yes"
 
 
-def qemu_argv(name: str, arch: str, accel: str, opts: QemuOptions, vm_dir: str) -> list[str]:
-    """The complete QEMU command line for one VM (daemonized; SSH on 127.0.0.1:<ssh_port>)."""
+def qemu_argv(
+    name: str, arch: str, accel: str, opts: QemuOptions, vm_dir: str, segment: LanSegment | None = None
+) -> list[str]:
+    """The complete QEMU command line for one VM (daemonized; SSH on 127.0.0.1:<ssh_port>).
+
+    A VM with a LAN address gets a second NIC on `segment`, the stack's LAN.
+    """
     d = vm_dir.rstrip("/")
     argv = [BINARIES[arch], "-name", f"gvisor-fleet-{name}"]
     if arch == "x86_64":
@@ -113,6 +120,10 @@ def qemu_argv(name: str, arch: str, accel: str, opts: QemuOptions, vm_dir: str) 
     argv += ["-drive", f"file={d}/{SEED},if=virtio,format=raw,readonly=on"]
     argv += ["-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{opts.ssh_port}-:22"]
     argv += ["-device", "virtio-net-pci,netdev=net0,romfile="]
+    if opts.lan_address:
+        if segment is None:
+            raise ValueError(f"machine {name} has a LAN address but no LAN segment was given")
+        argv += netdev_args(segment, lan_mac(name))
     argv += ["-device", "virtio-rng-pci"]  # entropy for sshd and cloud-init without waiting
     argv += ["-daemonize", "-pidfile", f"{d}/{PIDFILE}"]
     return argv
@@ -191,9 +202,11 @@ class QemuMachine(pulumi.ComponentResource):
         except ValueError as err:
             raise pulumi.RunError(f"gvisor-fleet:machines ({name}).accel: {err}") from None
         vm_dir = str(state_root() / f"{pulumi.get_project()}-{pulumi.get_stack()}" / name)
-        argv = qemu_argv(name, spec.arch, accel, o, vm_dir)
+        segment = lan_segment(pulumi.get_project(), pulumi.get_stack())
+        argv = qemu_argv(name, spec.arch, accel, o, vm_dir, segment)
+        lan = LanNic(lan_mac(name), o.lan_address) if o.lan_address else None
         host_key = SshKey(f"{name}-host-key", comment=f"{name} host key", opts=pulumi.ResourceOptions(parent=self))
-        seed = secret_user_data(name, spec.user, authorized_key, host_key.private_key, host_key.public_key)
+        seed = secret_user_data(name, spec.user, authorized_key, host_key.private_key, host_key.public_key, lan)
         meta = meta_data(f"gvisor-fleet-{name}", name)
         script = os.path.relpath(SCRIPT, PROJECT_ROOT)
         create = host_key.public_key.apply(
@@ -235,6 +248,7 @@ class QemuMachine(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.vm]),
         )
         self.machine = Machine(
-            name=name, arch=spec.arch, user=spec.user, connection=connection, ready=(ready,), instance=instance
-        )
+            name=name, arch=spec.arch, user=spec.user, connection=connection, ready=(ready,), instance=instance,
+            private_address=spec.private_address,
+        )  # fmt: skip
         self.register_outputs({"instance": instance, "accel": accel, "ssh_port": o.ssh_port})

@@ -19,6 +19,8 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from components.fleet.lan import EXAMPLE as LAN_EXAMPLE
+from components.fleet.lan import LanMember, lan_address_problem, lan_ip, lan_problems, private_address_problem
 from components.kinds import (
     ARCH_ALIASES,
     SSH_KEY_TYPES,
@@ -80,6 +82,7 @@ class QemuOptions:
     disk_size: str | None = None  # grow the overlay, e.g. "8G"; None keeps the image's size
     accel: str = "auto"  # auto (kvm for the native arch when it really works, else tcg), kvm, tcg
     boot_timeout: int = 900  # seconds from start until SSH answers with the pinned host key
+    lan_address: str | None = None  # CIDR on the stack's LAN (components/fleet/lan.py); None: no LAN NIC
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,9 @@ class MachineSpec:
     host_key: str | None = None
     options: BackendOptions | None = None  # the backend's own settings (None for static)
     builds_images: bool = False  # never gets runsc as Docker's default runtime
+    # The IP the other machines reach this one on (static: privateAddress, qemu:
+    # the IP of lanAddress); None when the stack does not know it in advance.
+    private_address: str | None = None
 
 
 def local_arch() -> str:
@@ -173,6 +179,9 @@ MACHINE_FIELDS = (
     Setting("hostKey", Text(describe=f"{', '.join(SSH_KEY_TYPES)} key line"),
             "The host's SSH public key line, pinned on every connection.", check=ssh_key_problem,
             fix="paste the line `ssh-keyscan -t ed25519 HOST` prints", backends=("static",)),
+    Setting("privateAddress", Text(describe="IPv4 or IPv6 address"),
+            "Address the other machines of the fleet reach this one on (its Kubernetes node IP); unset: the "
+            "machine's default-route address.", check=private_address_problem, backends=("static",)),
     Setting("image", Text(), f"Base image: {_QEMU_IMAGE}.", backends=("qemu",), required=f"give {_QEMU_IMAGE}"),
     Setting("imageChecksum", Text(CHECKSUM, "is not a checksum", "sha256:<64 hex> or sha512:<128 hex>"),
             "Checked after the image is downloaded.", fix="write 'sha256:<64 hex>' or 'sha512:<128 hex>'",
@@ -194,6 +203,10 @@ MACHINE_FIELDS = (
             "auto: KVM for this machine's own arch when it really works, else TCG (emulation).", "auto",
             backends=("qemu",)),
     Setting("bootTimeout", Whole(30, 7200, "seconds"), "Seconds until SSH answers with the pinned host key.", 900,
+            backends=("qemu",)),
+    Setting("lanAddress", Text(describe=f"private IPv4 address with prefix length, e.g. {LAN_EXAMPLE}"),
+            "Address on a LAN the stack's VMs share (a second NIC), and the machine's private address; all of a "
+            "stack's in one subnet. Unset: no LAN.", check=lan_address_problem,
             backends=("qemu",)),
     Setting("image", Text(), "Ubuntu image multipass launches.", "24.04", backends=("multipass",)),
     Setting("diskSize", Text(SIZE, "is not a size", "e.g. 10G"), "Disk size.", "10G", fix=_SIZE_FIX,
@@ -261,7 +274,7 @@ def _static(m: _Machine, name: str) -> MachineSpec | None:
         return None
     return MachineSpec(
         name=name, arch=v.text("arch"), address=v.text("address"), port=v.number("port"), user=v.text("user"),
-        host_key=v.maybe_text("hostKey"),
+        host_key=v.maybe_text("hostKey"), private_address=v.maybe_text("privateAddress"),
     )  # fmt: skip
 
 
@@ -302,17 +315,19 @@ def _qemu(m: _Machine, name: str, exists: Callable[[str], bool], host_arch: str)
     if v["accel"] == "kvm" and arch and arch != host_arch:
         m.problem("accel", f"KVM runs only this machine's own architecture ({host_arch}), not {arch}; use auto or tcg")
     ssh_port = v.number("sshPort") if "sshPort" in v.given and v.ok("sshPort") else default_ssh_port(name)
+    lan = v.maybe_text("lanAddress")
     if image is None or arch is None:
         return None
     options = QemuOptions(
         image=image, image_checksum=v.maybe_text("imageChecksum"), kernel=kernel, initrd=initrd,
         kernel_args=v.text("kernelArgs"), firmware=firmware, cpus=v.number("cpus"), memory_mb=v.number("memory"),
         disk_size=v.maybe_text("diskSize"), ssh_port=ssh_port, accel=v.text("accel"),
-        boot_timeout=v.number("bootTimeout"),
+        boot_timeout=v.number("bootTimeout"), lan_address=lan,
     )  # fmt: skip
     return MachineSpec(
-        name=name, arch=arch, backend="qemu", address="127.0.0.1", port=ssh_port, user=v.text("user"), options=options
-    )
+        name=name, arch=arch, backend="qemu", address="127.0.0.1", port=ssh_port, user=v.text("user"), options=options,
+        private_address=lan_ip(lan) if lan else None,
+    )  # fmt: skip
 
 
 def _multipass(m: _Machine, name: str, host_arch: str) -> MachineSpec | None:
@@ -404,6 +419,7 @@ def parse_machines(
         if spec:
             specs.append(dataclasses.replace(spec, builds_images=m.v.flag("buildsImages")))
     _check_ports(items, specs, problems)
+    _check_lan(items, specs, problems)
     needs_key = [s.name for s in specs if s.backend == "static"]
     if needs_key and not has_private_key:
         problems.append(
@@ -426,3 +442,14 @@ def _check_ports(items: list[object], specs: list[MachineSpec], problems: list[s
                 f"'{owner[spec.port]}'; set a different sshPort on one of them"
             )
         owner.setdefault(spec.port, spec.name)
+
+
+def _check_lan(items: list[object], specs: list[MachineSpec], problems: list[str]) -> None:
+    """The stack's VMs share one LAN: one subnet, each address once."""
+    index = {item.get("name"): i for i, item in enumerate(items) if isinstance(item, Mapping)}
+    members = [
+        LanMember(at=f"{KEY}[{index[s.name]}]", name=s.name, address=s.options.lan_address)
+        for s in specs
+        if isinstance(s.options, QemuOptions) and s.options.lan_address
+    ]
+    problems.extend(lan_problems(members))

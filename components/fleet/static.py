@@ -20,4 +20,6 @@ def static_machine(spec: MachineSpec, private_key: pulumi.Input[str]) -> Machine
         # Hosts being rebooted or still booting refuse the first dials.
         dial_error_limit=30,
     )
-    return Machine(name=spec.name, arch=spec.arch, user=spec.user, connection=connection)
+    return Machine(
+        name=spec.name, arch=spec.arch, user=spec.user, connection=connection, private_address=spec.private_address
+    )

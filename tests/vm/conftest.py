@@ -10,6 +10,11 @@ import pytest
 from tests.support.loopback import Server
 from tests.vm.qemu_vms import Vm, describe_failure, ensure_images, ensure_mirror, missing_prerequisite, start_all
 
+# Both VMs on one LAN, as stacks/Pulumi.local.yaml has them. The x86_64 VM has
+# the memory a kubeadm control plane needs (1700 MB at least).
+LAN = {"x86_64": "192.168.76.10/24", "aarch64": "192.168.76.11/24"}
+MEMORY = {"x86_64": 2048, "aarch64": 1024}
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
@@ -35,9 +40,10 @@ def mirror(images: dict[str, Path]) -> Iterator[tuple[str, str]]:
 
 @pytest.fixture(scope="session")
 def vms(images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Vm]]:
-    """Both VMs, started at the same time; each answers SSH with its pinned host key."""
+    """Both VMs, started at the same time, on one LAN; each answers SSH with its pinned host key."""
     work = tmp_path_factory.mktemp("vms")
-    machines = {arch: Vm(name=f"vm-{arch.replace('_', '-')}", arch=arch, images=images[arch], work=work / arch)
+    machines = {arch: Vm(name=f"vm-{arch.replace('_', '-')}", arch=arch, images=images[arch], work=work / arch,
+                         lan_address=LAN[arch], memory_mb=MEMORY[arch])
                 for arch in images}  # fmt: skip
     try:
         results = start_all(list(machines.values()))

@@ -6,8 +6,10 @@ accelerator from `choose_accel` with the real KVM probe, the seed from
 VM is started and stopped by `components/fleet/scripts/qemu-vm.sh`: the same
 path `pulumi up` takes, minus the engine. Images come from
 tests/toolchain/build-vm-images.sh (Debian packages, cached outside the repo);
-every VM boots a throwaway overlay in its own directory. `converge` runs the
-host layer's steps on a VM as GvisorHost orders them.
+every VM boots a throwaway overlay in its own directory. VMs given a LAN
+address share one private LAN (components/fleet/lan.py), on a segment of
+this test process. `converge` runs the host layer's steps on a VM as
+GvisorHost orders them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pulumi_command.remote import ConnectionArgs
 
 from components.fleet.cloudinit import meta_data, user_data
 from components.fleet.keys import KeyPair, generate_ed25519, key_material
+from components.fleet.lan import LanNic, LanSegment, lan_ip, lan_mac, lan_segment
 from components.fleet.machine import Machine
 from components.fleet.qemu import SCRIPT, choose_accel, kvm_works, launcher_command, parse_launcher_facts, qemu_argv
 from components.fleet.specs import QemuOptions, local_arch
@@ -45,6 +48,9 @@ BUILD_GVISOR = TOOLCHAIN / "build-gvisor.sh"
 AGENT = REPO / "components" / "gvisor" / "scripts" / "gvisor-host.sh"
 ARCHES = ("x86_64", "aarch64")
 GUEST_HOST = "10.0.2.2"  # QEMU user networking: the host's 127.0.0.1 as the guest sees it
+# The LAN of this test process's VMs: another run at the same time, or a stack's
+# VMs, are on a segment of their own.
+SEGMENT = lan_segment("gvisor-fleet-tests", f"vm-{os.getpid()}")
 USER = "fleet"
 STEPS = ("install", "docker", "containerd", "verify")  # install runs the preflight checks first
 TOOLS = (
@@ -110,6 +116,9 @@ class Vm:
     port: int = field(default_factory=free_port)
     login: KeyPair = field(default_factory=lambda: generate_ed25519("vm-test login"))
     host_key: KeyPair = field(default_factory=lambda: generate_ed25519("vm-test host key"))
+    lan_address: str | None = None  # CIDR on the LAN (SEGMENT); None: no LAN NIC
+    memory_mb: int = 1024
+    segment: LanSegment = SEGMENT
     accel: str = ""
     facts: dict[str, str] = field(default_factory=dict)
     boot_seconds: float = 0.0
@@ -131,6 +140,8 @@ class Vm:
             # minimal test images leave out (README, vm tier).
             kernel_args="root=/dev/vda rw apparmor=0",
             ssh_port=self.port,
+            memory_mb=self.memory_mb,
+            lan_address=self.lan_address,
             boot_timeout=int(os.environ.get("GVISOR_FLEET_VM_BOOT_TIMEOUT", "900")),
         )
 
@@ -140,12 +151,21 @@ class Vm:
             action, self.name, self.vm_dir, script=str(SCRIPT), opts=self.options,
             host_key=self.host_key.public_key, meta=meta_data(f"vm-test-{self.name}", self.name),
             cache_dir=str(CACHE / "qemu-images"),
-            argv=qemu_argv(self.name, self.arch, self.accel, self.options, self.vm_dir),
+            argv=qemu_argv(self.name, self.arch, self.accel, self.options, self.vm_dir, self.segment),
         )  # fmt: skip
         return ["sh", "-c", line]
 
     def seed(self) -> str:
-        return user_data(self.name, USER, self.login.public_key, self.host_key.private_key, self.host_key.public_key)
+        lan = LanNic(lan_mac(self.name), self.lan_address) if self.lan_address else None
+        return user_data(
+            self.name, USER, self.login.public_key, self.host_key.private_key, self.host_key.public_key, lan
+        )
+
+    @property
+    def lan_ip(self) -> str:
+        """The VM's address on the LAN, without the prefix length."""
+        assert self.lan_address, f"{self.name} has no LAN address"
+        return lan_ip(self.lan_address)
 
     def start(self) -> subprocess.CompletedProcess[str]:
         started = time.monotonic()
