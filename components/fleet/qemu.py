@@ -118,7 +118,8 @@ def qemu_argv(
     # The root disk first, so it is /dev/vda; the seed is found by its label.
     argv += ["-drive", f"file={d}/{DISK},if=virtio,format=qcow2,discard=unmap"]
     argv += ["-drive", f"file={d}/{SEED},if=virtio,format=raw,readonly=on"]
-    argv += ["-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{opts.ssh_port}-:22"]
+    forwards = "".join(f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in opts.forwards)
+    argv += ["-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{opts.ssh_port}-:22{forwards}"]
     argv += ["-device", "virtio-net-pci,netdev=net0,romfile="]
     if opts.lan_address:
         if segment is None:

@@ -29,6 +29,7 @@ from components.kinds import (
     Flag,
     Items,
     LocalPath,
+    Strings,
     Text,
     Whole,
     address_problem,
@@ -83,6 +84,8 @@ class QemuOptions:
     accel: str = "auto"  # auto (kvm for the native arch when it really works, else tcg), kvm, tcg
     boot_timeout: int = 900  # seconds from start until SSH answers with the pinned host key
     lan_address: str | None = None  # CIDR on the stack's LAN (components/fleet/lan.py); None: no LAN NIC
+    # (port on 127.0.0.1, port in the guest) pairs forwarded besides SSH, e.g. a Kubernetes API server.
+    forwards: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,19 @@ _QEMU_IMAGE = (
     f"a cloud image name ({', '.join(QEMU_IMAGES)}), an https:// URL, or the absolute path of a qcow2/raw image"
 )
 
+FORWARD = re.compile(r"^\d{1,5}:\d{1,5}$")
+
+
+def forwards_problem(value: object) -> str | None:
+    pairs = [str(v).split(":") for v in value] if isinstance(value, (list, tuple)) else []
+    for host, guest in pairs:
+        if not (1024 <= int(host) <= 65535 and 1 <= int(guest) <= 65535):
+            return f"'{host}:{guest}': the port on this machine must be 1024-65535, the guest's 1-65535"
+    hosts = [h for h, _ in pairs]
+    dup = next((h for h in hosts if hosts.count(h) > 1), None)
+    return f"port {dup} on this machine is forwarded twice" if dup else None
+
+
 MACHINE_FIELDS = (
     Setting("name", Text(NAME, "must be a lower-case DNS label (letters, digits, '-')", "lower-case DNS label"),
             "Machine name: unique, a lower-case DNS label; names its resources and its Kubernetes node.",
@@ -208,6 +224,9 @@ MACHINE_FIELDS = (
             "Address on a LAN the stack's VMs share (a second NIC), and the machine's private address; all of a "
             "stack's in one subnet. Unset: no LAN.", check=lan_address_problem,
             backends=("qemu",)),
+    Setting("forwards", Strings(FORWARD, "HOSTPORT:GUESTPORT, e.g. 26443:6443", "['26443:6443']"),
+            "TCP ports of the VM reachable from this machine at 127.0.0.1:HOSTPORT (SSH is always forwarded), "
+            "e.g. a Kubernetes API server.", check=forwards_problem, backends=("qemu",)),
     Setting("image", Text(), "Ubuntu image multipass launches.", "24.04", backends=("multipass",)),
     Setting("diskSize", Text(SIZE, "is not a size", "e.g. 10G"), "Disk size.", "10G", fix=_SIZE_FIX,
             backends=("multipass",)),
@@ -322,12 +341,18 @@ def _qemu(m: _Machine, name: str, exists: Callable[[str], bool], host_arch: str)
         image=image, image_checksum=v.maybe_text("imageChecksum"), kernel=kernel, initrd=initrd,
         kernel_args=v.text("kernelArgs"), firmware=firmware, cpus=v.number("cpus"), memory_mb=v.number("memory"),
         disk_size=v.maybe_text("diskSize"), ssh_port=ssh_port, accel=v.text("accel"),
-        boot_timeout=v.number("bootTimeout"), lan_address=lan,
+        boot_timeout=v.number("bootTimeout"), lan_address=lan, forwards=_forwards(v["forwards"]),
     )  # fmt: skip
     return MachineSpec(
         name=name, arch=arch, backend="qemu", address="127.0.0.1", port=ssh_port, user=v.text("user"), options=options,
         private_address=lan_ip(lan) if lan else None,
     )  # fmt: skip
+
+
+def _forwards(value: object) -> tuple[tuple[int, int], ...]:
+    if not isinstance(value, (list, tuple)):
+        return ()
+    return tuple((int(h), int(g)) for h, g in (str(v).split(":") for v in value))
 
 
 def _multipass(m: _Machine, name: str, host_arch: str) -> MachineSpec | None:
@@ -430,18 +455,19 @@ def parse_machines(
 
 
 def _check_ports(items: list[object], specs: list[MachineSpec], problems: list[str]) -> None:
-    """Local VMs forward SSH from 127.0.0.1:<sshPort>; two machines cannot share one."""
+    """Local VMs forward SSH from 127.0.0.1:<sshPort> (and `forwards`); two cannot share a port."""
     index = {item.get("name"): i for i, item in enumerate(items) if isinstance(item, Mapping)}
     owner: dict[int, str] = {}
     for spec in specs:
-        if spec.backend != "qemu":
+        if spec.backend != "qemu" or not isinstance(spec.options, QemuOptions):
             continue
-        if spec.port in owner:
-            problems.append(
-                f"{KEY}[{index[spec.name]}].sshPort: port {spec.port} is also used by machine "
-                f"'{owner[spec.port]}'; set a different sshPort on one of them"
-            )
-        owner.setdefault(spec.port, spec.name)
+        for key, port in [("sshPort", spec.port), *(("forwards", host) for host, _ in spec.options.forwards)]:
+            if port in owner:
+                problems.append(
+                    f"{KEY}[{index[spec.name]}].{key}: port {port} on 127.0.0.1 is also used by machine "
+                    f"'{owner[port]}'; give one of them another port"
+                )
+            owner.setdefault(port, spec.name)
 
 
 def _check_lan(items: list[object], specs: list[MachineSpec], problems: list[str]) -> None:

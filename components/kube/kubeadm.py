@@ -137,7 +137,9 @@ def init_config(kubeadm: KubeadmSettings, node: KubeadmNode, node_ip: str) -> st
     return _yaml_docs(init, cluster, kubelet)
 
 
-def join_config(kubeadm: KubeadmSettings, node: KubeadmNode, node_ip: str, endpoint: str, join: Mapping[str, str]) -> str:
+def join_config(
+    kubeadm: KubeadmSettings, node: KubeadmNode, node_ip: str, endpoint: str, join: Mapping[str, str]
+) -> str:
     """kubeadm's JoinConfiguration for a worker (carries the bootstrap token: keep it secret)."""
     doc = {
         "apiVersion": "kubeadm.k8s.io/v1beta4",
@@ -199,7 +201,9 @@ def join_token_command(cp: KubeadmNode, worker: str) -> str:
     return agent_command("join-token", worker, sudo=cp.sudo)
 
 
-def join_command(node: KubeadmNode, kubeadm: KubeadmSettings, node_ip: str, endpoint: str, join: Mapping[str, str]) -> str:
+def join_command(
+    node: KubeadmNode, kubeadm: KubeadmSettings, node_ip: str, endpoint: str, join: Mapping[str, str]
+) -> str:
     config = _b64(join_config(kubeadm, node, node_ip, endpoint, join))
     return agent_command("join", node.name, config, str(kubeadm.timeout_seconds), sudo=node.sudo)
 

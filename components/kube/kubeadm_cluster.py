@@ -34,13 +34,15 @@ def _node_ip(stdout: str) -> str:
     return ip
 
 
-def _peers(node: plan.KubeadmNode, nodes: Sequence[plan.KubeadmNode], ips: Sequence[Any]) -> dict[str, str]:
-    return {n.pod_cidr: str(ip) for n, ip in zip(nodes, ips, strict=True) if n.name != node.name}
-
-
-def _join_line(
-    node: plan.KubeadmNode, kubeadm: KubeadmSettings, outs: Sequence[Any]
+def _network_line(
+    node: plan.KubeadmNode, nodes: Sequence[plan.KubeadmNode], pod_subnet: str, ips: Sequence[Any]
 ) -> str:
+    """The node's network step: a route to every other node's pod range through its address."""
+    peers = {n.pod_cidr: str(ip) for n, ip in zip(nodes, ips, strict=True) if n.name != node.name}
+    return plan.network_command(node, pod_subnet, peers)
+
+
+def _join_line(node: plan.KubeadmNode, kubeadm: KubeadmSettings, outs: Sequence[Any]) -> str:
     install_out, token_out = outs
     join = plan.parse_join(str(token_out))
     endpoint = parse_facts(str(token_out)).get("endpoint", "")
@@ -110,11 +112,9 @@ class KubeadmCluster(pulumi.ComponentResource):
         ips = [installs[n.name].stdout.apply(_node_ip) for n in nodes]
         networks: dict[str, remote.Command] = {}
         for node in nodes:
-            create = pulumi.Output.all(*ips).apply(
-                lambda all_ips, node=node: plan.network_command(node, kubeadm.pod_subnet, _peers(node, nodes, all_ips))
-            )
+            network = pulumi.Output.all(*ips).apply(functools.partial(_network_line, node, nodes, kubeadm.pod_subnet))
             networks[node.name] = command(
-                f"{node.name}-network", machines[node.name], create, depends_on=[installs[node.name]]
+                f"{node.name}-network", machines[node.name], network, depends_on=[installs[node.name]]
             )
         cp_machine = machines[cp.name]
         init = command(
@@ -128,7 +128,7 @@ class KubeadmCluster(pulumi.ComponentResource):
         self.ready = {
             cp.name: command(f"{cp.name}-ready", cp_machine, cp_ready_create, depends_on=[init], triggers=[init.id])
         }
-        for node, ip in zip(nodes[1:], ips[1:], strict=True):
+        for node in nodes[1:]:
             machine = machines[node.name]
             token = command(
                 f"{node.name}-join-token",
@@ -148,9 +148,9 @@ class KubeadmCluster(pulumi.ComponentResource):
                 depends_on=[networks[node.name], token],
                 secret=True,
             )
-            create, delete = plan.member_commands(cp, node.name, kubeadm.timeout_seconds)
+            wait, drain = plan.member_commands(cp, node.name, kubeadm.timeout_seconds)
             self.ready[node.name] = command(
-                f"{node.name}-member", cp_machine, create, delete, depends_on=[join], triggers=[join.id]
+                f"{node.name}-member", cp_machine, wait, drain, depends_on=[join], triggers=[join.id]
             )
         url = ips[0].apply(lambda ip: plan.api_url(kubeadm, ip))
         kubeconfig = command(

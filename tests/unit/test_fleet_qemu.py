@@ -60,6 +60,12 @@ def test_argv_disks_network_and_daemon():
     assert "-bios" not in argv
 
 
+def test_argv_forwards_more_ports_on_loopback_only():
+    opts = QemuOptions(image="/i.qcow2", ssh_port=20022, forwards=((26443, 6443),))
+    (netdev,) = flag(qemu_argv("vm1", "x86_64", "kvm", opts, "/state/vm1"), "-netdev")[:1]
+    assert netdev == "user,id=net0,hostfwd=tcp:127.0.0.1:20022-:22,hostfwd=tcp:127.0.0.1:26443-:6443"
+
+
 def test_argv_disk_boot_uses_firmware_not_kernel():
     o = QemuOptions(image="/img/a.qcow2", ssh_port=20023, firmware="/fw/QEMU_EFI.fd", cpus=4, memory_mb=4096)
     argv = qemu_argv("vm2", "aarch64", "tcg", o, "/s/vm2")

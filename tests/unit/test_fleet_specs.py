@@ -104,7 +104,7 @@ def test_aarch64_disk_boot_without_firmware_says_what_to_install():
 def test_duplicate_names_and_ports():
     _, problems = parse([qemu("a"), qemu("a", sshPort=23000), qemu("b", sshPort=23000)])
     assert "gvisor-fleet:machines[1].name: 'a' is used twice; machine names must be unique" in problems
-    clash = "gvisor-fleet:machines[2].sshPort: port 23000 is also used by machine 'a'"
+    clash = "gvisor-fleet:machines[2].sshPort: port 23000 on 127.0.0.1 is also used by machine 'a'"
     assert any(p.startswith(clash) for p in problems), problems
 
 
@@ -224,3 +224,16 @@ def test_example_stacks_parse(stack: str):
     if stack != "static":
         assert arches == ["aarch64", "x86_64"], f"{stack}: one machine per architecture"
         assert {s.backend for s in specs} == {"local": {"qemu"}, "aws": {"aws"}}[stack]
+
+
+def test_forwards_reach_the_vm_from_loopback_and_clash_with_no_other_port():
+    (spec,), problems = parse([qemu("a", sshPort=23000, forwards=["26443:6443"])])
+    assert problems == [] and spec.options.forwards == ((26443, 6443),)
+    _, problems = parse([qemu("a", sshPort=23000, forwards=["23001:6443"]), qemu("b", sshPort=23001)])
+    assert any(p.startswith("gvisor-fleet:machines[1].sshPort: port 23001 on 127.0.0.1 is also used") for p in problems)
+    assert one_problem([qemu("a", forwards=["80:6443"])]) == (
+        "gvisor-fleet:machines[0].forwards: '80:6443': the port on this machine must be 1024-65535, the guest's 1-65535"
+    )
+    assert one_problem([qemu("a", forwards=["6443"])]).startswith(
+        "gvisor-fleet:machines[0].forwards: '6443' is not HOSTPORT:GUESTPORT"
+    )

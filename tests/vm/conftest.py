@@ -8,12 +8,17 @@ from pathlib import Path
 import pytest
 
 from tests.support.loopback import Server
-from tests.vm.qemu_vms import Vm, describe_failure, ensure_images, ensure_mirror, missing_prerequisite, start_all
-
-# Both VMs on one LAN, as stacks/Pulumi.local.yaml has them. The x86_64 VM has
-# the memory a kubeadm control plane needs (1700 MB at least).
-LAN = {"x86_64": "192.168.76.10/24", "aarch64": "192.168.76.11/24"}
-MEMORY = {"x86_64": 2048, "aarch64": 1024}
+from tests.vm.qemu_vms import (
+    FORWARDS,
+    LAN,
+    MEMORY,
+    Vm,
+    describe_failure,
+    ensure_images,
+    ensure_mirror,
+    missing_prerequisite,
+    start_all,
+)  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,7 +48,7 @@ def vms(images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> It
     """Both VMs, started at the same time, on one LAN; each answers SSH with its pinned host key."""
     work = tmp_path_factory.mktemp("vms")
     machines = {arch: Vm(name=f"vm-{arch.replace('_', '-')}", arch=arch, images=images[arch], work=work / arch,
-                         lan_address=LAN[arch], memory_mb=MEMORY[arch])
+                         lan_address=LAN[arch], memory_mb=MEMORY[arch], forwards=FORWARDS[arch])
                 for arch in images}  # fmt: skip
     try:
         results = start_all(list(machines.values()))

@@ -51,6 +51,13 @@ GUEST_HOST = "10.0.2.2"  # QEMU user networking: the host's 127.0.0.1 as the gue
 # The LAN of this test process's VMs: another run at the same time, or a stack's
 # VMs, are on a segment of their own.
 SEGMENT = lan_segment("gvisor-fleet-tests", f"vm-{os.getpid()}")
+# The tier's VMs on that LAN, as stacks/Pulumi.local.yaml has them; the x86_64
+# VM has what a kubeadm control plane needs (1700 MB at least) and forwards
+# its API server's port to this machine's loopback.
+LAN = {"x86_64": "192.168.76.10/24", "aarch64": "192.168.76.11/24"}
+MEMORY = {"x86_64": 2048, "aarch64": 1024}
+API_PORT_ON_HOST = free_port()
+FORWARDS = {"x86_64": ((API_PORT_ON_HOST, 6443),), "aarch64": ()}
 USER = "fleet"
 STEPS = ("install", "docker", "containerd", "verify")  # install runs the preflight checks first
 TOOLS = (
@@ -118,6 +125,7 @@ class Vm:
     host_key: KeyPair = field(default_factory=lambda: generate_ed25519("vm-test host key"))
     lan_address: str | None = None  # CIDR on the LAN (SEGMENT); None: no LAN NIC
     memory_mb: int = 1024
+    forwards: tuple[tuple[int, int], ...] = ()  # (port on 127.0.0.1, port in the guest) besides SSH
     segment: LanSegment = SEGMENT
     accel: str = ""
     facts: dict[str, str] = field(default_factory=dict)
@@ -142,6 +150,7 @@ class Vm:
             ssh_port=self.port,
             memory_mb=self.memory_mb,
             lan_address=self.lan_address,
+            forwards=self.forwards,
             boot_timeout=int(os.environ.get("GVISOR_FLEET_VM_BOOT_TIMEOUT", "900")),
         )
 
