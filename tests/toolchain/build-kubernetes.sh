@@ -104,7 +104,7 @@ if [ "$arch" = amd64 ] && { [ ! -x "$out/etcd/etcd" ] || [ "$(cat "$out/etcd/.ve
     work="$cache/etcd-$etcd_version-module"
     mkdir -p "$work" "$out/etcd"
     cp "$src/etcd/main.go" "$work/main.go"
-    echo "build-kubernetes: building etcd $etcd_version for $arch (about 3 min cold)"
+    echo "build-kubernetes: building etcd $etcd_version for $arch (about 1 min cold)"
     (cd "$work" && { [ -f go.mod ] || go mod init gvisor-fleet.test/etcd >/dev/null 2>&1; } &&
         go mod edit -require "go.etcd.io/etcd/server/v3@$etcd_version" &&
         go_build -ldflags "-s -w" -o "$out/etcd/etcd.tmp" . &&
