@@ -19,10 +19,11 @@ cd "$(dirname "$0")/.."
 
 tiers=${*:-lint unit host vm e2e cluster}
 
-# The cluster tier's Kubernetes builds (both node arches, a third of a first
-# run's set-up) need only that tier, so they run at the lowest priority beside
-# the tiers before it, which leave much of the CPU idle; the cluster tier
-# waits for them. Cached, they take a second.
+# The Kubernetes builds and the local Kubernetes directory made from them
+# (both node arches, a third of a first run's set-up) need only the vm and
+# cluster tiers, so they run at the lowest priority beside the tiers before
+# them, which leave much of the CPU idle; the first of those tiers waits for
+# them. Cached, they take seconds.
 # shellcheck source=tests/toolchain/background.sh
 . tests/toolchain/background.sh
 if [ -n "${SKIP_SETUP:-}" ]; then
@@ -32,9 +33,8 @@ elif [ "${tiers%% *}" = cluster ]; then
 else
     sh tests/setup.sh --no-kubernetes
     case " $tiers " in
-        *" cluster "*)
-            background_start kubernetes nice -n 19 sh -c \
-                'sh tests/toolchain/build-kubernetes.sh && sh tests/toolchain/build-kubernetes.sh --arch arm64'
+        *" vm "* | *" cluster "*)
+            background_start kubernetes nice -n 19 sh tests/toolchain/make-kubernetes-dir.sh
             ;;
     esac
 fi
@@ -111,6 +111,7 @@ host() {
     return "$rc"
 }
 
+vm() { background_wait "vm: the Kubernetes builds started after the set-up" && python -m pytest -q tests/vm; }
 cluster() { background_wait "cluster: the Kubernetes builds started after the set-up" && python -m pytest -q tests/cluster; }
 
 for tier in $tiers; do
@@ -118,7 +119,7 @@ for tier in $tiers; do
         lint) run_tier lint lint ;;
         unit) run_tier unit python -m pytest -q tests/unit tests/kube ;;
         host) run_tier host host ;;
-        vm) run_tier vm python -m pytest -q tests/vm ;;
+        vm) run_tier vm vm ;;
         e2e) run_tier e2e python -m pytest -q tests/e2e ;;
         cluster) run_tier cluster cluster ;;
         *) echo "unknown tier '$tier' (lint unit host vm e2e cluster)" >&2; exit 2 ;;

@@ -3,8 +3,9 @@
 # as root; safe to run again (each step skips what is already there).
 #
 #   sh tests/setup.sh                   Debian packages, Python venv, Go-built toolchain
-#   sh tests/setup.sh --no-kubernetes   all but the cluster tier's Kubernetes builds
-#                                       (tests/run.sh runs those beside the first tiers)
+#   sh tests/setup.sh --no-kubernetes   all but the Kubernetes builds and the local
+#                                       Kubernetes directory (tests/run.sh makes those
+#                                       beside the first tiers)
 #
 # First run on a fresh machine: 54 min on 2 cores, 36 with --no-kubernetes,
 # nearly all of it Go builds (docs/testing.md, "Set-up", has the
@@ -62,8 +63,11 @@ sh tests/toolchain/build-pulumi.sh >/dev/null
 say "actionlint (GitHub Actions workflow linter)"
 sh tests/toolchain/build-actionlint.sh >/dev/null
 if [ "$kubernetes" = yes ]; then
-    say "Kubernetes 1.37 for the cluster tier (one multi-call binary)" && sh tests/toolchain/build-kubernetes.sh
-    say "kubelet and CNI plugins for arm64 (the cluster tier's aarch64 VM node)" && sh tests/toolchain/build-kubernetes.sh --arch arm64
+    say "Kubernetes 1.37, etcd and CNI plugins (one multi-call binary; the cluster tier, kubeadm)" &&
+        sh tests/toolchain/build-kubernetes.sh
+    say "kubelet, kubeadm, kubectl and CNI plugins for arm64 (aarch64 nodes)" && sh tests/toolchain/build-kubernetes.sh --arch arm64
+    say "the local Kubernetes directory (kubeadm's binaries and images, both arches)" &&
+        sh tests/toolchain/make-kubernetes-dir.sh >/dev/null
 fi
 
 say "VM images (x86_64, aarch64)"

@@ -7,50 +7,30 @@ told to stop, which is all a pod sandbox's first process has to do.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import platform
 import shutil
-import tarfile
 from pathlib import Path
-from typing import Any
 
 from components.kube.manifests import KUBE_ARCH
+from tests.support import oci
 
 APPLETS = ("sh", "uname", "dmesg", "cat", "head", "echo", "ls", "sleep", "true", "id", "hostname")
 PAUSE_SCRIPT = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
 
 
-def _busybox_layer(busybox: Path | None) -> bytes:
+def _busybox_layer(busybox: Path | None) -> oci.Layer:
     if busybox is None:
         found = shutil.which("busybox")
         if found is None:
             raise RuntimeError("the cluster tier needs a static busybox (Debian package busybox-static)")
         busybox = Path(found)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for directory in ("bin", "tmp", "proc", "dev", "sys", "etc"):
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if directory == "tmp" else 0o755
-            tar.addfile(info)
-        info = tar.gettarinfo(busybox, arcname="bin/busybox")
-        info.mode, info.uid, info.gid, info.uname, info.gname, info.mtime = 0o755, 0, 0, "", "", 0
-        with open(busybox, "rb") as f:
-            tar.addfile(info, f)
-        for applet in APPLETS:
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
-    return buf.getvalue()
-
-
-def _blob(tar: tarfile.TarFile, data: bytes) -> dict[str, Any]:
-    digest = hashlib.sha256(data).hexdigest()
-    info = tarfile.TarInfo(f"blobs/sha256/{digest}")
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-    return {"digest": f"sha256:{digest}", "size": len(data)}
+    entries = [
+        oci.Entry(directory, "dir", 0o1777 if directory == "tmp" else 0o755)
+        for directory in ("bin", "tmp", "proc", "dev", "sys", "etc")
+    ]
+    entries.append(oci.Entry("bin/busybox", "file", 0o755, source=busybox))
+    entries += [oci.Entry(f"bin/{applet}", "symlink", 0o777, target="busybox") for applet in APPLETS]
+    return oci.make_layer(oci.layer_tar(entries))
 
 
 def oci_archive(
@@ -61,35 +41,8 @@ def oci_archive(
     `arch` (uname -m; default this machine's) and `busybox` (a static busybox
     for that arch; default the machine's) make the image of another node.
     """
-    arch = KUBE_ARCH[arch or platform.machine()]
-    layer = _busybox_layer(busybox)
-    config = {
-        "architecture": arch,
-        "os": "linux",
-        "config": {"Entrypoint": entrypoint, "Env": ["PATH=/bin"], "WorkingDir": "/"},
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(layer).hexdigest()}"]},
-    }
-    with tarfile.open(path, "w") as tar:
-        layer_desc = _blob(tar, layer) | {"mediaType": "application/vnd.oci.image.layer.v1.tar"}
-        config_desc = _blob(tar, json.dumps(config).encode()) | {
-            "mediaType": "application/vnd.oci.image.config.v1+json"
-        }
-        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "config": config_desc, "layers": [layer_desc]}  # fmt: skip
-        manifest_desc = _blob(tar, json.dumps(manifest).encode()) | {
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "platform": {"architecture": arch, "os": "linux"},
-            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name},
-        }
-        for member, content in (
-            ("oci-layout", {"imageLayoutVersion": "1.0.0"}),
-            ("index.json", {"schemaVersion": 2, "manifests": [manifest_desc]}),
-        ):
-            data = json.dumps(content).encode()
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
+    goarch = KUBE_ARCH[arch or platform.machine()]
+    return oci.write_image(path, [name], goarch, [_busybox_layer(busybox)], entrypoint, env=["PATH=/bin"])
 
 
 def sample_image(path: Path, name: str, arch: str | None = None, busybox: Path | None = None) -> Path:

@@ -1,21 +1,29 @@
 #!/bin/sh
-# Builds the Kubernetes control plane and node for the cluster test tier from
-# the Go module proxy (Debian 12 ships no kubelet or kube-apiserver): one
-# multi-call binary (tests/toolchain/kubernetes/main.go) linked as
-# kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kubectl.
-# etcd and the CNI plugins come from Debian (etcd-server,
-# containernetworking-plugins; tests/setup.sh installs them).
+# Builds upstream Kubernetes from the Go module proxy (Debian 12 ships no
+# kubelet or kube-apiserver), for the cluster tier and for the local directory
+# of kubeadm binaries and images (tests/toolchain/make-kubernetes-dir.sh):
+#   bin/kubernetes   one multi-call binary (tests/toolchain/kubernetes/main.go)
+#                    linked as kube-apiserver, kube-controller-manager,
+#                    kube-scheduler, kubelet, kubectl and kubeadm
+#   bin/pause        a pod sandbox's process (kubernetes/pause/main.go)
+#   bin/etcd/etcd    etcd (kubernetes/etcd/main.go) at the version kubeadm's
+#                    etcd image names (its tag 3.7.0-0: etcd v3.7.0)
+#   bin/cni-plugins/ the CNI plugins kubeadm's nodes use (bridge, host-local,
+#                    loopback, portmap), v1.7.1
+# (the last two each with a .version file saying what is there).
+# The cluster tier's own amd64 node takes etcd and the CNI plugins from Debian
+# (etcd-server, containernetworking-plugins; tests/setup.sh installs them).
 #
 # k8s.io/kubernetes replaces its staging modules (k8s.io/api, client-go, ...)
 # with directories of its own tree, which a module cannot do from the proxy;
 # the wrapper module below requires it and points each staging module at its
 # published v0.<minor>.<patch> instead.
 #
-# --arch arm64 cross-builds only what the cluster tier's second node (the
-# aarch64 test VM) runs, in a directory of its own: the upstream kubelet, and
-# into cni/ the CNI plugins of its pod network (bridge, host-local, loopback,
-# portmap; the VM image has none) at Debian's version, which the amd64 node
-# uses. The control plane stays amd64.
+# --arch arm64 cross-builds what an aarch64 node runs, in a directory of its
+# own: the multi-call binary without the control plane (tag nodeonly: kubelet,
+# kubectl, kubeadm), pause, the CNI plugins v1.7.1, and into cni/ the CNI
+# plugins of the cluster tier's pod network at Debian's version (v1.1.1),
+# which that tier's amd64 node uses. The control plane stays amd64.
 #
 #   sh tests/toolchain/build-kubernetes.sh              build (skips what is cached)
 #   sh tests/toolchain/build-kubernetes.sh --print-dir  print the bin directory only
@@ -33,37 +41,44 @@ amd64 | arm64) ;;
 esac
 
 version=${GVISOR_FLEET_KUBERNETES_VERSION:-v1.37.2}
+etcd_version=v3.7.0   # kubeadm v1.37.2's etcd image is 3.7.0-0 (`kubeadm config images list`)
+cni_version=v1.7.1    # the CNI plugins of kubeadm's nodes
+cni_tier_version=v1.1.1 # Debian 12's containernetworking-plugins, which the cluster tier's amd64 node uses
 cache=${GVISOR_FLEET_CACHE:-$HOME/.cache/gvisor-fleet}
 src="$(cd "$(dirname "$0")" && pwd)/kubernetes"
 out="$cache/kubernetes-$version/bin"
-programs="kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl"
+programs="kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl kubeadm"
+tags=""
 if [ "$arch" != amd64 ]; then
     out="$cache/kubernetes-$version-$arch/bin"
-    programs=kubelet
+    programs="kubelet kubectl kubeadm"
+    tags=nodeonly
 fi
 if [ "${1:-}" = "--print-dir" ]; then
     echo "$out"
     exit 0
 fi
-# The cache key includes the multi-call main, so a change to it rebuilds.
-main_sum=$(sha256sum "$src/main.go" | cut -c1-12)
-if [ "$arch" != amd64 ]; then
-    main_sum=upstream-kubelet
-fi
+# One build at a time (the arches share a module; tests/run.sh builds in the
+# background while a test may ask for the same): a second caller waits.
+mkdir -p "$cache"
+exec 9>"$cache/.build-kubernetes.lock"
+flock 9
 need_go() { command -v go >/dev/null 2>&1 || { echo "build-kubernetes: Go is required" >&2; exit 1; }; }
-cni_version=v1.1.1 # Debian 12's containernetworking-plugins, which the amd64 node uses
+# nice: the machine building this is usually shared with other work.
+go_build() { CGO_ENABLED=0 GOARCH=$arch GOFLAGS=-mod=mod nice -n 10 go build -trimpath "$@"; }
+
+# The CNI plugins VERSION into DIR, from a module of their own; with a third
+# argument, DIR/.version says the version (the cluster tier copies every file of cni/).
 cni_plugins="bridge host-local loopback portmap"
-cni_missing=""
-for plugin in $cni_plugins; do
-    [ -x "$out/cni/$plugin" ] || cni_missing=yes
-done
-if [ "$arch" != amd64 ] && [ -n "$cni_missing" ]; then
+build_cni() {
+    missing=""
+    for plugin in $cni_plugins; do
+        [ -x "$2/$plugin" ] || missing=yes
+    done
+    [ -z "${3:-}" ] || [ "$(cat "$2/.version" 2>/dev/null)" = "$1" ] || missing=yes
+    [ -n "$missing" ] || return 0
     need_go
-    cni_work="$cache/cni-plugins-$cni_version-module"
-    mkdir -p "$cni_work" "$out/cni"
-    cd "$cni_work"
-    [ -f go.mod ] || go mod init gvisor-fleet.test/cni-plugins >/dev/null 2>&1
-    go mod edit -require "github.com/containernetworking/plugins@$cni_version"
+    mkdir -p "$cache/cni-plugins-$1-module" "$2"
     packages=""
     for plugin in $cni_plugins; do
         case $plugin in
@@ -72,20 +87,44 @@ if [ "$arch" != amd64 ] && [ -n "$cni_missing" ]; then
         *) packages="$packages github.com/containernetworking/plugins/plugins/main/$plugin" ;;
         esac
     done
-    echo "build-kubernetes: building the CNI plugins $cni_version ($cni_plugins) for $arch"
+    echo "build-kubernetes: building the CNI plugins $1 ($cni_plugins) for $arch"
     # shellcheck disable=SC2086 # one word per package
-    CGO_ENABLED=0 GOARCH=$arch GOFLAGS=-mod=mod nice -n 10 go build -trimpath -ldflags "-s -w" -o "$out/cni/" $packages
-    cd - >/dev/null
+    (cd "$cache/cni-plugins-$1-module" && { [ -f go.mod ] || go mod init gvisor-fleet.test/cni-plugins >/dev/null 2>&1; } &&
+        go mod edit -require "github.com/containernetworking/plugins@$1" &&
+        go_build -ldflags "-s -w" -o "$2/" $packages)
+    [ -z "${3:-}" ] || echo "$1" >"$2/.version"
+}
+if [ "$arch" != amd64 ]; then
+    build_cni "$cni_tier_version" "$out/cni"
 fi
-if [ -x "$out/kubernetes" ] && [ "$(cat "$out/.main-sha256" 2>/dev/null)" = "$main_sum" ]; then
+build_cni "$cni_version" "$out/cni-plugins" marked
+
+if [ "$arch" = amd64 ] && { [ ! -x "$out/etcd/etcd" ] || [ "$(cat "$out/etcd/.version" 2>/dev/null)" != "$etcd_version" ]; }; then
+    need_go
+    work="$cache/etcd-$etcd_version-module"
+    mkdir -p "$work" "$out/etcd"
+    cp "$src/etcd/main.go" "$work/main.go"
+    echo "build-kubernetes: building etcd $etcd_version for $arch (about 1 min cold)"
+    (cd "$work" && { [ -f go.mod ] || go mod init gvisor-fleet.test/etcd >/dev/null 2>&1; } &&
+        go mod edit -require "go.etcd.io/etcd/server/v3@$etcd_version" &&
+        go_build -ldflags "-s -w" -o "$out/etcd/etcd.tmp" . &&
+        mv "$out/etcd/etcd.tmp" "$out/etcd/etcd")
+    echo "$etcd_version" >"$out/etcd/.version"
+fi
+
+work="$cache/kubernetes-$version-module"
+# The cache key is the sources (the multi-call main's and pause's) and the arch, so a change to either rebuilds.
+main_sum=$(cat "$src"/*.go "$src/pause/main.go" | sha256sum | cut -c1-12)-$arch
+if [ -x "$out/kubernetes" ] && [ -x "$out/pause" ] && [ "$(cat "$out/.main-sha256" 2>/dev/null)" = "$main_sum" ]; then
     echo "build-kubernetes: cached Kubernetes $version ($arch) in $out"
     exit 0
 fi
 need_go
 
-work="$cache/kubernetes-$version-module"
-mkdir -p "$work" "$out"
-cp "$src/main.go" "$work/main.go"
+mkdir -p "$work/pause" "$out"
+rm -f "$work"/*.go
+cp "$src"/*.go "$work/"
+cp "$src/pause/main.go" "$work/pause/main.go"
 cd "$work"
 if [ ! -f go.mod ]; then
     echo "build-kubernetes: resolving k8s.io/kubernetes@$version from the Go module proxy"
@@ -100,20 +139,20 @@ if [ ! -f go.mod ]; then
         go mod edit -replace "$module=$module@$staging_version"
     done
 fi
-package=. # the multi-call main
-cold="about 11 min cold on 2 idle cores"
-if [ "$arch" != amd64 ]; then
-    package=k8s.io/kubernetes/cmd/kubelet
-    cold="about 7 min cold on 2 idle cores"
-fi
+go_build -ldflags "-s -w" -o "$out/pause" ./pause
+cold="about 12 min cold on 2 idle cores"
+[ "$arch" = amd64 ] || cold="about 9 min cold on 2 idle cores"
 echo "build-kubernetes: building $programs $version for $arch as one binary ($cold)"
-# nice: the machine building this is usually shared with other work.
-CGO_ENABLED=0 GOARCH=$arch GOFLAGS=-mod=mod nice -n 10 go build -trimpath \
-    -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/client-go/pkg/version.gitVersion=$version" \
-    -o "$out/kubernetes.tmp" "$package"
+minor=${version#v1.}
+minor=${minor%%.*}
+versionflags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    versionflags="$versionflags -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+done
+go_build -tags "$tags" -ldflags "-s -w$versionflags" -o "$out/kubernetes.tmp" .
 mv "$out/kubernetes.tmp" "$out/kubernetes"
 for program in $programs; do
     ln -sf kubernetes "$out/$program"
 done
 echo "$main_sum" >"$out/.main-sha256"
-echo "build-kubernetes: built Kubernetes $version in $out"
+echo "build-kubernetes: built Kubernetes $version ($arch) in $out"

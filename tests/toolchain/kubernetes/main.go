@@ -1,7 +1,8 @@
-// Command kubernetes is one multi-call binary for the cluster test tier:
-// kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and
-// kubectl, chosen by the name it is run as (a symlink) or by its first
-// argument. Linking them together compiles the packages they share once.
+// Command kubernetes is one multi-call binary of upstream Kubernetes: kubelet,
+// kubectl and kubeadm, and with controlplane.go (every build but the node-only
+// one, tag nodeonly) kube-apiserver, kube-controller-manager and
+// kube-scheduler, chosen by the name it is run as or by its first argument.
+// One binary is linked once, where six would each link the packages they share.
 package main
 
 import (
@@ -9,9 +10,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	_ "time/tzdata" // CronJob time zones, as the upstream mains do
 
-	"github.com/spf13/cobra"
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
 	"k8s.io/component-base/cli"
 	"k8s.io/component-base/logs"
@@ -20,36 +22,36 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/version"
 	kubectl "k8s.io/kubectl/pkg/cmd"
 	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
-	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
-	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
-	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubeadm "k8s.io/kubernetes/cmd/kubeadm/app"
+	kubeadmerrors "k8s.io/kubernetes/cmd/kubeadm/app/util/errors"
 	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
-var servers = map[string]func() *cobra.Command{
-	"kube-apiserver":          apiserver.NewAPIServerCommand,
-	"kube-controller-manager": controllermanager.NewControllerManagerCommand,
-	"kube-scheduler":          func() *cobra.Command { return scheduler.NewSchedulerCommand() },
-	"kubelet":                 func() *cobra.Command { return kubelet.NewKubeletCommand(context.Background()) },
+// programs maps each name to its upstream main; controlplane.go adds the servers.
+var programs = map[string]func(){
+	"kubelet": func() { os.Exit(cli.Run(kubelet.NewKubeletCommand(context.Background()))) },
+	"kubectl": runKubectl,
+	"kubeadm": func() { kubeadmerrors.HandleError(kubeadm.Run()) },
 }
 
 func main() {
 	name := filepath.Base(os.Args[0])
-	if _, known := servers[name]; !known && name != "kubectl" && len(os.Args) > 1 {
+	if _, known := programs[name]; !known && len(os.Args) > 1 {
 		// Run as "kubernetes <program> args...": shift the program name into argv[0].
 		name = os.Args[1]
 		os.Args = os.Args[1:]
 	}
-	if name == "kubectl" {
-		runKubectl()
-		return
-	}
-	newCommand, known := servers[name]
+	run, known := programs[name]
 	if !known {
-		fmt.Fprintln(os.Stderr, "usage: kubernetes {kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubectl} [args...]")
+		names := make([]string, 0, len(programs))
+		for program := range programs {
+			names = append(names, program)
+		}
+		sort.Strings(names)
+		fmt.Fprintf(os.Stderr, "usage: kubernetes {%s} [args...]\n", strings.Join(names, "|"))
 		os.Exit(2)
 	}
-	os.Exit(cli.Run(newCommand()))
+	run()
 }
 
 func runKubectl() {
