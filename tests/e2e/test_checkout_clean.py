@@ -87,7 +87,7 @@ def environment(tmp: Path, engine: Path) -> dict[str, str]:
 def stand_ins(home: Path, release_cache: Path) -> None:
     """What the set-up builds for the local stack: VM images and the release, as empty stand-ins."""
     for arch in ("x86_64", "aarch64"):
-        images = home / ".cache/gvisor-fleet/vm-images/debian12-r2" / arch
+        images = home / ".cache/gvisor-fleet/vm-images/debian12-r3" / arch
         images.mkdir(parents=True)
         for name in ("disk.qcow2", "vmlinuz", "initrd.img"):
             (images / name).write_bytes(b"stand-in")

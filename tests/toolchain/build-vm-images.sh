@@ -12,7 +12,8 @@
 # built for the image's arch; Debian's 1.6 cannot run the current gVisor shim)
 # run by Debian's containerd.service. A busybox image is imported into both at
 # boot, before sshd starts, from a static busybox tarball in the image, under the
-# name the verify step uses (gvisor-fleet:verifyImage's default): no registry.
+# name the verify step and the Kubernetes samples use (gvisor-fleet:verifyImage's
+# and kubernetes.sampleImage's default), also for the kubelet: no registry.
 #
 # Output, per arch: $GVISOR_FLEET_CACHE/vm-images/debian12-r$REV/<arch>/
 #   vmlinuz, initrd.img, disk.qcow2 (ext4 on the whole disk: root=/dev/vda)
@@ -20,7 +21,7 @@
 # containerd) and the packages of tests/toolchain/install-vm-deps.sh.
 set -eu
 
-REV=2 # bump when the image contents change: tests then rebuild
+REV=3 # bump when the image contents change: tests then rebuild
 VERIFY_IMAGE=docker.io/library/busybox:1.37 # components/settings.py DEFAULT_VERIFY_IMAGE
 SUITE=bookworm
 MIRROR=${GVISOR_FLEET_DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -79,6 +80,11 @@ Name=en* eth*
 DHCP=ipv4
 NET
 chroot "$1" systemctl enable systemd-networkd >/dev/null 2>&1
+# Online once any link is: a LAN NIC (components/fleet/lan.py) matches the DHCP
+# file above until cloud-init writes its own, and waiting for its lease would
+# hold the first boot for the wait'"'"'s 2 minutes.
+mkdir -p "$1/etc/systemd/system/systemd-networkd-wait-online.service.d"
+printf "[Service]\nExecStart=\nExecStart=/usr/lib/systemd/systemd-networkd-wait-online --any\n" > "$1/etc/systemd/system/systemd-networkd-wait-online.service.d/any.conf"
 cat > "$1/etc/cloud/cloud.cfg.d/90-gvisor-fleet.cfg" <<CFG
 datasource_list: [NoCloud, None]
 network: {config: disabled}
@@ -100,12 +106,15 @@ tar -C "$img/rootfs" --owner=0 --group=0 --numeric-owner -cf "$img/busybox-rootf
 rm -rf "$img/rootfs"
 cat > "$1/usr/local/sbin/gvisor-fleet-test-image" <<SH
 #!/bin/sh
-# Imports the verify image into Docker and into containerd (namespace gvisor-fleet), once.
+# Imports the verify image into Docker and into containerd (namespaces
+# gvisor-fleet, and k8s.io for a kubelet), once.
 set -eu
 docker image inspect $VERIFY_IMAGE >/dev/null 2>&1 ||
     docker import /usr/local/share/gvisor-fleet/busybox-rootfs.tar $VERIFY_IMAGE >/dev/null
-ctr -n gvisor-fleet images ls -q | grep -qx $VERIFY_IMAGE ||
-    docker save $VERIFY_IMAGE | ctr -n gvisor-fleet images import - >/dev/null
+for ns in gvisor-fleet k8s.io; do
+    ctr -n \$ns images ls -q | grep -qx $VERIFY_IMAGE ||
+        docker save $VERIFY_IMAGE | ctr -n \$ns images import - >/dev/null
+done
 SH
 chmod 755 "$1/usr/local/sbin/gvisor-fleet-test-image"
 cat > "$1/etc/systemd/system/gvisor-fleet-test-image.service" <<UNIT

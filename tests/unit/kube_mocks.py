@@ -14,7 +14,7 @@ from components.gvisor.host import GvisorHost
 from components.gvisor.settings import GvisorSettings
 from components.kube.deploy import KubeDeployment, deploy_kubernetes
 from components.kube.settings import KubeSettings, parse_kube_settings
-from tests.unit.mocks import AGENT_OUTPUT, RecordingMocks, agent_stdout
+from tests.unit.mocks import AGENT_OUTPUT, KUBEADM_OUTPUT, RecordingMocks, agent_stdout
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nsecret-material\n-----END OPENSSH PRIVATE KEY-----\n"
 TOKEN = "K10feedface::server:join-secret"
@@ -67,7 +67,11 @@ class KubeMocks(RecordingMocks):
         args.inputs = unsecret(args.inputs)
         if args.typ == "command:remote:Command":
             self.resources.append(args)
-            table = K3S_OUTPUT if "k3s node agent" in args.inputs.get("stdin", "") else self.agent_output
+            stdin = args.inputs.get("stdin", "")
+            table = (
+                K3S_OUTPUT if "k3s node agent" in stdin else KUBEADM_OUTPUT if "kubeadm node agent" in stdin
+                else self.agent_output
+            )  # fmt: skip
             return [f"{args.name}-id", {**args.inputs, "stdout": agent_stdout(args.inputs.get("create", ""), table)}]
         rid, outputs = super().new_resource(args)
         if args.typ == "kubernetes:batch/v1:Job":

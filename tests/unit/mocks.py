@@ -27,6 +27,16 @@ AGENT_OUTPUT = {
         "docker_sandbox_kernel=4.4.0\ndocker_ok=true\ncontainerd_ok=true\n"
     ),
 }
+# What the kubeadm node script prints, per subcommand (components/kube/kubeadm.py).
+KUBEADM_OUTPUT = {
+    "install": "changed=true\nkubernetes_version=v1.37.2\nnode_ip=192.0.2.10\n",
+    "network": "changed=true\n",
+    "init": "changed=true\n",
+    "join-token": "token=abcdef.0123456789abcdef\nca_cert_hash=sha256:" + "c" * 64 + "\nendpoint=192.0.2.10:6443\n",
+    "join": "changed=true\n",
+    "wait-ready": "node_ready=m1\n",
+    "kubeconfig": "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://192.0.2.10:6443\n",
+}
 
 
 def agent_stdout(line: str, table: Mapping[str, str] = AGENT_OUTPUT) -> str:
@@ -49,7 +59,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.resources.append(args)
         outputs = dict(args.inputs)
         if args.typ == "command:remote:Command" and args.inputs.get("create"):  # a delete-only command has none
-            outputs["stdout"] = self.stdout.get(args.name, agent_stdout(args.inputs["create"]))
+            table = KUBEADM_OUTPUT if "kubeadm node agent" in args.inputs.get("stdin", "") else AGENT_OUTPUT
+            create = args.inputs["create"]
+            line = str(create.get("value", "")) if isinstance(create, dict) else create  # a secret arrives wrapped
+            outputs["stdout"] = self.stdout.get(args.name, agent_stdout(line, table))
         return [f"{args.name}-id", outputs]
 
     def call(self, args: pulumi.runtime.MockCallArgs):

@@ -17,31 +17,20 @@ from components.gvisor.settings import GvisorSettings
 from components.kube import kubeadm as plan
 from components.kube.settings import KubeadmSettings, kubeadm_problems, parse_kube_settings
 from tests.unit.kube_mocks import KUBECONFIG, KubeMocks, argv, deploy, kube
-from tests.unit.mocks import use
+from tests.unit.mocks import KUBEADM_OUTPUT, use
 
-TOKEN_OUT = "token=abcdef.0123456789abcdef\nca_cert_hash=sha256:" + "c" * 64 + "\nendpoint=192.0.2.10:6443\n"
-KUBEADM_OUTPUT = {
-    "install": "changed=true\nkubernetes_version=v1.37.2\n",
-    "network": "changed=true\n",
-    "init": "changed=true\n",
-    "join-token": TOKEN_OUT,
-    "join": "changed=true\n",
-    "wait-ready": "node_ready=x\n",
-    "kubeconfig": KUBECONFIG,
-}
+TOKEN_OUT = KUBEADM_OUTPUT["join-token"]
 NODE_IPS = {"m1": "192.0.2.10", "m2": "192.0.2.11"}
 
 
 class KubeadmMocks(KubeMocks):
-    """The kubeadm script's facts; each machine's install step reports its own address."""
+    """The kubeadm script's facts (tests/unit/mocks.py); each machine's install step reports its own address."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> Any:
         rid, outputs = super().new_resource(args)
-        if "kubeadm node agent" in args.inputs.get("stdin", ""):
-            line = args.inputs.get("create", "")
-            out = "".join(v for k, v in KUBEADM_OUTPUT.items() if f" -- {k} " in f"{line} ")
-            machine = args.name.split("-")[2]
-            outputs["stdout"] = out + (f"node_ip={NODE_IPS[machine]}\n" if " -- install " in line else "")
+        line = args.inputs.get("create", "")
+        if "kubeadm node agent" in args.inputs.get("stdin", "") and " -- install " in f"{line} ":
+            outputs["stdout"] = f"node_ip={NODE_IPS[args.name.split('-')[2]]}\n"
         return [rid, outputs]
 
 
