@@ -7,9 +7,10 @@
 #                                       Kubernetes directory (tests/run.sh makes those
 #                                       beside the first tiers)
 #
-# First run on a fresh machine: 54 min on 2 cores, 36 with --no-kubernetes,
-# nearly all of it Go builds (docs/testing.md, "Set-up", has the
-# measured time of each); later runs: a minute.
+# First run on a fresh machine: 36 min on 2 cores with --no-kubernetes, and
+# about 30 more for the Kubernetes builds and the local Kubernetes directory,
+# nearly all of it Go builds (docs/testing.md, "Set-up", has the measured
+# time of each); later runs: a minute.
 set -eu
 cd "$(dirname "$0")/.."
 

@@ -140,8 +140,8 @@ if [ ! -f go.mod ]; then
     done
 fi
 go_build -ldflags "-s -w" -o "$out/pause" ./pause
-cold="about 12 min cold on 2 idle cores"
-[ "$arch" = amd64 ] || cold="about 9 min cold on 2 idle cores"
+cold="about 18 min cold on 2 busy cores"
+[ "$arch" = amd64 ] || cold="about 10 min cold on 2 busy cores"
 echo "build-kubernetes: building $programs $version for $arch as one binary ($cold)"
 minor=${version#v1.}
 minor=${minor%%.*}

@@ -54,7 +54,7 @@ amd64_bin=$(sh "$here/build-kubernetes.sh" --print-dir)
 arm64_bin=$(sh "$here/build-kubernetes.sh" --arch arm64 --print-dir)
 
 # kubeadm's own list, less the addons; each name's last part says which program it is.
-images=$("$amd64_bin/kubeadm" config images list --kubernetes-version "$version" 2>/dev/null | grep -v -e /kube-proxy: -e /coredns:) ||
+images=$("$amd64_bin/kubeadm" config images list --kubernetes-version "$version" | grep -v -e /kube-proxy: -e /coredns:) ||
     { echo "make-kubernetes-dir: $amd64_bin/kubeadm config images list failed" >&2; exit 1; }
 image_of() { echo "$images" | grep "/$1:" || { echo "make-kubernetes-dir: kubeadm names no $1 image" >&2; exit 1; }; }
 for program in pause etcd kube-apiserver kube-controller-manager kube-scheduler; do
@@ -73,7 +73,7 @@ write_arch() {
     bin=$2
     out="$dir/$version/$goarch"
     cni="$bin/cni-plugins"
-    inputs="$bin/kubernetes $bin/pause $cni/bridge $cni/host-local $cni/loopback $cni/portmap $0 $repo/tests/support/oci.py"
+    inputs="$bin/kubernetes $bin/pause $cni/bridge $cni/host-local $cni/loopback $cni/portmap $here/make-kubernetes-dir.sh $repo/tests/support/oci.py"
     [ "$goarch" != amd64 ] || inputs="$inputs $etcd"
     for file in $inputs; do
         [ -f "$file" ] || { echo "make-kubernetes-dir: $file is missing after the build" >&2; exit 1; }
