@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from components.fleet.keys import generate_ed25519
 from tests.support.loopback import Server
 from tests.vm.qemu_vms import (
     FORWARDS,
@@ -45,9 +46,14 @@ def mirror(images: dict[str, Path]) -> Iterator[tuple[str, str]]:
 
 @pytest.fixture(scope="session")
 def vms(images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Vm]]:
-    """Both VMs, started at the same time, on one LAN; each answers SSH with its pinned host key."""
+    """Both VMs, started at the same time, on one LAN; each answers SSH with its pinned host key.
+
+    One login key for both, as a stack has one (tests/vm/test_kubeadm.py runs a stack on them).
+    """
     work = tmp_path_factory.mktemp("vms")
+    login = generate_ed25519("vm-test login")
     machines = {arch: Vm(name=f"vm-{arch.replace('_', '-')}", arch=arch, images=images[arch], work=work / arch,
+                         login=login,
                          lan_address=LAN[arch], memory_mb=MEMORY[arch], forwards=FORWARDS[arch])
                 for arch in images}  # fmt: skip
     try:
