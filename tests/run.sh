@@ -11,13 +11,15 @@
 #
 # Tiers: lint (ruff, formatting, mypy, shellcheck, actionlint, gofmt), unit (Pulumi mocks, pure
 # functions, manifests against the Kubernetes schema), host (the host agent
-# against real runsc, dockerd, containerd in sandboxes), vm (x86_64 and
-# aarch64 QEMU VMs), e2e (the real Pulumi engine: preview, up, no-op, destroy),
+# against real runsc, dockerd, containerd in sandboxes), e2e (the real Pulumi
+# engine: preview, up, no-op, destroy), vm (x86_64 and aarch64 QEMU VMs, and a
+# kubeadm cluster on them through the engine),
 # cluster (a real one-node Kubernetes with pods under runsc, and the kube layer).
 set -eu
 cd "$(dirname "$0")/.."
 
-tiers=${*:-lint unit host vm e2e cluster}
+# e2e before vm: the vm tier waits for the Kubernetes builds, which go on meanwhile.
+tiers=${*:-lint unit host e2e vm cluster}
 
 # The Kubernetes builds and the local Kubernetes directory made from them
 # (both node arches, a third of a first run's set-up) need only the vm and
@@ -122,7 +124,7 @@ for tier in $tiers; do
         vm) run_tier vm vm ;;
         e2e) run_tier e2e python -m pytest -q tests/e2e ;;
         cluster) run_tier cluster cluster ;;
-        *) echo "unknown tier '$tier' (lint unit host vm e2e cluster)" >&2; exit 2 ;;
+        *) echo "unknown tier '$tier' (lint unit host e2e vm cluster)" >&2; exit 2 ;;
     esac
 done
 

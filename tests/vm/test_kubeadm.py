@@ -29,6 +29,7 @@ import pytest
 
 from tests.e2e.pulumi_stack import Stack
 from tests.support import toolchain
+from tests.support.doc_blocks import marked
 from tests.support.paths import CACHE, TOOLCHAIN
 from tests.vm.qemu_vms import API_PORT_ON_HOST, LAN, USER, Vm
 
@@ -177,6 +178,14 @@ def test_up_after_destroy_forms_the_cluster_with_gvisor_pods_on_both_arches(flow
         arch = pod["spec"]["nodeSelector"]["kubernetes.io/arch"]
         node = nodes[pod["spec"]["nodeName"]]
         assert node["metadata"]["labels"]["kubernetes.io/arch"] == arch
+    # The README's look at the cluster, as a user runs it after the main job.
+    (block,) = marked("README.md", "tests/vm/test_kubeadm.py")
+    shown = subprocess.run(["sh", "-c", block.body], cwd=flow.stack.dir, env=flow.stack.env, capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    for vm in vms.values():
+        assert f"node/{vm.name}" in shown.stdout and vm.name in shown.stdout, shown.stdout
+    assert shown.stdout.count("Running") >= 2 and '"passed": true' in shown.stdout, shown.stdout
     # Each sample's sandbox is a runsc sandbox on its node (containerd's runtime of the pod).
     for vm in vms.values():
         out = vm.ssh("sudo -n sh -c 'pgrep -c -f [r]unsc-sandbox'")
