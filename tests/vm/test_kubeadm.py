@@ -8,6 +8,8 @@ tier's mirror; nothing is fetched from outside. The engine, the command
 provider and the kubernetes provider are the real ones.
 
 One flow, in order (each test needs the one before):
+0. kubeadm's floor for a control plane, refused on the 1024 MB VM by the
+   node script's preflight, which changes nothing.
 1. `up` with the worker unable to reach the API server: the join fails with
    kubeadm's reason; the control plane stays up.
 2. `destroy` after that half-formed cluster: both VMs exactly as found.
@@ -27,6 +29,8 @@ from typing import Any
 
 import pytest
 
+from components.kube.kubeadm import KubeadmNode, install_command, node_script
+from components.kube.settings import KubeadmSettings
 from tests.e2e.pulumi_stack import Stack
 from tests.support import toolchain
 from tests.support.doc_blocks import marked
@@ -126,6 +130,16 @@ def flow(vms: dict[str, Vm], mirror: tuple[str, str], tmp_path_factory: pytest.T
     }
     f.stack.init(config, vms["x86_64"].login.private_key)
     return f
+
+
+def test_a_control_plane_with_too_little_memory_is_refused_before_any_change(flow: Flow, vms: dict[str, Vm]):
+    vm = vms["aarch64"]  # 1024 MB: a worker's size
+    node = KubeadmNode(vm.name, vm.arch, "control-plane", sudo=True, pod_cidr="10.244.1.0/24", address=None)
+    out = vm.ssh(install_command(node, KubeadmSettings()), stdin=node_script())
+    assert out.returncode != 0
+    assert "a kubeadm control plane needs at least 1700 MB: give it more (qemu: memory: 2048)" in out.stderr, out.stderr
+    after = snapshot(vm)
+    assert after == flow.before[vm.arch], differences(flow.before[vm.arch], after)
 
 
 def test_a_worker_that_cannot_join_says_why_and_leaves_the_control_plane_up(flow: Flow, vms: dict[str, Vm]):
