@@ -178,7 +178,8 @@ class KubeadmCluster(pulumi.ComponentResource):
         copy = remote.CopyToRemote(
             f"{name}-{node.name}-release-copy",
             connection=machine.connection,
-            source=pulumi.FileArchive(str(plan.local_release(kubeadm, node.arch))),
+            # The trailing '/' copies the folder's contents to remote_path, not the folder into it.
+            source=pulumi.FileArchive(f"{plan.local_release(kubeadm, node.arch)}/"),
             remote_path=stage,
             triggers=triggers or None,
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
