@@ -11,7 +11,7 @@
 #   bin/cni-plugins/ the CNI plugins kubeadm's nodes use (bridge, host-local,
 #                    loopback, portmap), v1.7.1
 # (the last two each with a .version file saying what is there).
-# The cluster tier's own amd64 node takes etcd and the CNI plugins from Debian
+# The cluster tier's node takes etcd and the CNI plugins from Debian
 # (etcd-server, containernetworking-plugins; tests/setup.sh installs them).
 #
 # k8s.io/kubernetes replaces its staging modules (k8s.io/api, client-go, ...)
@@ -19,11 +19,11 @@
 # the wrapper module below requires it and points each staging module at its
 # published v0.<minor>.<patch> instead.
 #
-# --arch arm64 cross-builds what an aarch64 node runs, in a directory of its
-# own: the multi-call binary without the control plane (tag nodeonly: kubelet,
-# kubectl, kubeadm), pause, the CNI plugins v1.7.1, and into cni/ the CNI
-# plugins of the cluster tier's pod network at Debian's version (v1.1.1),
-# which that tier's amd64 node uses. The control plane stays amd64.
+# --arch arm64 cross-builds what kubeadm's aarch64 nodes run (the local
+# directory's arm64 half), in a directory of its own: the multi-call binary
+# without the control plane (tag nodeonly: kubelet, kubectl, kubeadm), pause,
+# the CNI plugins v1.7.1, and into cni/ the CNI plugins at Debian's version
+# (v1.1.1), which no test uses any more. The control plane stays amd64.
 #
 #   sh tests/toolchain/build-kubernetes.sh              build (skips what is cached)
 #   sh tests/toolchain/build-kubernetes.sh --print-dir  print the bin directory only
