@@ -30,7 +30,6 @@ from tests.support import mirror
 from tests.support.forward import Forwarder
 from tests.support.mirror import MIRROR_URL
 from tests.support.wait import wait_until
-from tests.vm.qemu_vms import GUEST_HOST
 
 NODE = "kube-node"
 NODE_IP = "10.77.0.2"  # on a bridge inside the sandbox's own network namespace
@@ -76,8 +75,8 @@ version = 3
 CNI_CONFIG_FILE = "/etc/cni/net.d/10-gvisor-fleet-test.conflist"
 
 
-def cni_config(pod_subnet: str) -> str:
-    """A node's pod network: a bridge and its own address range (pods talk to no other node here)."""
+def cni_config() -> str:
+    """The node's pod network: a bridge and its address range."""
     config = {
         "cniVersion": "1.0.0",
         "name": "gvisor-fleet-test",
@@ -87,7 +86,7 @@ def cni_config(pod_subnet: str) -> str:
                 "bridge": "cni0",
                 "isGateway": True,
                 "ipMasq": False,
-                "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_subnet}]], "routes": [{"dst": "0.0.0.0/0"}]},
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_SUBNET}]], "routes": [{"dst": "0.0.0.0/0"}]},
             },
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
@@ -103,8 +102,8 @@ def kubernetes_bin(repo: Path) -> Path:
     return out
 
 
-def kubelet_config(client_ca: str, address: str, protect_kernel_defaults: bool) -> dict[str, Any]:
-    """A node's kubelet settings: cgroupfs as containerd's runc default, no swap or eviction trouble."""
+def kubelet_config(client_ca: str) -> dict[str, Any]:
+    """The kubelet's settings: cgroupfs as containerd's runc default, no swap or eviction trouble."""
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -119,9 +118,9 @@ def kubelet_config(client_ca: str, address: str, protect_kernel_defaults: bool) 
         "failSwapOn": False,
         "failCgroupV1": False,  # this machine mounts cgroup v1 hierarchies
         "containerRuntimeEndpoint": "unix:///run/containerd/containerd.sock",
-        "address": address,
+        "address": NODE_IP,
         "healthzBindAddress": "127.0.0.1",
-        "protectKernelDefaults": protect_kernel_defaults,
+        "protectKernelDefaults": True,  # see KUBELET_SYSCTLS: never write the machine's tunables
         "serializeImagePulls": False,
         "evictionHard": {
             "memory.available": "1Mi",
@@ -137,13 +136,13 @@ def kubelet_config(client_ca: str, address: str, protect_kernel_defaults: bool) 
     }
 
 
-def kubelet_args(pki_dir: Path, node: str, node_ip: str) -> list[str]:
+def kubelet_args(pki_dir: Path) -> list[str]:
     """The kubelet's flags after its program name (config and kubeconfig files in `pki_dir`)."""
     return [
         f"--config={pki_dir / 'kubelet-config.yaml'}",
         f"--kubeconfig={pki_dir / 'kubelet.conf'}",
-        f"--hostname-override={node}",
-        f"--node-ip={node_ip}",
+        f"--hostname-override={NODE}",
+        f"--node-ip={NODE_IP}",
         "--root-dir=/var/lib/kubelet",
     ]
 
@@ -256,7 +255,7 @@ class Cluster:
         node = self.node
         node.sh(f"systemctl stop containerd; cp {self.bins.containerd}/* /usr/local/sbin/")
         node.write("/etc/containerd/config.toml", CONTAINERD_CONFIG)
-        node.write(CNI_CONFIG_FILE, cni_config(POD_SUBNET))
+        node.write(CNI_CONFIG_FILE, cni_config())
         node.sh(f"ip link add node0 type bridge && ip addr add {NODE_IP}/24 dev node0 && ip link set node0 up")
         fakes = "/run/kubelet-sysctls"
         binds = [f"mkdir -p {fakes}"]
@@ -289,8 +288,7 @@ class Cluster:
         ca = pki.CertificateAuthority()
         p = self.pki
         pki.write(p / "ca.crt", ca.cert_pem, 0o644)
-        # GUEST_HOST: a VM node (tests/cluster/vm_node.py) reaches the forwarder there.
-        hosts = ("127.0.0.1", NODE_IP, GUEST_HOST, "10.96.0.1", "localhost", "kubernetes", "kubernetes.default",
+        hosts = ("127.0.0.1", NODE_IP, "10.96.0.1", "localhost", "kubernetes", "kubernetes.default",
                  "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")  # fmt: skip
         serving = ca.issue("kube-apiserver", hosts=hosts, server=True)
         pki.write(p / "apiserver.crt", serving.cert)
@@ -375,16 +373,11 @@ class Cluster:
             ],
         )
 
-    def node_kubeconfig(self, node: str, server: str) -> str:
-        """A kubelet's kubeconfig for another node (its own client certificate), to the API server at `server`."""
-        return pki.kubeconfig(server, self._ca.cert_pem, self._ca.issue(f"system:node:{node}", "system:nodes"))
-
     def _start_kubelet(self) -> None:
         p = self.pki
-        # protectKernelDefaults: see KUBELET_SYSCTLS, never write the machine's tunables.
-        config = kubelet_config(str(p / "ca.crt"), NODE_IP, protect_kernel_defaults=True)
+        config = kubelet_config(str(p / "ca.crt"))
         pki.write(p / "kubelet-config.yaml", yaml.safe_dump(config))
-        self.daemon("kubelet", [str(self.bins.kubernetes / "kubelet"), *kubelet_args(p, NODE, NODE_IP)])
+        self.daemon("kubelet", [str(self.bins.kubernetes / "kubelet"), *kubelet_args(p)])
 
     def _start_forwarder(self) -> None:
         """A loopback port on the machine that reaches the API server inside the node."""
@@ -404,8 +397,8 @@ class Cluster:
             30,
         )
 
-    def node_ready(self, node: str = NODE) -> bool:
-        result = self.kubectl("get", "node", node, "-o", "json", check=False)
+    def node_ready(self) -> bool:
+        result = self.kubectl("get", "node", NODE, "-o", "json", check=False)
         if result.returncode != 0:
             return False
         conditions = json.loads(result.stdout)["status"].get("conditions") or []

@@ -11,7 +11,7 @@
 #   bin/cni-plugins/ the CNI plugins kubeadm's nodes use (bridge, host-local,
 #                    loopback, portmap), v1.7.1
 # (the last two each with a .version file saying what is there).
-# The cluster tier's own amd64 node takes etcd and the CNI plugins from Debian
+# The cluster tier's node takes etcd and the CNI plugins from Debian
 # (etcd-server, containernetworking-plugins; tests/setup.sh installs them).
 #
 # k8s.io/kubernetes replaces its staging modules (k8s.io/api, client-go, ...)
@@ -19,11 +19,10 @@
 # the wrapper module below requires it and points each staging module at its
 # published v0.<minor>.<patch> instead.
 #
-# --arch arm64 cross-builds what an aarch64 node runs, in a directory of its
-# own: the multi-call binary without the control plane (tag nodeonly: kubelet,
-# kubectl, kubeadm), pause, the CNI plugins v1.7.1, and into cni/ the CNI
-# plugins of the cluster tier's pod network at Debian's version (v1.1.1),
-# which that tier's amd64 node uses. The control plane stays amd64.
+# --arch arm64 cross-builds what kubeadm's aarch64 nodes run (the local
+# directory's arm64 half), in a directory of its own: the multi-call binary
+# without the control plane (tag nodeonly: kubelet, kubectl, kubeadm), pause
+# and the CNI plugins v1.7.1. The control plane stays amd64.
 #
 #   sh tests/toolchain/build-kubernetes.sh              build (skips what is cached)
 #   sh tests/toolchain/build-kubernetes.sh --print-dir  print the bin directory only
@@ -43,7 +42,6 @@ esac
 version=${GVISOR_FLEET_KUBERNETES_VERSION:-v1.37.2}
 etcd_version=v3.7.0   # kubeadm v1.37.2's etcd image is 3.7.0-0 (`kubeadm config images list`)
 cni_version=v1.7.1    # the CNI plugins of kubeadm's nodes
-cni_tier_version=v1.1.1 # Debian 12's containernetworking-plugins, which the cluster tier's amd64 node uses
 cache=${GVISOR_FLEET_CACHE:-$HOME/.cache/gvisor-fleet}
 src="$(cd "$(dirname "$0")" && pwd)/kubernetes"
 out="$cache/kubernetes-$version/bin"
@@ -67,15 +65,15 @@ need_go() { command -v go >/dev/null 2>&1 || { echo "build-kubernetes: Go is req
 # nice: the machine building this is usually shared with other work.
 go_build() { CGO_ENABLED=0 GOARCH=$arch GOFLAGS=-mod=mod nice -n 10 go build -trimpath "$@"; }
 
-# The CNI plugins VERSION into DIR, from a module of their own; with a third
-# argument, DIR/.version says the version (the cluster tier copies every file of cni/).
+# The CNI plugins VERSION into DIR, from a module of their own; DIR/.version
+# says the version.
 cni_plugins="bridge host-local loopback portmap"
 build_cni() {
     missing=""
     for plugin in $cni_plugins; do
         [ -x "$2/$plugin" ] || missing=yes
     done
-    [ -z "${3:-}" ] || [ "$(cat "$2/.version" 2>/dev/null)" = "$1" ] || missing=yes
+    [ "$(cat "$2/.version" 2>/dev/null)" = "$1" ] || missing=yes
     [ -n "$missing" ] || return 0
     need_go
     mkdir -p "$cache/cni-plugins-$1-module" "$2"
@@ -92,12 +90,9 @@ build_cni() {
     (cd "$cache/cni-plugins-$1-module" && { [ -f go.mod ] || go mod init gvisor-fleet.test/cni-plugins >/dev/null 2>&1; } &&
         go mod edit -require "github.com/containernetworking/plugins@$1" &&
         go_build -ldflags "-s -w" -o "$2/" $packages)
-    [ -z "${3:-}" ] || echo "$1" >"$2/.version"
+    echo "$1" >"$2/.version"
 }
-if [ "$arch" != amd64 ]; then
-    build_cni "$cni_tier_version" "$out/cni"
-fi
-build_cni "$cni_version" "$out/cni-plugins" marked
+build_cni "$cni_version" "$out/cni-plugins"
 
 if [ "$arch" = amd64 ] && { [ ! -x "$out/etcd/etcd" ] || [ "$(cat "$out/etcd/.version" 2>/dev/null)" != "$etcd_version" ]; }; then
     need_go
