@@ -47,7 +47,6 @@ BUILD_IMAGES = TOOLCHAIN / "build-vm-images.sh"
 BUILD_GVISOR = TOOLCHAIN / "build-gvisor.sh"
 AGENT = REPO / "components" / "gvisor" / "scripts" / "gvisor-host.sh"
 ARCHES = ("x86_64", "aarch64")
-GUEST_HOST = "10.0.2.2"  # QEMU user networking: the host's 127.0.0.1 as the guest sees it
 # The LAN of this test process's VMs: another run at the same time, or a stack's
 # VMs, are on a segment of their own.
 SEGMENT = lan_segment("gvisor-fleet-tests", f"vm-{os.getpid()}")
