@@ -10,6 +10,7 @@ import pytest
 from components.fleet.keys import generate_ed25519
 from tests.support.loopback import Server
 from tests.vm.qemu_vms import (
+    DISK_SIZE,
     FORWARDS,
     LAN,
     MEMORY,
@@ -54,7 +55,8 @@ def vms(images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> It
     login = generate_ed25519("vm-test login")
     machines = {arch: Vm(name=f"vm-{arch.replace('_', '-')}", arch=arch, images=images[arch], work=work / arch,
                          login=login,
-                         lan_address=LAN[arch], memory_mb=MEMORY[arch], forwards=FORWARDS[arch])
+                         lan_address=LAN[arch], memory_mb=MEMORY[arch], forwards=FORWARDS[arch],
+                         disk_size=DISK_SIZE[arch])
                 for arch in images}  # fmt: skip
     try:
         results = start_all(list(machines.values()))

@@ -55,6 +55,8 @@ SEGMENT = lan_segment("gvisor-fleet-tests", f"vm-{os.getpid()}")
 # its API server's port to this machine's loopback.
 LAN = {"x86_64": "192.168.76.10/24", "aarch64": "192.168.76.11/24"}
 MEMORY = {"x86_64": 2048, "aarch64": 1024}
+# Room for a kubeadm node: the copied release, the installed binaries, the images.
+DISK_SIZE = {"x86_64": "6G", "aarch64": "4G"}
 API_PORT_ON_HOST = free_port()
 FORWARDS = {"x86_64": ((API_PORT_ON_HOST, 6443),), "aarch64": ()}
 USER = "fleet"
@@ -125,6 +127,7 @@ class Vm:
     lan_address: str | None = None  # CIDR on the LAN (SEGMENT); None: no LAN NIC
     memory_mb: int = 1024
     forwards: tuple[tuple[int, int], ...] = ()  # (port on 127.0.0.1, port in the guest) besides SSH
+    disk_size: str | None = None  # grow the overlay (cloud-init grows the file system); None: the image's 2G
     segment: LanSegment = SEGMENT
     accel: str = ""
     facts: dict[str, str] = field(default_factory=dict)
@@ -150,6 +153,7 @@ class Vm:
             memory_mb=self.memory_mb,
             lan_address=self.lan_address,
             forwards=self.forwards,
+            disk_size=self.disk_size,
             boot_timeout=int(os.environ.get("GVISOR_FLEET_VM_BOOT_TIMEOUT", "900")),
         )
 

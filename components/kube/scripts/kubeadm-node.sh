@@ -489,19 +489,22 @@ fetch_checked() {
     [ "$(sha512_of "$2")" = "$want" ] || die "$1 does not match its published SHA-512; the download or the mirror is corrupt"
 }
 
-# KIND WHERE TMP: every file of the release into TMP, checked.
+# KIND WHERE TMP: checks every file of the release and prints the folder
+# holding them: TMP for downloads, the copy itself for releaseDir (already
+# on this machine's disk once; a second copy may not fit a small one).
 gather_release() {
     case $1 in
         url)
             kube=${2%%|*} cni=${2#*|}
             for name in kubeadm kubelet kubectl; do fetch_checked "$kube/$name" "$3/$name"; done
             fetch_checked "$cni" "$3/cni-plugins.tgz"
+            echo "$3"
             ;;
         dir)
             [ -f "$2/SHA512SUMS" ] || die "$2/SHA512SUMS is missing: the copy of gvisor-fleet:kubernetes.kubeadm.releaseDir is incomplete"
             (cd "$2" && sha512sum -c --quiet SHA512SUMS >&2) ||
                 die "the copy of gvisor-fleet:kubernetes.kubeadm.releaseDir in $2 does not match its SHA512SUMS; make it again"
-            cp "$2/kubeadm" "$2/kubelet" "$2/kubectl" "$2/cni-plugins.tgz" "$3/"
+            echo "$2"
             ;;
         *) die "unknown release source '$1'" ;;
     esac
@@ -563,13 +566,13 @@ cmd_install() {
     trap 'rm -rf "$tmp"' EXIT
     changed=false
     if [ "$(cat "$STATE_DIR/version" 2>/dev/null)" != "$version $3 $4" ]; then
-        gather_release "$3" "$4" "$tmp"
+        src=$(gather_release "$3" "$4" "$tmp")
         for name in kubeadm kubelet kubectl; do
-            chmod 0755 "$tmp/$name"
-            replace_file "$tmp/$name" "$BIN_DIR/$name"
+            replace_file "$src/$name" "$BIN_DIR/$name"
+            chmod 0755 "$BIN_DIR/$name"
         done
         mkdir -p "$CNI_BIN"
-        tar -C "$CNI_BIN" --no-same-owner -xzf "$tmp/cni-plugins.tgz"
+        tar -C "$CNI_BIN" --no-same-owner -xzf "$src/cni-plugins.tgz"
         [ "$3" != dir ] || import_images "$4"
         echo "$version $3 $4" > "$STATE_DIR/version"
         changed=true
