@@ -103,6 +103,13 @@ def _registration(node: KubeadmNode, node_ip: str, taints: list[Any] | None) -> 
     return registration
 
 
+def _timeouts(kubeadm: KubeadmSettings) -> dict[str, str]:
+    """Every wait kubeadm has, bounded alike: a slow machine (an emulated one) needs more than its defaults."""
+    names = ("controlPlaneComponentHealthCheck", "kubeletHealthCheck", "kubernetesAPICall", "etcdAPICall",
+             "tlsBootstrap", "discovery")  # fmt: skip
+    return {name: f"{kubeadm.timeout_seconds}s" for name in names}
+
+
 def init_config(kubeadm: KubeadmSettings, node: KubeadmNode, node_ip: str) -> str:
     """kubeadm's InitConfiguration, ClusterConfiguration and KubeletConfiguration for the control plane."""
     sans = sorted({urlsplit(api_url(kubeadm, node_ip)).hostname or node_ip, node_ip})
@@ -112,7 +119,7 @@ def init_config(kubeadm: KubeadmSettings, node: KubeadmNode, node_ip: str) -> st
         "localAPIEndpoint": {"advertiseAddress": node_ip, "bindPort": API_PORT},
         # No taint: small fleets run the samples on the control plane too.
         "nodeRegistration": _registration(node, node_ip, [] if kubeadm.schedule_on_control_plane else None),
-        "timeouts": {"controlPlaneComponentHealthCheck": f"{kubeadm.timeout_seconds}s"},
+        "timeouts": _timeouts(kubeadm),
     }
     skipped = [f"addon/{a}" for a in ("kube-proxy", "coredns") if a not in kubeadm.addons]
     if skipped:
@@ -152,7 +159,7 @@ def join_config(
             }
         },
         "nodeRegistration": _registration(node, node_ip, None),
-        "timeouts": {"tlsBootstrap": f"{kubeadm.timeout_seconds}s", "discovery": f"{kubeadm.timeout_seconds}s"},
+        "timeouts": _timeouts(kubeadm),
     }
     return _yaml_docs(doc)
 

@@ -74,7 +74,8 @@ def test_init_config_says_what_kubeadm_needs():
     assert reg["kubeletExtraArgs"] == [{"name": "node-ip", "value": "192.168.76.10"}]
     assert reg["taints"] == []  # scheduleOnControlPlane defaults to true
     assert init["skipPhases"] == ["addon/kube-proxy", "addon/coredns"]
-    assert init["timeouts"] == {"controlPlaneComponentHealthCheck": "600s"}
+    assert init["timeouts"]["controlPlaneComponentHealthCheck"] == "600s"
+    assert init["timeouts"]["kubernetesAPICall"] == "600s"
     assert cluster["kubernetesVersion"] == "v1.37.2"
     assert cluster["controlPlaneEndpoint"] == "192.168.76.10:6443"
     assert cluster["apiServer"]["certSANs"] == ["127.0.0.1", "192.168.76.10"]
