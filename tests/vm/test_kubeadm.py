@@ -10,22 +10,17 @@ provider and the kubernetes provider are the real ones.
 One flow, in order (each test needs the one before):
 0. kubeadm's floor for a control plane, refused on the 1024 MB VM by the
    node script's preflight, which changes nothing.
-1. `up` with the worker unable to reach the API server: the join fails with
-   kubeadm's reason; the control plane stays up.
+1. `up` with the worker unable to reach the API server: the control plane
+   forms (kubeadm init on the emulated x86_64 VM), the join fails with
+   kubeadm's reason, the control plane stays up with itself as its node.
 2. `destroy` after that half-formed cluster: both VMs exactly as found.
-3. `up` again (a second up after a destroy): the cluster forms, the sample
-   pods of both arches run under runsc on their nodes, the verification
-   passes for amd64 and arm64.
-4. `destroy`: both VMs exactly as found again.
 """
 
 from __future__ import annotations
 
-import json
 import shlex
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -33,8 +28,7 @@ from components.kube.kubeadm import KubeadmNode, install_command, node_script
 from components.kube.settings import KubeadmSettings
 from tests.e2e.pulumi_stack import Stack
 from tests.support import toolchain
-from tests.support.doc_blocks import marked
-from tests.support.paths import CACHE, TOOLCHAIN
+from tests.support.paths import TOOLCHAIN
 from tests.vm.qemu_vms import API_PORT_ON_HOST, LAN, USER, Vm
 
 # What the VMs must get back byte for byte: every path the kubeadm step or
@@ -43,8 +37,8 @@ from tests.vm.qemu_vms import API_PORT_ON_HOST, LAN, USER, Vm
 SNAPSHOT = r"""
 for p in /etc /usr/local/bin /opt /var/lib/kubelet /var/lib/etcd /var/lib/cni /var/lib/gvisor-fleet; do
     [ -e "$p" ] || { echo "absent $p"; continue; }
-    find "$p" -xdev \( -type f -o -type l \) ! -path '/etc/ld.so.cache' -print0 | sort -z |
-        xargs -0r sha256sum 2>/dev/null
+    find "$p" -xdev -type f ! -path '/etc/ld.so.cache' -print0 | sort -z | xargs -0r sha256sum 2>/dev/null
+    find "$p" -xdev -type l -printf '%p -> %l\n' | sort
     find "$p" -xdev -type d | sort
 done
 ip -4 route show table main | grep -v 'proto dhcp'
@@ -53,7 +47,6 @@ sysctl -n net.ipv4.ip_forward
 ctr -n k8s.io images ls -q | sort
 systemctl is-enabled kubelet 2>&1 || true
 """
-NAMESPACE = "gvisor-sandbox"
 BLOCK_API = "iptables -I OUTPUT -p tcp -d {ip} --dport 6443 -j REJECT --reject-with tcp-reset"
 
 
@@ -83,22 +76,11 @@ def machine(vm: Vm) -> dict[str, object]:
     }  # fmt: skip
 
 
-def kubectl(kubeconfig: Path, *args: str) -> Any:
-    """The set-up's own kubectl (amd64 build), reading the stack's kubeconfig output."""
-    binary = CACHE / "kubernetes-v1.37.2" / "bin" / "kubectl"
-    out = subprocess.run(
-        [str(binary), f"--kubeconfig={kubeconfig}", *args, "-o", "json"], capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
 class Flow:
     """What the steps share."""
 
     stack: Stack
     before: dict[str, str]
-    kubeconfig: Path
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +94,6 @@ def flow(vms: dict[str, Vm], mirror: tuple[str, str], tmp_path_factory: pytest.T
         assert out.returncode == 0, out.stderr
     f.before = {arch: snapshot(vm) for arch, vm in vms.items()}
     f.stack = Stack(tmp_path_factory.mktemp("kubeadm"), name="kubeadm")
-    f.kubeconfig = f.stack.work / "kubeconfig"
     config = {
         "machines": [machine(vms["x86_64"]), machine(vms["aarch64"])],
         "baseUrl": base_url,
@@ -162,51 +143,6 @@ def test_a_worker_that_cannot_join_says_why_and_leaves_the_control_plane_up(flow
 
 
 def test_destroy_after_a_half_formed_cluster_leaves_both_vms_as_found(flow: Flow, vms: dict[str, Vm]):
-    flow.stack.pulumi("destroy", "--yes", "--skip-preview", timeout=1800).check()
-    for arch, vm in vms.items():
-        after = snapshot(vm)
-        assert after == flow.before[arch], f"{vm.name} differs after destroy:\n{differences(flow.before[arch], after)}"
-
-
-def test_up_after_destroy_forms_the_cluster_with_gvisor_pods_on_both_arches(flow: Flow, vms: dict[str, Vm]):
-    flow.stack.pulumi("up", "--yes", "--skip-preview", timeout=3600).check()
-    outputs = json.loads(flow.stack.pulumi("stack", "output", "--json", "--show-secrets").check().stdout)
-    verification = outputs["kubernetesVerification"]
-    for arch in ("amd64", "arm64"):
-        assert verification[arch]["passed"] is True, verification
-    flow.kubeconfig.write_text(outputs["kubeconfig"])
-    nodes = {n["metadata"]["name"]: n for n in kubectl(flow.kubeconfig, "get", "nodes")["items"]}
-    assert set(nodes) == {vm.name for vm in vms.values()}
-    for vm in vms.values():
-        node = nodes[vm.name]
-        assert node["metadata"]["labels"]["kubernetes.io/arch"] == {"x86_64": "amd64", "aarch64": "arm64"}[vm.arch]
-        assert node["metadata"]["labels"]["gvisor-fleet/gvisor"] == "verified"
-        internal = [a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"]
-        assert internal == [LAN[vm.arch].split("/")[0]], internal
-    pods = kubectl(flow.kubeconfig, "get", "pods", "-n", NAMESPACE)["items"]
-    samples = [p for p in pods if "job-name" not in p["metadata"].get("labels", {})]
-    assert len(samples) == 2, [p["metadata"]["name"] for p in pods]
-    for pod in samples:
-        assert pod["status"]["phase"] == "Running", pod["status"]
-        assert pod["spec"]["runtimeClassName"] == "gvisor"
-        arch = pod["spec"]["nodeSelector"]["kubernetes.io/arch"]
-        node = nodes[pod["spec"]["nodeName"]]
-        assert node["metadata"]["labels"]["kubernetes.io/arch"] == arch
-    # The README's look at the cluster, as a user runs it after the main job.
-    (block,) = marked("README.md", "tests/vm/test_kubeadm.py")
-    shown = subprocess.run(["sh", "-c", block.body], cwd=flow.stack.dir, env=flow.stack.env, capture_output=True,
-                           text=True, timeout=300)  # fmt: skip
-    assert shown.returncode == 0, shown.stderr
-    for vm in vms.values():
-        assert f"node/{vm.name}" in shown.stdout and vm.name in shown.stdout, shown.stdout
-    assert shown.stdout.count("Running") >= 2 and '"passed": true' in shown.stdout, shown.stdout
-    # Each sample's sandbox is a runsc sandbox on its node (containerd's runtime of the pod).
-    for vm in vms.values():
-        out = vm.ssh("sudo -n sh -c 'pgrep -c -f [r]unsc-sandbox'")
-        assert out.returncode == 0 and int(out.stdout.strip() or 0) >= 1, f"{vm.name}: no runsc sandbox running"
-
-
-def test_destroy_leaves_both_vms_as_found(flow: Flow, vms: dict[str, Vm]):
     flow.stack.pulumi("destroy", "--yes", "--skip-preview", timeout=1800).check()
     for arch, vm in vms.items():
         after = snapshot(vm)
