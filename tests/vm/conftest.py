@@ -11,7 +11,6 @@ from components.fleet.keys import generate_ed25519
 from tests.support.loopback import Server
 from tests.vm.qemu_vms import (
     DISK_SIZE,
-    FORWARDS,
     LAN,
     MEMORY,
     Vm,
@@ -49,14 +48,12 @@ def mirror(images: dict[str, Path]) -> Iterator[tuple[str, str]]:
 def vms(images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Vm]]:
     """Both VMs, started at the same time, on one LAN; each answers SSH with its pinned host key.
 
-    One login key for both, as a stack has one (tests/vm/test_kubeadm.py runs a stack on them).
+    One login key for both, as a stack has one.
     """
     work = tmp_path_factory.mktemp("vms")
     login = generate_ed25519("vm-test login")
     machines = {arch: Vm(name=f"vm-{arch.replace('_', '-')}", arch=arch, images=images[arch], work=work / arch,
-                         login=login,
-                         lan_address=LAN[arch], memory_mb=MEMORY[arch], forwards=FORWARDS[arch],
-                         disk_size=DISK_SIZE[arch])
+                         login=login, lan_address=LAN[arch], memory_mb=MEMORY[arch], disk_size=DISK_SIZE[arch])
                 for arch in images}  # fmt: skip
     try:
         results = start_all(list(machines.values()))

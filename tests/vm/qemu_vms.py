@@ -51,14 +51,11 @@ ARCHES = ("x86_64", "aarch64")
 # VMs, are on a segment of their own.
 SEGMENT = lan_segment("gvisor-fleet-tests", f"vm-{os.getpid()}")
 # The tier's VMs on that LAN, as stacks/Pulumi.local.yaml has them; the x86_64
-# VM has what a kubeadm control plane needs (1700 MB at least) and forwards
-# its API server's port to this machine's loopback.
+# VM has what a kubeadm control plane needs (1700 MB at least).
 LAN = {"x86_64": "192.168.76.10/24", "aarch64": "192.168.76.11/24"}
 MEMORY = {"x86_64": 2048, "aarch64": 1024}
 # Room for a kubeadm node: the copied release, the installed binaries, the images.
 DISK_SIZE = {"x86_64": "6G", "aarch64": "4G"}
-API_PORT_ON_HOST = free_port()
-FORWARDS = {"x86_64": ((API_PORT_ON_HOST, 6443),), "aarch64": ()}
 USER = "fleet"
 STEPS = ("install", "docker", "containerd", "verify")  # install runs the preflight checks first
 TOOLS = (
@@ -126,7 +123,6 @@ class Vm:
     host_key: KeyPair = field(default_factory=lambda: generate_ed25519("vm-test host key"))
     lan_address: str | None = None  # CIDR on the LAN (SEGMENT); None: no LAN NIC
     memory_mb: int = 1024
-    forwards: tuple[tuple[int, int], ...] = ()  # (port on 127.0.0.1, port in the guest) besides SSH
     disk_size: str | None = None  # grow the overlay (cloud-init grows the file system); None: the image's 2G
     segment: LanSegment = SEGMENT
     accel: str = ""
@@ -152,7 +148,6 @@ class Vm:
             ssh_port=self.port,
             memory_mb=self.memory_mb,
             lan_address=self.lan_address,
-            forwards=self.forwards,
             disk_size=self.disk_size,
             boot_timeout=int(os.environ.get("GVISOR_FLEET_VM_BOOT_TIMEOUT", "900")),
         )
