@@ -196,6 +196,5 @@ class KubeadmCluster(pulumi.ComponentResource):
 
 
 def _static_address(machine: Machine) -> str | None:
-    """The machine's fleet-network address when the program knows it as a plain string."""
-    address = getattr(machine, "private_address", None)
-    return address if isinstance(address, str) else None
+    """The machine's fleet-network address when the program knows it before `up` (an EC2 IP is an Output)."""
+    return machine.private_address if isinstance(machine.private_address, str) else None
