@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -110,6 +111,33 @@ def _timeouts(kubeadm: KubeadmSettings) -> dict[str, str]:
     return {name: f"{kubeadm.timeout_seconds}s" for name in names}
 
 
+# Where the node script writes probe_patch() for each control-plane component.
+PATCHES_DIR = "/var/lib/gvisor-fleet/kubeadm/patches"
+# kubeadm's liveness probe on its static pods: every 10 s, 15 s each, a
+# restart after 8 failures in a row.
+PROBE_PERIOD = 10
+PROBE_TIMEOUT = 15
+LIVENESS_FAILURES = 8
+
+
+def probe_patch(kubeadm: KubeadmSettings) -> str:
+    """A JSON patch for each control-plane static pod: its liveness probe scaled to timeoutSeconds.
+
+    kubeadm already stretches the startup probe to its health-check timeout
+    (timeoutSeconds), but the kubelet still restarts the API server or etcd
+    after 80 seconds without an answer. A slow machine (an emulated one, a
+    small board under load) has such pauses, and every restart sets the
+    control plane back minutes while kubeadm waits for it. The liveness window
+    grows to a third of timeoutSeconds, never below kubeadm's own.
+    """
+    failures = max(LIVENESS_FAILURES, -(-kubeadm.timeout_seconds // (3 * PROBE_PERIOD)))
+    ops = [
+        {"op": "replace", "path": "/spec/containers/0/livenessProbe/failureThreshold", "value": failures},
+        {"op": "replace", "path": "/spec/containers/0/livenessProbe/timeoutSeconds", "value": 2 * PROBE_TIMEOUT},
+    ]
+    return json.dumps(ops)
+
+
 def init_config(kubeadm: KubeadmSettings, node: KubeadmNode, node_ip: str) -> str:
     """kubeadm's InitConfiguration, ClusterConfiguration and KubeletConfiguration for the control plane."""
     sans = sorted({urlsplit(api_url(kubeadm, node_ip)).hostname or node_ip, node_ip})
@@ -120,6 +148,7 @@ def init_config(kubeadm: KubeadmSettings, node: KubeadmNode, node_ip: str) -> st
         # No taint: small fleets run the samples on the control plane too.
         "nodeRegistration": _registration(node, node_ip, [] if kubeadm.schedule_on_control_plane else None),
         "timeouts": _timeouts(kubeadm),
+        "patches": {"directory": PATCHES_DIR},
     }
     skipped = [f"addon/{a}" for a in ("kube-proxy", "coredns") if a not in kubeadm.addons]
     if skipped:
@@ -201,7 +230,8 @@ def network_command(node: KubeadmNode, pod_subnet: str, peers: Mapping[str, str]
 
 def init_command(node: KubeadmNode, kubeadm: KubeadmSettings, node_ip: str) -> str:
     config = _b64(init_config(kubeadm, node, node_ip))
-    return agent_command("init", node.name, config, str(kubeadm.timeout_seconds), sudo=node.sudo)
+    patch = _b64(probe_patch(kubeadm))
+    return agent_command("init", node.name, config, str(kubeadm.timeout_seconds), patch, sudo=node.sudo)
 
 
 def join_token_command(cp: KubeadmNode, worker: str) -> str:

@@ -68,11 +68,48 @@ class Run:
             result.setdefault(urn.rsplit("::", 1)[-1], set()).add(str(meta.get("op")))
         return result
 
+    def step_seconds(self) -> dict[str, int]:
+        """Resource name -> seconds from the engine's start of its step to its outputs (or failure)."""
+        started: dict[str, int] = {}
+        took: dict[str, int] = {}
+        for event in self.events:
+            stamp = event.get("timestamp")
+            for kind in ("resourcePreEvent", "resOutputsEvent", "resOpFailedEvent"):
+                body = event.get(kind)
+                if not isinstance(body, dict) or not isinstance(stamp, int):
+                    continue
+                name = str(body.get("metadata", {}).get("urn", "")).rsplit("::", 1)[-1]
+                if kind == "resourcePreEvent":
+                    started[name] = stamp
+                elif name in started:
+                    took[name] = stamp - started[name]
+        return took
+
+    def errors(self) -> str:
+        """The engine's error diagnostics, each with the lines under it, without Python tracebacks.
+
+        A failed step's own message sits in the middle of a long output, above the
+        tracebacks of the program being cancelled: this is what to show.
+        """
+        kept: list[str] = []
+        in_error = False
+        for line in self.output.splitlines():
+            text = line.strip()
+            if text.startswith("error:"):
+                in_error = True
+            elif not text or text.startswith(("Traceback", "File ", "During handling", "Resources:", "Outputs:")):
+                in_error = False
+            elif line.startswith("  ") and text.endswith("):") and "(" in text:
+                in_error = False  # the next resource's diagnostics heading
+            if in_error:
+                kept.append(line)
+        return "\n".join(kept)[-12000:]
+
     def check(self) -> Run:
         if self.returncode != 0:
             raise AssertionError(
                 f"`pulumi {shlex.join(self.args)}` failed ({self.returncode}) after {self.seconds:.1f}s:\n"
-                f"{self.stdout[-6000:]}\n{self.stderr[-4000:]}"
+                f"{self.errors() or self.stdout[-6000:]}\n{self.stderr[-4000:]}"
             )
         return self
 

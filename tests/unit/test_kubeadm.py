@@ -6,6 +6,7 @@ What kubeadm does with them runs for real in the vm tier (tests/vm/test_kubeadm.
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pulumi
@@ -81,6 +82,23 @@ def test_init_config_says_what_kubeadm_needs():
     assert cluster["apiServer"]["certSANs"] == ["127.0.0.1", "192.168.76.10"]
     assert cluster["networking"] == {"podSubnet": "10.244.0.0/16", "serviceSubnet": "10.96.0.0/12"}
     assert kubelet["cgroupDriver"] == "cgroupfs"
+
+
+def test_the_control_planes_liveness_probes_scale_with_timeout_seconds_never_below_kubeadms():
+    init, _, _ = yaml.safe_load_all(plan.init_config(settings(), node(), "10.0.0.5"))
+    assert init["patches"] == {"directory": plan.PATCHES_DIR}
+    assert "STATE_DIR=/var/lib/gvisor-fleet/kubeadm\n" in plan.node_script()
+    assert "PATCHES_DIR=$STATE_DIR/patches " in plan.node_script() and plan.PATCHES_DIR.endswith("/kubeadm/patches")
+    ops = {op["path"]: op["value"] for op in json.loads(plan.probe_patch(settings(timeoutSeconds=900)))}
+    assert ops == {
+        "/spec/containers/0/livenessProbe/failureThreshold": 30,  # 300 s without an answer
+        "/spec/containers/0/livenessProbe/timeoutSeconds": 30,
+    }
+    small = json.loads(plan.probe_patch(settings(timeoutSeconds=120)))
+    assert small[0]["value"] == 8  # kubeadm's own
+    # The script gets the patch as init's fourth argument, base64.
+    command = plan.init_command(node(), settings(timeoutSeconds=900), "10.0.0.5")
+    assert base64.b64encode(plan.probe_patch(settings(timeoutSeconds=900)).encode()).decode() in command
 
 
 def test_init_config_keeps_kubeadms_taint_and_addons_when_asked():

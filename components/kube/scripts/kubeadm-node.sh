@@ -42,6 +42,7 @@ CRI_SOCKET=unix:///run/containerd/containerd.sock
 STATE_DIR=/var/lib/gvisor-fleet/kubeadm
 BACKUP_DIR=$STATE_DIR/backup
 SCRATCH=$STATE_DIR/scratch
+PATCHES_DIR=$STATE_DIR/patches # components/kube/kubeadm.py's PATCHES_DIR
 LOCK=/run/gvisor-fleet/kubeadm.lock
 # What this script and kubeadm write: each is backed up before the first
 # write and restored by reset (a folder whole, as it was, or removed).
@@ -729,7 +730,16 @@ write_config() {
     printf '%s' "$1" | base64 -d > "$2"
 }
 
-# NODE CONFIG_B64 TIMEOUT
+# The control plane's static pods get the program's probe patch (kubeadm's
+# patches directory, named in the init config), one copy per component.
+write_probe_patches() {
+    mkdir -p "$PATCHES_DIR"
+    for component in etcd kube-apiserver kube-controller-manager kube-scheduler; do
+        write_config "$1" "$PATCHES_DIR/$component+json.json"
+    done
+}
+
+# NODE CONFIG_B64 TIMEOUT PATCH_B64
 cmd_init() {
     budget_start $(($3 + 300))
     take_lock
@@ -740,6 +750,7 @@ cmd_init() {
         return 0
     fi
     write_config "$2" "$STATE_DIR/init.yaml"
+    write_probe_patches "$4"
     log "kubeadm init on $1 (bounded: ${3}s for the control plane to come up)"
     if ! timeout "$(remaining)" "$BIN_DIR/kubeadm" init --config "$STATE_DIR/init.yaml" > "$SCRATCH/init.log" 2>&1; then
         cat "$SCRATCH/init.log" >&2

@@ -23,7 +23,16 @@ write_config() {
     printf '%s' "$1" | base64 -d > "$2"
 }
 
-# NODE CONFIG_B64 TIMEOUT
+# The control plane's static pods get the program's probe patch (kubeadm's
+# patches directory, named in the init config), one copy per component.
+write_probe_patches() {
+    mkdir -p "$PATCHES_DIR"
+    for component in etcd kube-apiserver kube-controller-manager kube-scheduler; do
+        write_config "$1" "$PATCHES_DIR/$component+json.json"
+    done
+}
+
+# NODE CONFIG_B64 TIMEOUT PATCH_B64
 cmd_init() {
     budget_start $(($3 + 300))
     take_lock
@@ -34,6 +43,7 @@ cmd_init() {
         return 0
     fi
     write_config "$2" "$STATE_DIR/init.yaml"
+    write_probe_patches "$4"
     log "kubeadm init on $1 (bounded: ${3}s for the control plane to come up)"
     if ! timeout "$(remaining)" "$BIN_DIR/kubeadm" init --config "$STATE_DIR/init.yaml" > "$SCRATCH/init.log" 2>&1; then
         cat "$SCRATCH/init.log" >&2

@@ -26,6 +26,7 @@ CRI_SOCKET=unix:///run/containerd/containerd.sock
 STATE_DIR=/var/lib/gvisor-fleet/kubeadm
 BACKUP_DIR=$STATE_DIR/backup
 SCRATCH=$STATE_DIR/scratch
+PATCHES_DIR=$STATE_DIR/patches # components/kube/kubeadm.py's PATCHES_DIR
 LOCK=/run/gvisor-fleet/kubeadm.lock
 # What this script and kubeadm write: each is backed up before the first
 # write and restored by reset (a folder whole, as it was, or removed).
