@@ -287,7 +287,7 @@ KUBEADM = (
     Setting("scheduleOnControlPlane", Flag(), "Let pods (the samples too) run on the control-plane machine.",
             True),
     Setting("timeoutSeconds", Whole(120, 3600, "seconds"), "Bound of each kubeadm step (init, join, a node "
-            "becoming Ready).", 600),
+            "becoming Ready); the control plane's liveness probes allow a third of it.", 600),
 )  # fmt: skip
 FIELDS = (
     Setting("enabled", Flag(), "Deploy the Kubernetes layer.", True, doc_default="true (when the object is set)"),
