@@ -255,6 +255,15 @@ class NodeInstaller(pulumi.ComponentResource):
             subjects=rb["subjects"],
             opts=opts_(role, account),
         )
+        er, erb = installer_plan.event_role(s), installer_plan.role_binding(s, installer_plan.EVENT_NAMESPACE)
+        event_role = k8s.rbac.v1.Role(f"{name}-event-role", metadata=er["metadata"], rules=er["rules"], opts=opts_())
+        event_binding = k8s.rbac.v1.RoleBinding(
+            f"{name}-event-binding",
+            metadata=erb["metadata"],
+            role_ref=erb["roleRef"],
+            subjects=erb["subjects"],
+            opts=opts_(event_role, account),
+        )
         vap, vapb = installer_plan.admission_policy(s), installer_plan.admission_policy_binding(s)
         policy = k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
             f"{name}-node-policy", metadata=vap["metadata"], spec=vap["spec"], opts=opts_()
@@ -267,7 +276,7 @@ class NodeInstaller(pulumi.ComponentResource):
             f"{name}-config", metadata=cm["metadata"], data=cm["data"], opts=opts_(namespace)
         )
         # No node is patched before the policy that confines the patch is in force.
-        before = [namespace, account, cluster_binding, binding, policy_binding, config]
+        before = [namespace, account, cluster_binding, binding, event_binding, policy_binding, config]
         ds = installer_plan.daemonset(s, gv)
         self.installer = k8s.apps.v1.DaemonSet(
             f"{name}-daemonset", metadata=ds["metadata"], spec=ds["spec"], opts=opts_(*before)

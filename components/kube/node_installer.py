@@ -45,6 +45,8 @@ CLEANUP_NAME = "gvisor-fleet-node-cleanup"
 RELEASE_LABEL = "gvisor-fleet/release"
 STATE_ANNOTATION = "gvisor-fleet/install-state"
 REASON_ANNOTATION = "gvisor-fleet/install-reason"
+# Events about a node (cluster-scoped) must be in `default` (the API server's rule).
+EVENT_NAMESPACE = "default"
 # Where the service-account token of a pod names the pod's node (Kubernetes 1.30+).
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 CONFIG_DIR = "/etc/gvisor-fleet"
@@ -163,23 +165,37 @@ def cluster_role_binding(s: KubeSettings) -> Manifest:
 
 
 def role(s: KubeSettings) -> Manifest:
-    """In its namespace: record Events, and read whether the cleanup DaemonSet is being deleted."""
+    """In its namespace: read whether the cleanup DaemonSet is being deleted, nothing else."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": {"name": NAME, "namespace": _installer(s).namespace, "labels": labels("node-installer")},
         "rules": [
-            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
             {"apiGroups": ["apps"], "resources": ["daemonsets"], "resourceNames": [CLEANUP_NAME], "verbs": ["get"]},
         ],
     }
 
 
-def role_binding(s: KubeSettings) -> Manifest:
+def event_role(s: KubeSettings) -> Manifest:
+    """Create Events in `default`: the API server keeps an Event about a node (cluster-scoped) only there."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": NAME, "namespace": EVENT_NAMESPACE, "labels": labels("node-installer")},
+        "rules": [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}],
+    }
+
+
+def role_binding(s: KubeSettings, namespace: str | None = None) -> Manifest:
+    """The service account's Role in its own namespace (or, given, in `namespace`)."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": {"name": NAME, "namespace": _installer(s).namespace, "labels": labels("node-installer")},
+        "metadata": {
+            "name": NAME,
+            "namespace": namespace or _installer(s).namespace,
+            "labels": labels("node-installer"),
+        },
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
         "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": _installer(s).namespace}],
     }
@@ -300,6 +316,7 @@ def _env(s: KubeSettings, gv: GvisorSettings) -> list[dict[str, Any]]:
         "REASON_ANNOTATION": REASON_ANNOTATION,
         "HANDLER": s.handler,
         "CLEANUP_DAEMONSET": CLEANUP_NAME,
+        "EVENT_NAMESPACE": EVENT_NAMESPACE,
         "PATH": NODE_PATH,
     }
     return [
@@ -388,6 +405,8 @@ def installer_manifests(s: KubeSettings, gv: GvisorSettings) -> list[Manifest]:
         cluster_role_binding(s),
         role(s),
         role_binding(s),
+        event_role(s),
+        role_binding(s, EVENT_NAMESPACE),
         admission_policy(s),
         admission_policy_binding(s),
         config_map(s, gv),

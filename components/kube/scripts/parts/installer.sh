@@ -55,12 +55,13 @@ patch_node() {
         -p "{\"metadata\":{\"labels\":{$1},\"annotations\":{$2}}}" >/dev/null
 }
 
-# An Event on the node, in the installer's namespace: TYPE REASON MESSAGE.
+# An Event on the node (in EVENT_NAMESPACE, where the API server keeps
+# Events about cluster-scoped objects): TYPE REASON MESSAGE.
 node_event() {
     _uid=$(kubectl get node "$NODE_NAME" -o jsonpath='{.metadata.uid}' 2>/dev/null || true)
     _now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     kubectl create -f - >/dev/null <<JSON || log "could not record the event (the outcome is on the node's annotations)"
-{"apiVersion":"v1","kind":"Event","metadata":{"generateName":"gvisor-fleet-installer.","namespace":"$POD_NAMESPACE"},
+{"apiVersion":"v1","kind":"Event","metadata":{"generateName":"gvisor-fleet-installer.","namespace":"$EVENT_NAMESPACE"},
  "involvedObject":{"apiVersion":"v1","kind":"Node","name":"$NODE_NAME","uid":"$_uid"},
  "type":"$1","reason":"$2","message":"$(json_text "$3")","source":{"component":"gvisor-fleet-installer","host":"$NODE_NAME"},
  "firstTimestamp":"$_now","lastTimestamp":"$_now","count":1}
