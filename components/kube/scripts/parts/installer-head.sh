@@ -14,12 +14,13 @@ SCRIPT_NAME=node-installer
 CONFIG_DIR=${INSTALLER_CONFIG_DIR:-/etc/gvisor-fleet}
 AGENT="$CONFIG_DIR/gvisor-host.sh"
 # The node's folder for the agent's copy (volatile: a reboot clears it), and
-# where the pod sees it (a hostPath volume).
-NODE_DIR=/run/gvisor-fleet/installer
+# where the pod sees it (a hostPath volume). The INSTALLER_* overrides are
+# for tests that run this script outside a pod.
+NODE_DIR=${INSTALLER_NODE_DIR:-/run/gvisor-fleet/installer}
 POD_DIR=${INSTALLER_POD_DIR:-/node-run}
 # Present only while the node is verified: the pod's readiness probe reads it,
 # so a rollout stops at a node that fails.
-READY_FILE=/tmp/gvisor-fleet-verified
+READY_FILE=${INSTALLER_READY_FILE:-/tmp/gvisor-fleet-verified}
 # The API server may take a while to answer a node that just joined.
 STEP_TIMEOUT=120
 STEP_START=$(date +%s)

@@ -2,12 +2,15 @@
 # The installer's steps: the agent on the node, the node's labels, its story.
 
 # The agent as the DaemonSet was made with it, copied to the node; its copy
-# checks itself against the hash in its name again before every step.
+# checks itself against the hash in its name again before every step. Any
+# other agent is refused: REFUSE (a function) tells the node why first.
 copy_agent() {
     _sum=$(sha256sum < "$AGENT")
     _sum=${_sum%% *}
-    [ "$_sum" = "$AGENT_SHA256" ] ||
+    if [ "$_sum" != "$AGENT_SHA256" ]; then
+        "$1" "the agent in the ConfigMap is not the one this DaemonSet was made with" || true
         die "the agent in the ConfigMap has SHA-256 $_sum, not $AGENT_SHA256 this DaemonSet was made with; run pulumi up to put it back"
+    fi
     _name=gvisor-host-$(printf '%.16s' "$_sum")
     mkdir -p "$POD_DIR"
     cp "$AGENT" "$POD_DIR/.$_name.tmp"
@@ -109,7 +112,7 @@ cmd_install() {
         refuse_node "no steps for architecture $_arch; add it to gvisor-fleet:kubernetes.nodeInstaller.arches"
         return 0
     fi
-    copy_agent
+    copy_agent refuse_node
     while IFS= read -r _line; do
         [ -n "$_line" ] || continue
         if ! agent_line "$_line"; then
@@ -126,6 +129,15 @@ cmd_install() {
     : > "$READY_FILE"
     log "node $NODE_NAME verified: gVisor $(fact_of runsc_version) through containerd; labelled $NODE_LABEL=verified"
     node_event Normal GvisorVerified "gVisor $RELEASE installed and verified on node $NODE_NAME"
+}
+
+# The node could not be put back: no sandbox may land on it any more, and it
+# says why (its annotations, an Event, the pod's log) before the pod goes.
+restore_failed() {
+    patch_node "\"$NODE_LABEL\":null,\"$RELEASE_LABEL\":null" \
+        "\"$STATE_ANNOTATION\":\"restore-failed\",\"$REASON_ANNOTATION\":\"$(json_text "$1")\"" || true
+    node_event Warning GvisorRestoreFailed "gVisor could not be removed from node $NODE_NAME: $1"
+    die "node $NODE_NAME not restored: $1"
 }
 
 # On its pod's stop: only when the cleanup DaemonSet itself is being deleted
@@ -147,10 +159,10 @@ cmd_cleanup() {
     if [ "$(kubectl get node "$NODE_NAME" -o "jsonpath={.metadata.annotations.gvisor-fleet/install-state}" 2>/dev/null || true)" = gke-sandbox ]; then
         log "node $NODE_NAME runs GKE Sandbox: nothing of ours to remove but the labels"
     else
-        copy_agent
+        copy_agent restore_failed
         while IFS= read -r _line; do
             [ -n "$_line" ] || continue
-            agent_line "$_line" || die "$(last_error "restoring node $NODE_NAME failed: $_line")"
+            agent_line "$_line" || restore_failed "$(last_error "the agent's step failed: $_line")"
         done < "$CONFIG_DIR/restore"
         rm -rf "$POD_DIR"/gvisor-host-* "$POD_DIR"/.gvisor-host-*
     fi
@@ -162,8 +174,11 @@ cmd_cleanup() {
 wait_for_stop() {
     # shellcheck disable=SC2064 # the handler's name is fixed now, on purpose
     trap "$1; exit 0" TERM INT
+    # The sleeper goes too (outside a pod, nothing else would end it).
+    trap 'kill "$SLEEPER" 2>/dev/null || true' EXIT
     while :; do
         sleep 3600 &
-        wait $! || true
+        SLEEPER=$!
+        wait "$SLEEPER" || true
     done
 }
