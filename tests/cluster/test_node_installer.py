@@ -10,7 +10,11 @@ back byte for byte before the installer goes. The steps run in order, each
 on what the one before left.
 
 No kube-proxy runs here: the one iptables rule that sends the `kubernetes`
-Service's address to the API server is a stand-in for it, named as one.
+Service's address to the API server is a stand-in for it, named as one. The
+node's systemctl is the host tier's stand-in, which starts containerd as a
+child of its caller; systemd starts a unit in a cgroup of its own, so a
+daemon restarted from a pod outlives the pod. A wrapper gives the stand-in
+that too: it joins the node's root cgroups before it starts anything.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from tests.cluster.node import (
 )
 from tests.e2e.pulumi_stack import Stack
 from tests.support import oci
-from tests.support.mirror import MIRROR_ROOT, MIRROR_URL, Releases
+from tests.support.mirror import MIRROR_PORT, MIRROR_ROOT, MIRROR_URL, Releases
 from tests.support.paths import REPO
 from tests.support.wait import wait_until
 
@@ -54,6 +58,10 @@ PREFIX = "/usr/local/bin"
 WATCHED = ("/etc/containerd/config.toml", "/etc/containerd/runsc.toml", f"{PREFIX}/runsc",
            f"{PREFIX}/containerd-shim-runsc-v1")  # fmt: skip
 OTHER_NODE = "other-node"
+SYSTEMCTL_IN_OWN_CGROUP = """#!/bin/sh
+for f in /sys/fs/cgroup/*/cgroup.procs; do echo $$ > "$f"; done 2>/dev/null
+exec /usr/local/sbin/systemctl-sandbox "$@"
+"""
 
 
 def installer_image(path: Path, kubectl: Path) -> Path:
@@ -104,6 +112,9 @@ def live(tmp_path_factory: pytest.TempPathFactory, releases: Releases, container
     cluster = Cluster(work / "cluster", bins, MIRROR_ROOT, releases.current)
     try:
         cluster.start(converge_host=False)  # containerd without any gVisor runtime
+        cluster.sh("mv /usr/local/sbin/systemctl /usr/local/sbin/systemctl-sandbox")
+        cluster.node.write("/usr/local/sbin/systemctl", SYSTEMCTL_IN_OWN_CGROUP)
+        cluster.sh("chmod 755 /usr/local/sbin/systemctl")
         # Stand-in for kube-proxy: the `kubernetes` Service's address reaches the API server.
         cluster.sh(
             f"ip route add {SERVICE_RANGE} dev node0 && iptables -t nat -A OUTPUT -d {SERVICE_IP}/32 -p tcp "
@@ -222,6 +233,50 @@ def test_the_installers_token_patches_only_its_own_node_and_labels(live: Live):
     finally:
         c.kubectl("delete", "node", OTHER_NODE, check=False)
     live.done.add("policy")
+
+
+def node_state(c: Cluster) -> tuple[str | None, str | None, str | None]:
+    meta = node(c)["metadata"]
+    annotations = meta.get("annotations", {})
+    return (
+        meta["labels"].get("gvisor-fleet/gvisor"),
+        annotations.get(plan.STATE_ANNOTATION),
+        annotations.get(plan.REASON_ANNOTATION),
+    )
+
+
+def restart_installer(c: Cluster) -> None:
+    c.kubectl("delete", "pod", "-n", INSTALLER_NS, "-l", "app.kubernetes.io/component=node-installer", "--wait=true")
+
+
+def test_a_broken_node_stays_unlabelled_says_why_and_recovers_without_up(live: Live):
+    require(live, "up")
+    c = live.cluster
+    block = f"OUTPUT -p tcp --dport {MIRROR_PORT} -j REJECT"
+    c.sh(f"iptables -I {block}")  # the release cannot be fetched on this node any more
+    try:
+        restart_installer(c)
+        assert wait_until(lambda: node_state(c)[1] == "failed", 180, 1), (node_state(c), installer_log(c))
+        label, _, reason = node_state(c)
+        assert label is None and reason, (label, reason)
+        events = c.kubectl_json("get", "events", "-n", "default", "--field-selector", "reason=GvisorInstallFailed")
+        messages = [e["message"] for e in events["items"]]
+        assert messages and messages[-1] == f"gVisor not installed on node {NODE}: {reason}", messages
+        assert f"node {NODE} NOT verified: {reason}" in installer_log(c)
+        pods = c.kubectl_json("get", "pods", "-n", INSTALLER_NS, "-l", "app.kubernetes.io/component=node-installer")
+        (ready,) = [cond for cond in pods["items"][0]["status"]["conditions"] if cond["type"] == "Ready"]
+        assert ready["status"] == "False"
+        # The node's runtime keeps working: the sandbox started before is still running.
+        pod = c.kubectl_json("get", "pod", "-n", SANDBOX_NS, "gvisor-sample-amd64")
+        assert pod["status"]["phase"] == "Running"
+        print(f"broken node: unlabelled, reason: {reason}")
+    finally:
+        c.sh(f"iptables -D {block}")
+    start = time.monotonic()
+    restart_installer(c)
+    assert wait_until(lambda: node_state(c) == ("verified", "verified", None), 180, 1), node_state(c)
+    live.figures["recovered_seconds"] = time.monotonic() - start
+    print(f"recovered without `up`: {live.figures['recovered_seconds']:.0f}s")
 
 
 def test_destroy_puts_the_node_back_before_the_installer_goes(live: Live):

@@ -55,6 +55,7 @@ case "$*" in
   *"sandbox\\.gke\\.io/runtime"*) printf '%s' "${GKE:-}" ;;
   *"install-state"*) printf '%s' "${INSTALL_STATE:-}" ;;
   *"metadata.uid"*) printf 'uid-1' ;;
+  *"containerRuntimeVersion"*) printf '%s' "${RUNTIME_VERSION:-containerd://2.1.4}" ;;
 esac
 """
 
@@ -140,6 +141,8 @@ def pod(tmp_path: Path) -> Pod:
         "INSTALLER_POD_DIR": str(node_dir),
         "INSTALLER_NODE_DIR": str(node_dir),
         "INSTALLER_READY_FILE": str(tmp_path / "ready"),
+        "INSTALLER_RANCHER_DIR": str(tmp_path / "rancher"),
+        "INSTALLER_SYSTEMD_DIR": str(tmp_path),  # a node run by systemd
         "CALLS": str(tmp_path / "calls"),
         "RAN": str(tmp_path / "ran"),
         "AGENT_SHA256": hashlib.sha256(STUB_AGENT.encode()).hexdigest(),
@@ -214,6 +217,34 @@ def test_an_unknown_architecture_is_refused(pod: Pod):
     (patch,) = pod.patches()
     assert patch["metadata"]["annotations"][plan.REASON_ANNOTATION].startswith(  # type: ignore[index]
         f"no steps for architecture {platform.machine()}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("runtime", "rancher", "reason"),
+    [
+        ("cri-o://1.33.0", None, "the node's container runtime is cri-o://1.33.0, not containerd"),
+        ("docker://28.0.1", None, "the node's container runtime is docker://28.0.1, not containerd"),
+        ("containerd://2.0.5-k3s1", "k3s", "a k3s node: its containerd config is generated from a template"),
+        ("containerd://2.0.5-k3s1", "rke2", "a rke2 node: its containerd config is generated from a template"),
+    ],
+)
+def test_layouts_it_cannot_handle_safely_are_refused_untouched(pod: Pod, runtime, rancher, reason):
+    if rancher:
+        (pod.root / "rancher" / rancher / "agent/etc/containerd").mkdir(parents=True)
+    pod.install(RUNTIME_VERSION=runtime)
+    assert pod.ran() == []
+    (patch,) = pod.patches()
+    assert patch["metadata"]["labels"]["gvisor-fleet/gvisor"] is None  # type: ignore[index]
+    assert patch["metadata"]["annotations"][plan.REASON_ANNOTATION].startswith(reason)  # type: ignore[index]
+
+
+def test_a_node_without_systemd_is_refused_untouched(pod: Pod):
+    pod.install(INSTALLER_SYSTEMD_DIR=str(pod.root / "no-systemd"))
+    assert pod.ran() == []
+    (patch,) = pod.patches()
+    assert patch["metadata"]["annotations"][plan.REASON_ANNOTATION].startswith(  # type: ignore[index]
+        "the node's services are not run by systemd"
     )
 
 

@@ -29,6 +29,10 @@ POD_DIR=${INSTALLER_POD_DIR:-/node-run}
 # Present only while the node is verified: the pod's readiness probe reads it,
 # so a rollout stops at a node that fails.
 READY_FILE=${INSTALLER_READY_FILE:-/tmp/gvisor-fleet-verified}
+# Where k3s and RKE2 keep their agents' state on a node.
+RANCHER_DIR=${INSTALLER_RANCHER_DIR:-/var/lib/rancher}
+# Present on a node whose services systemd runs.
+SYSTEMD_DIR=${INSTALLER_SYSTEMD_DIR:-/run/systemd/system}
 # The API server may take a while to answer a node that just joined.
 STEP_TIMEOUT=120
 STEP_START=$(date +%s)
@@ -193,6 +197,35 @@ gke_sandbox() {
     return 0
 }
 
+# Why this node's layout cannot be handled safely, or nothing. The kubelet
+# must run pods through the containerd the agent configures: a node whose
+# runtime is another (CRI-O, cri-dockerd), a node without systemd, or a
+# k3s/RKE2 node (its own containerd, config generated from a template at each
+# start) is refused, never half-done on a containerd the kubelet does not use.
+layout_problem() {
+    _runtime=$(kubectl get node "$NODE_NAME" -o 'jsonpath={.status.nodeInfo.containerRuntimeVersion}' 2>/dev/null || true)
+    case $_runtime in
+        containerd://* | "") ;;
+        *)
+            printf "the node's container runtime is %s, not containerd; gVisor is installed for containerd only" "$_runtime"
+            return 0
+            ;;
+    esac
+    # systemd restarts containerd in a cgroup of its own; another service
+    # manager would start it as a child of this pod, and it would stop with it.
+    if ! on_node test -d "$SYSTEMD_DIR"; then
+        printf "the node's services are not run by systemd: a containerd restarted from this pod would stop with the pod"
+        return 0
+    fi
+    for _dist in k3s rke2; do
+        if on_node test -d "$RANCHER_DIR/$_dist/agent/etc/containerd"; then
+            printf "a %s node: its containerd config is generated from a template under %s/%s/agent/etc/containerd, which this installer does not write; install it over SSH (cluster: k3s) instead" "$_dist" "$RANCHER_DIR" "$_dist"
+            return 0
+        fi
+    done
+    return 1
+}
+
 cmd_install() {
     FACTS=$(mktemp)
     ERRORS=$(mktemp)
@@ -200,6 +233,10 @@ cmd_install() {
     wait_for "the API server" 120 kubectl get node "$NODE_NAME" ||
         die "cannot read node $NODE_NAME through the API server within 120 s; check that the pod reaches the API server (kubectl logs shows its errors when run by hand: kubectl get node $NODE_NAME)"
     if gke_sandbox; then return 0; fi
+    if _why=$(layout_problem); then
+        refuse_node "$_why"
+        return 0
+    fi
     _arch=$(uname -m)
     _steps="$CONFIG_DIR/steps-$_arch"
     if [ ! -f "$_steps" ]; then
