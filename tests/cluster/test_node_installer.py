@@ -85,7 +85,8 @@ def installer_image(path: Path, kubectl: Path) -> Path:
 class Live:
     cluster: Cluster
     stack: Stack
-    release: str
+    releases: Releases
+    config: dict[str, Any]
     as_found: dict[str, bytes | None] = field(default_factory=dict)
     labels_as_found: dict[str, str] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)
@@ -124,22 +125,21 @@ def live(tmp_path_factory: pytest.TempPathFactory, releases: Releases, container
         cluster.sh(f"ctr -n k8s.io images import {archive} >/dev/null")
         stack = Stack(work / "stack")
         stack.pulumi("stack", "init", stack.name, "--secrets-provider", "passphrase").check()
-        stack.set_config(
-            {
-                "machines": [],
-                "baseUrl": MIRROR_URL,
-                "release": releases.current,
-                "verifyImage": SAMPLE_IMAGE,
-                "containerd": "required",
-                "kubernetes": {
-                    "cluster": "existing",
-                    "sampleImage": SAMPLE_IMAGE,
-                    "nodeInstaller": {"image": INSTALLER_IMAGE},
-                },
-            }
-        )
+        config: dict[str, Any] = {
+            "machines": [],
+            "baseUrl": MIRROR_URL,
+            "release": releases.current,
+            "verifyImage": SAMPLE_IMAGE,
+            "containerd": "required",
+            "kubernetes": {
+                "cluster": "existing",
+                "sampleImage": SAMPLE_IMAGE,
+                "nodeInstaller": {"image": INSTALLER_IMAGE},
+            },
+        }
+        stack.set_config(config)
         stack.pulumi("config", "set", "--secret", "kubeconfig", stdin=cluster.kubeconfig).check()
-        live = Live(cluster, stack, releases.current)
+        live = Live(cluster, stack, releases, config)
         live.as_found = {p: cluster.node.read(p) for p in WATCHED}
         live.labels_as_found = cluster.kubectl_json("get", "node", NODE)["metadata"]["labels"]
         yield live
@@ -167,7 +167,7 @@ def test_up_installs_verifies_and_labels_the_node(live: Live):
     assert outputs["kubernetesVerification"]["amd64"]["passed"] is True, outputs  # type: ignore[index]
     n = node(c)
     labels, annotations = n["metadata"]["labels"], n["metadata"].get("annotations", {})
-    assert labels["gvisor-fleet/gvisor"] == "verified" and labels[plan.RELEASE_LABEL] == live.release, labels
+    assert labels["gvisor-fleet/gvisor"] == "verified" and labels[plan.RELEASE_LABEL] == live.releases.current, labels
     assert annotations[plan.STATE_ANNOTATION] == "verified" and plan.REASON_ANNOTATION not in annotations
     # The agent did on the node what the SSH path does: runsc, the shim, containerd's runtime table.
     assert c.node.read(f"{PREFIX}/runsc") and c.node.read(f"{PREFIX}/containerd-shim-runsc-v1")
@@ -277,6 +277,31 @@ def test_a_broken_node_stays_unlabelled_says_why_and_recovers_without_up(live: L
     assert wait_until(lambda: node_state(c) == ("verified", "verified", None), 180, 1), node_state(c)
     live.figures["recovered_seconds"] = time.monotonic() - start
     print(f"recovered without `up`: {live.figures['recovered_seconds']:.0f}s")
+
+
+def test_a_new_release_rolls_and_running_sandboxes_keep_running(live: Live):
+    require(live, "up")
+    c = live.cluster
+    before = c.kubectl_json("get", "pod", "-n", SANDBOX_NS, "gvisor-sample-amd64")
+    # The same builds under another release name (the loose layout): a new release to roll out.
+    newer = live.releases.current_loose
+    live.stack.set_config({**live.config, "release": newer})
+    run = live.stack.pulumi("up", "--yes", "--skip-preview", timeout=1200)
+    assert run.returncode == 0, f"{run.output}\n--- installer:\n{installer_log(c)}"
+    live.figures["upgrade_up_seconds"] = run.seconds
+    ds = c.kubectl_json("get", "daemonset", "-n", INSTALLER_NS, plan.NAME)
+    assert ds["metadata"]["generation"] == 2 and ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == 1
+    assert wait_until(lambda: node(c)["metadata"]["labels"].get(plan.RELEASE_LABEL) == newer, 180, 1), node(c)
+    assert node_state(c) == ("verified", "verified", None)
+    outputs = live.stack.outputs()
+    assert outputs["kubernetesVerification"]["amd64"]["passed"] is True, outputs  # type: ignore[index]
+    # The sandbox started before the upgrade is the same pod, still running and answering.
+    after = c.kubectl_json("get", "pod", "-n", SANDBOX_NS, "gvisor-sample-amd64")
+    assert after["metadata"]["uid"] == before["metadata"]["uid"] and after["status"]["phase"] == "Running"
+    assert after["status"]["containerStatuses"][0]["restartCount"] == 0
+    answer = c.kubectl("exec", "-n", SANDBOX_NS, "gvisor-sample-amd64", "--", "uname", "-r").stdout.strip()
+    assert answer != c.sh("uname -r").strip(), answer
+    print(f"upgrade up: {run.seconds:.1f}s")
 
 
 def test_destroy_puts_the_node_back_before_the_installer_goes(live: Live):

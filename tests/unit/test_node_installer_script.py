@@ -30,7 +30,7 @@ sub=$1
 [ "$sub" = preflight ] && sub=$6
 echo "ran=$sub $*" >> "$RAN"
 if [ "$sub" = "${FAIL_AT:-}" ]; then
-  echo "gvisor-host: ERROR: $sub broke on purpose" >&2
+  echo "gvisor-host: ERROR: $sub broke on purpose${ADVICE:-}" >&2
   exit 1
 fi
 case $sub in
@@ -192,6 +192,14 @@ def test_a_failed_step_leaves_the_node_unlabelled_and_says_why(pod: Pod, step: s
     assert event["message"] == f"gVisor not installed on node node-a: {step} broke on purpose"
     # Nothing after the failed step ran.
     assert pod.ran()[-1] == step
+
+
+def test_the_agents_advice_to_copy_over_ssh_is_left_out(pod: Pod):
+    advice = "; check gvisor-fleet:baseUrl, or set gvisor-fleet:releaseFetch to once so hosts need no internet"
+    pod.install(FAIL_AT="install", ADVICE=advice)
+    (patch,) = pod.patches()
+    reason = patch["metadata"]["annotations"][plan.REASON_ANNOTATION]  # type: ignore[index]
+    assert reason == "install broke on purpose; check gvisor-fleet:baseUrl"
 
 
 def test_verify_without_containerd_is_not_verified(pod: Pod):

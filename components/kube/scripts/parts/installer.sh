@@ -36,8 +36,11 @@ agent_line() {
 }
 
 # The agent's last error line, else a fallback: why the node is not verified.
+# Its advice to fetch the release once and copy it over SSH does not apply
+# to a node without SSH, and is left out.
 last_error() {
-    _why=$(sed -n 's/^[a-z0-9-]*: ERROR: //p' "$ERRORS" | tail -n 1)
+    _why=$(sed -n 's/^[a-z0-9-]*: ERROR: //p' "$ERRORS" | tail -n 1 |
+        sed 's/,* or set gvisor-fleet:releaseFetch to once so hosts need no internet//')
     printf '%s' "${_why:-$1}"
 }
 
