@@ -13,7 +13,8 @@ A second DaemonSet puts the nodes back: its pods only sleep, and when their
 DaemonSet is deleted (destroy, or the installer turned off) each runs the
 agent's restore steps (containerd-restore, uninstall) and removes the labels
 before it goes. The program deletes it before the installer and waits for it
-(see deploy.py); it never rolls (OnDelete), so an update never restores.
+(see deploy.py); a pod replaced by an update, evicted or restarted restores
+nothing, since its DaemonSet is not being deleted.
 
 The service account may patch nodes, but a ValidatingAdmissionPolicy lets it
 change only its own node (the node name bound into its pod's token,
@@ -350,9 +351,10 @@ def daemonset(s: KubeSettings, gv: GvisorSettings, cleanup: bool = False) -> Man
     if not cleanup:
         # Ready only once verified: a rollout (maxUnavailable 1) stops at a node that fails.
         container["readinessProbe"] = {"exec": {"command": ["cat", READY_FILE]}, "periodSeconds": 10}
-    strategy: dict[str, Any] = (
-        {"type": "OnDelete"} if cleanup else {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}
-    )
+    # The cleanup pods only sleep, and restore nothing when merely replaced
+    # (their DaemonSet is not being deleted): they roll all at once. The
+    # installer rolls one node at a time.
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%" if cleanup else 1}}
     data = config_data(s, gv)
     return {
         "apiVersion": "apps/v1",

@@ -115,10 +115,11 @@ def test_the_installer_daemonset_runs_privileged_on_every_node_one_at_a_time():
     assert hostpath == {"path": plan.NODE_DIR, "type": "DirectoryOrCreate"}
 
 
-def test_the_cleanup_daemonset_never_rolls_and_is_awaited():
+def test_the_cleanup_daemonset_rolls_at_once_and_is_awaited():
     ds = plan.daemonset(kube(), GV, cleanup=True)
     assert ds["metadata"]["name"] == plan.CLEANUP_NAME
-    assert ds["spec"]["updateStrategy"] == {"type": "OnDelete"}
+    # Its pods only sleep (and restore nothing when replaced): an update need not wait node by node.
+    assert ds["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}}
     assert "annotations" not in ds["metadata"]  # Pulumi waits for its deletion
     assert container(ds)["command"][-1] == "cleanup"
     assert ds["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 2 * 60
