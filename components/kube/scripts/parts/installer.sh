@@ -30,7 +30,8 @@ agent_line() {
     eval "set -- $1"
     log "agent $1"
     _rc=0
-    on_node sh "$NODE_AGENT" "$@" >> "$FACTS" 2> "$ERRORS" || _rc=$?
+    # Not the steps file on stdin: the agent must not read the lines after its own.
+    on_node sh "$NODE_AGENT" "$@" < /dev/null >> "$FACTS" 2> "$ERRORS" || _rc=$?
     cat "$ERRORS" >&2
     return "$_rc"
 }
@@ -145,7 +146,7 @@ cmd_install() {
     _arch=$(uname -m)
     _steps="$CONFIG_DIR/steps-$_arch"
     if [ ! -f "$_steps" ]; then
-        refuse_node "no steps for architecture $_arch; add it to gvisor-fleet:kubernetes.nodeInstaller.arches"
+        refuse_node "no steps for architecture $_arch: gVisor releases are built for x86_64 and aarch64 only"
         return 0
     fi
     copy_agent refuse_node
