@@ -311,14 +311,13 @@ def test_destroy_puts_the_node_back_before_the_installer_goes(live: Live):
     assert run.returncode == 0, run.output
     # The engine's own record: the cleanup DaemonSet was gone (its pods had put the
     # node back) before the installer's delete began.
-    order = [
-        (kind, str(meta.get("urn", "")).rsplit("::", 1)[-1])
-        for event in run.events
-        for kind in ("resourcePreEvent", "resOutputsEvent")
-        if isinstance(event.get(kind), dict)
-        for meta in [event[kind].get("metadata", {})]  # type: ignore[union-attr]
-        if meta.get("op") == "delete"
-    ]
+    order = []
+    for event in run.events:
+        for kind in ("resourcePreEvent", "resOutputsEvent"):
+            body: Any = event.get(kind)
+            meta = body.get("metadata", {}) if isinstance(body, dict) else {}
+            if meta.get("op") == "delete":
+                order.append((kind, str(meta.get("urn", "")).rsplit("::", 1)[-1]))
     cleanup_done = order.index(("resOutputsEvent", "kubernetes-installer-cleanup"))
     assert cleanup_done < order.index(("resourcePreEvent", "kubernetes-installer-daemonset")), order
     live.figures["destroy_seconds"] = run.seconds

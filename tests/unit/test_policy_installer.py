@@ -9,12 +9,18 @@ import pytest
 from components.gvisor.settings import GvisorSettings
 from components.kube import node_installer as plan
 from components.kube.manifests import runtime_class
-from components.kube.settings import parse_kube_settings
+from components.kube.settings import KubeSettings, parse_kube_settings
 from components.policy import rules
 from components.policy.rules import PolicyConfig, Resource
 
-KUBE = parse_kube_settings({"nodeInstaller": True}, "runsc", [])
-assert KUBE is not None
+
+def _kube() -> KubeSettings:
+    s = parse_kube_settings({"nodeInstaller": True}, "runsc", [])
+    assert s is not None
+    return s
+
+
+KUBE = _kube()
 
 
 def resource(manifest: dict[str, Any], stack: str = "prod") -> Resource:
