@@ -31,6 +31,8 @@ from typing import Any
 import pytest
 
 from components.kube import node_installer as plan
+from components.kube.manifests import verify_job
+from components.kube.settings import KubeSettings
 from tests.cluster.live_stack import kubernetes_plugin, missing_prerequisites
 from tests.cluster.node import (
     API_PORT,
@@ -41,6 +43,7 @@ from tests.cluster.node import (
     SERVICE_RANGE,
     Binaries,
     Cluster,
+    kubelet_args,
     kubernetes_bin,
     log_values,
 )
@@ -302,6 +305,54 @@ def test_a_new_release_rolls_and_running_sandboxes_keep_running(live: Live):
     answer = c.kubectl("exec", "-n", SANDBOX_NS, "gvisor-sample-amd64", "--", "uname", "-r").stdout.strip()
     assert answer != c.sh("uname -r").strip(), answer
     print(f"upgrade up: {run.seconds:.1f}s")
+
+
+def test_a_node_that_joins_later_is_installed_and_labelled_without_up(live: Live):
+    """The one node made new: put back as found by hand, its Node object deleted, its kubelet started
+    again, so a Node object the installer has never seen registers on a host without gVisor."""
+    require(live, "up")
+    c = live.cluster
+    old_uid = node(c)["metadata"]["uid"]
+    # The sandboxes go first, stopped by the kubelet (a new host has none).
+    c.kubectl("delete", "pod", "-n", SANDBOX_NS, "--all", "--wait=true")
+    c.sh("kill $(pgrep -x kubelet)")  # this cluster's kubelet, inside its own sandbox
+    assert wait_until(lambda: c.sh("pgrep -x kubelet || true").strip() == "", 30, 0.5)
+    c.kubectl("delete", "node", NODE)
+    # The old node's pods go with it (pod GC would, after its quarantine): the new node gets new ones.
+    c.kubectl("delete", "pods", "-A", f"--field-selector=spec.nodeName={NODE}", "--force", "--grace-period=0")
+    for step in (("containerd-restore", "/etc/containerd/runsc.toml"), ("uninstall", PREFIX)):
+        c.agent(*step)
+    assert {p: c.node.read(p) for p in WATCHED} == live.as_found, "the host must be as found before it joins"
+    start = time.monotonic()
+    c.daemon("kubelet", [str(c.bins.kubernetes / "kubelet"), *kubelet_args(c.pki)])
+    c.wait_node_ready()
+    joined = time.monotonic()
+
+    def verified() -> bool:
+        meta = c.kubectl_json("get", "node", NODE)["metadata"]
+        return meta["labels"].get("gvisor-fleet/gvisor") == "verified" and meta["uid"] != old_uid
+
+    assert wait_until(verified, 240, 1), (node_state(c), installer_log(c))
+    live.figures["joined_to_verified_seconds"] = time.monotonic() - joined
+    assert node_state(c) == ("verified", "verified", None)
+    assert c.node.read(f"{PREFIX}/runsc") and f"runtimes.{RUNTIME}]".encode() in (
+        c.node.read("/etc/containerd/config.toml") or b""
+    )
+    # A sandboxed pod schedules onto it and runs under gVisor.
+    job = verify_job(KubeSettings(handler=RUNTIME, sample_image=SAMPLE_IMAGE), "x86_64")
+    job["metadata"]["name"] = "joined-verify"
+    c.kubectl("apply", "-f", "-", stdin=json.dumps(job))
+    try:
+        done = wait_until(
+            lambda: c.kubectl_json("get", "job", "-n", SANDBOX_NS, "joined-verify").get("status", {}).get("succeeded"),
+            180,
+            1,
+        )
+        assert done, c.kubectl("describe", "job", "-n", SANDBOX_NS, "joined-verify", check=False).stdout
+    finally:
+        c.kubectl("delete", "job", "-n", SANDBOX_NS, "joined-verify", "--cascade=foreground", check=False)
+    later = live.figures["joined_to_verified_seconds"]
+    print(f"node joined after up: Ready in {joined - start:.0f}s, verified {later:.0f}s later")
 
 
 def test_destroy_puts_the_node_back_before_the_installer_goes(live: Live):
