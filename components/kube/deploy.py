@@ -8,6 +8,8 @@ builds:
   on the machines over the host layer's containerd, the kubeconfig as a secret;
 - `K3sCluster` (cluster: k3s): k3s on the machines, the gVisor runtime in
   k3s's containerd, the kubeconfig as a secret;
+- `NodeInstaller` (kubernetes.nodeInstaller, node_installer.py): the nodes
+  install, verify and label themselves from inside the cluster;
 - `KubeDeployment`: node labels (set only where gVisor was verified), the
   RuntimeClass, the restricted namespace with a default-deny NetworkPolicy,
   one sample pod and one verification Job per architecture.
@@ -26,6 +28,7 @@ from pulumi_command import remote
 from components.fleet.specs import MachineSpec
 from components.gvisor.agent import parse_facts
 from components.kube import k3s as k3s_plan
+from components.kube import node_installer as installer_plan
 from components.kube.manifests import (
     default_deny,
     job_result,
@@ -39,7 +42,7 @@ from components.kube.manifests import (
     sample_pod,
     verify_job,
 )
-from components.kube.settings import KEY, K3sSettings, KubeSettings, fleet_problems
+from components.kube.settings import KEY, K3sSettings, KubeSettings, fleet_problems, installer_gvisor_problems
 
 if TYPE_CHECKING:
     from components.fleet.machine import Machine
@@ -56,6 +59,7 @@ def deployment_problems(settings: KubeSettings, hosts: Hosts, gvisor: GvisorSett
         host = machine.connection.host
         specs.append(MachineSpec(name=name, arch=machine.arch, address=host if isinstance(host, str) else ""))
     problems = fleet_problems(settings, specs, gvisor.containerd)
+    problems += installer_gvisor_problems(settings, gvisor.release_fetch)
     if settings.handler != gvisor.runtime_name:
         problems.append(
             f"gvisor-fleet:runtimeName: the RuntimeClass handler '{settings.handler}' differs from the "
@@ -199,6 +203,92 @@ class K3sCluster(pulumi.ComponentResource):
         self.register_outputs({"kubeconfig": self.kubeconfig, "nodeFacts": self.node_facts})
 
 
+class NodeInstaller(pulumi.ComponentResource):
+    """The nodes install, verify and label themselves: the agent in a privileged DaemonSet.
+
+    Destroy order is the point of the graph: whatever runs sandboxes depends
+    on `cleanup`, which depends on `installer`, which depends on the rest. So
+    the sandboxes go first; then the cleanup DaemonSet, whose pods, as their
+    DaemonSet is deleted, restore each node (the program waits until they
+    are gone); then the installer, its permissions and its namespace.
+    """
+
+    installer: k8s.apps.v1.DaemonSet
+    cleanup: k8s.apps.v1.DaemonSet
+    fingerprint: str
+
+    def __init__(
+        self,
+        name: str,
+        settings: KubeSettings,
+        gvisor: GvisorSettings,
+        provider: k8s.Provider,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("gvisor-fleet:kube:NodeInstaller", name, None, opts)
+        s, gv = settings, gvisor
+
+        def opts_(*depends_on: pulumi.Resource) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, provider=provider, depends_on=list(depends_on))
+
+        ns = installer_plan.installer_namespace(s)
+        namespace = k8s.core.v1.Namespace(f"{name}-namespace", metadata=ns["metadata"], opts=opts_())
+        sa = installer_plan.service_account(s)
+        account = k8s.core.v1.ServiceAccount(f"{name}-account", metadata=sa["metadata"], opts=opts_(namespace))
+        cr, crb = installer_plan.cluster_role(s), installer_plan.cluster_role_binding(s)
+        cluster_role = k8s.rbac.v1.ClusterRole(
+            f"{name}-node-role", metadata=cr["metadata"], rules=cr["rules"], opts=opts_()
+        )
+        cluster_binding = k8s.rbac.v1.ClusterRoleBinding(
+            f"{name}-node-binding",
+            metadata=crb["metadata"],
+            role_ref=crb["roleRef"],
+            subjects=crb["subjects"],
+            opts=opts_(cluster_role, account),
+        )
+        r, rb = installer_plan.role(s), installer_plan.role_binding(s)
+        role = k8s.rbac.v1.Role(f"{name}-role", metadata=r["metadata"], rules=r["rules"], opts=opts_(namespace))
+        binding = k8s.rbac.v1.RoleBinding(
+            f"{name}-binding",
+            metadata=rb["metadata"],
+            role_ref=rb["roleRef"],
+            subjects=rb["subjects"],
+            opts=opts_(role, account),
+        )
+        er, erb = installer_plan.event_role(s), installer_plan.role_binding(s, installer_plan.EVENT_NAMESPACE)
+        event_role = k8s.rbac.v1.Role(f"{name}-event-role", metadata=er["metadata"], rules=er["rules"], opts=opts_())
+        event_binding = k8s.rbac.v1.RoleBinding(
+            f"{name}-event-binding",
+            metadata=erb["metadata"],
+            role_ref=erb["roleRef"],
+            subjects=erb["subjects"],
+            opts=opts_(event_role, account),
+        )
+        vap, vapb = installer_plan.admission_policy(s), installer_plan.admission_policy_binding(s)
+        policy = k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
+            f"{name}-node-policy", metadata=vap["metadata"], spec=vap["spec"], opts=opts_()
+        )
+        policy_binding = k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding(
+            f"{name}-node-policy-binding", metadata=vapb["metadata"], spec=vapb["spec"], opts=opts_(policy)
+        )
+        cm = installer_plan.config_map(s, gv)
+        config = k8s.core.v1.ConfigMap(
+            f"{name}-config", metadata=cm["metadata"], data=cm["data"], opts=opts_(namespace)
+        )
+        # No node is patched before the policy that confines the patch is in force.
+        before = [namespace, account, cluster_binding, binding, event_binding, policy_binding, config]
+        ds = installer_plan.daemonset(s, gv)
+        self.installer = k8s.apps.v1.DaemonSet(
+            f"{name}-daemonset", metadata=ds["metadata"], spec=ds["spec"], opts=opts_(*before)
+        )
+        cds = installer_plan.daemonset(s, gv, cleanup=True)
+        self.cleanup = k8s.apps.v1.DaemonSet(
+            f"{name}-cleanup", metadata=cds["metadata"], spec=cds["spec"], opts=opts_(*before, self.installer)
+        )
+        self.fingerprint = installer_plan.config_digest(cm["data"])
+        self.register_outputs({})
+
+
 class KubeDeployment(pulumi.ComponentResource):
     """gVisor as a RuntimeClass, with sandboxed samples and in-cluster proof per architecture."""
 
@@ -250,6 +340,9 @@ class KubeDeployment(pulumi.ComponentResource):
                 parent=self, provider=provider, depends_on=list(depends_on), delete_before_replace=replace
             )
 
+        installer = None
+        if s.node_installer is not None:
+            installer = NodeInstaller(f"{name}-installer", s, gvisor, provider, pulumi.ResourceOptions(parent=self))
         # Label each node only once its runtime passed verification; the
         # RuntimeClass schedules onto that label and nothing else.
         patches: dict[str, list[pulumi.Resource]] = {}
@@ -281,14 +374,19 @@ class KubeDeployment(pulumi.ComponentResource):
         )
 
         jobs: dict[str, k8s.batch.v1.Job] = {}
-        arches = sorted({m.arch for m, _ in hosts.values()})
+        arches = sorted({m.arch for m, _ in hosts.values()} | set(s.node_installer.arches if s.node_installer else ()))
         for arch in arches:
             ka = kube_arch(arch)
-            deps: list[pulumi.Resource] = [runtime, sandbox_ns, policy, *patches[ka]]
+            deps: list[pulumi.Resource] = [runtime, sandbox_ns, policy, *patches.get(ka, [])]
+            if installer is not None:
+                # Gone before the cleanup DaemonSet restores the nodes under them.
+                deps += [installer.installer, installer.cleanup]
             pod = sample_pod(s, arch)
             k8s.core.v1.Pod(f"{name}-sample-{ka}", metadata=pod["metadata"], spec=pod["spec"], opts=opts_(deps, True))
             same_arch = [facts[n] for n, (m, _) in hosts.items() if m.arch == arch]
-            fingerprint = pulumi.Output.all(*same_arch).apply(runtime_fingerprint)
+            fingerprint: pulumi.Input[str] = pulumi.Output.all(*same_arch).apply(runtime_fingerprint)
+            if installer is not None:
+                fingerprint = installer.fingerprint
             job = verify_job(s, arch, fingerprint)
             jobs[ka] = k8s.batch.v1.Job(
                 f"{name}-verify-{ka}", metadata=job["metadata"], spec=job["spec"], opts=opts_(deps, True)

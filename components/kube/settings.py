@@ -31,6 +31,10 @@ DEFAULT_NAMESPACE = "gvisor-sandbox"
 DEFAULT_NODE_LABEL = "gvisor-fleet/gvisor"
 NODE_LABEL_VALUE = "verified"
 DEFAULT_SAMPLE_IMAGE = "docker.io/library/busybox:1.37"
+# The node installer's image needs sh, nsenter, sha256sum and kubectl: Alpine's
+# busybox has the first three, this image adds kubectl. Nothing project-built.
+DEFAULT_INSTALLER_IMAGE = "docker.io/alpine/kubectl:1.36.3"
+DEFAULT_INSTALLER_NAMESPACE = "gvisor-fleet-installer"
 # What gVisor's sentry reports as the kernel release, whatever the host runs
 # (shell patterns): "4.4.0" for years, "4.19.0-gvisor" in builds since
 # mid-2026 (pkg/sentry/kernel/version).
@@ -115,6 +119,15 @@ class KubeadmSettings:
 
 
 @dataclass(frozen=True)
+class InstallerSettings:
+    """The in-cluster node installer (kubernetes.nodeInstaller): see node_installer.py."""
+
+    image: str = DEFAULT_INSTALLER_IMAGE
+    namespace: str = DEFAULT_INSTALLER_NAMESPACE
+    arches: tuple[str, ...] = ("x86_64",)
+
+
+@dataclass(frozen=True)
 class KubeSettings:
     handler: str  # == GvisorSettings.runtime_name, never set on its own
     cluster: Cluster = "existing"
@@ -131,6 +144,7 @@ class KubeSettings:
     verify_timeout_seconds: int = 300
     k3s: K3sSettings = field(default_factory=K3sSettings)
     kubeadm: KubeadmSettings = field(default_factory=KubeadmSettings)
+    node_installer: InstallerSettings | None = None
 
     def node_name(self, machine: str) -> str:
         return self.node_names.get(machine, machine)
@@ -289,6 +303,27 @@ KUBEADM = (
     Setting("timeoutSeconds", Whole(120, 3600, "seconds"), "Bound of each kubeadm step (init, join, a node "
             "becoming Ready); the control plane's liveness probes allow a third of it.", 600),
 )  # fmt: skip
+INSTALLER = (
+    Setting(
+        "image",
+        Text(_IMAGE, f"is not an image reference like {DEFAULT_INSTALLER_IMAGE}", "image reference"),
+        "Image of the installer pods; it needs sh, nsenter, sha256sum and kubectl (a mirror's copy works).",
+        DEFAULT_INSTALLER_IMAGE,
+    ),
+    Setting(
+        "namespace",
+        Text(DNS_LABEL, "must be a lower-case DNS label (letters, digits, '-')", "lower-case DNS label"),
+        "Namespace of the installer (its pods are privileged; nothing else belongs there).",
+        DEFAULT_INSTALLER_NAMESPACE,
+        check=_namespace_problem,
+    ),
+    Setting(
+        "arches",
+        Strings(re.compile("^(x86_64|aarch64)$"), "x86_64 or aarch64", "['x86_64', 'aarch64']"),
+        "Architectures of the cluster's nodes: each gets a sample pod and a verification Job.",
+        ("x86_64",),
+    ),
+)
 FIELDS = (
     Setting("enabled", Flag(), "Deploy the Kubernetes layer.", True, doc_default="true (when the object is set)"),
     Setting("cluster", Choice(CLUSTERS), "existing (a kubeconfig secret), kubeadm (made on the machines with "
@@ -320,6 +355,10 @@ FIELDS = (
     Setting("k3s", Obj(K3S, "kubernetes.k3s", "{version: v1.36.4+k3s1}"), "The k3s cluster (cluster: k3s)."),
     Setting("kubeadm", Obj(KUBEADM, "kubernetes.kubeadm", "{controlPlane: vm-amd64}"),
             "The kubeadm cluster (cluster: kubeadm)."),
+    Setting("nodeInstaller", Obj(INSTALLER, "kubernetes.nodeInstaller", "{arches: [x86_64]}", off=True),
+            "Install gVisor on every node from inside the cluster (cluster: existing; true takes the defaults): "
+            "a privileged DaemonSet runs the host agent on each node, now and when it joins, and labels the node "
+            "once verified; machines may then be empty.", doc_default="off (nodes are machines reached over SSH)"),
 )  # fmt: skip
 SETTINGS = (
     Setting("kubernetes", Obj(FIELDS, "kubernetes", "{enabled: true, cluster: k3s}", off=True),
@@ -393,6 +432,31 @@ def _kubeadm(v: Values, problems: list[str]) -> KubeadmSettings:
     )
 
 
+def _installer(v: Values, problems: list[str]) -> InstallerSettings | None:
+    i = v.sub("nodeInstaller")
+    if i is None:
+        return None
+    key = key_of(KEY, "nodeInstaller")
+    if v["cluster"] != "existing":
+        problems.append(
+            f"{key}: installs the nodes of an existing cluster, but {key_of(KEY, 'cluster')} is '{v['cluster']}', "
+            "whose nodes the program makes and installs over SSH; remove nodeInstaller or set cluster: existing"
+        )
+    if i.ok("namespace") and v.ok("namespace") and i["namespace"] == v["namespace"]:
+        problems.append(
+            f"{key}.namespace: '{i['namespace']}' is also {key_of(KEY, 'namespace')}, which enforces the restricted "
+            "profile the installer's privileged pods break; give the installer a namespace of its own"
+        )
+    if v["nodeNames"]:
+        problems.append(
+            f"{key_of(KEY, 'nodeNames')}: names the nodes of machines, but with nodeInstaller every node installs "
+            "and labels itself; remove nodeNames"
+        )
+    return InstallerSettings(
+        image=i.text("image"), namespace=i.text("namespace"), arches=cast(tuple[str, ...], i["arches"])
+    )
+
+
 def _node_names(v: Values, problems: list[str]) -> dict[str, str]:
     key = key_of(KEY, "nodeNames")
     node_names: dict[str, str] = {}
@@ -412,6 +476,8 @@ def parse_kube_settings(raw: object, runtime_name: str, problems: list[str]) -> 
     """`gvisor-fleet:kubernetes` as KubeSettings, or None when it is off (the default)."""
     if raw is None or raw is False:
         return None
+    if isinstance(raw, Mapping) and raw.get("nodeInstaller") is True:
+        raw = {**raw, "nodeInstaller": {}}  # true: the installer with its defaults
     v = SETTINGS[0].kind.parse({"enabled": True} if raw is True else raw, KEY, problems)
     if not isinstance(v, Values) or not v.flag("enabled"):
         return None
@@ -434,6 +500,7 @@ def parse_kube_settings(raw: object, runtime_name: str, problems: list[str]) -> 
         verify_timeout_seconds=v.number("verifyTimeoutSeconds"),
         k3s=_k3s(v, runtime_name, problems),
         kubeadm=_kubeadm(v, problems),
+        node_installer=_installer(v, problems),
     )
 
 
@@ -444,6 +511,8 @@ def fleet_problems(kube: KubeSettings, machines: Sequence[MachineSpec], containe
     pod Pending forever; this catches the ways that happens before `up`.
     """
     problems: list[str] = []
+    if kube.node_installer is not None:
+        return problems + installer_fleet_problems(kube, machines, containerd_mode)
     if not machines:
         problems.append(
             f"{KEY}: is enabled, but gvisor-fleet:machines is empty, so RuntimeClass "
@@ -477,6 +546,35 @@ def fleet_problems(kube: KubeSettings, machines: Sequence[MachineSpec], containe
     if kube.cluster == "kubeadm":
         problems.extend(kubeadm_problems(kube.kubeadm, machines))
     return problems
+
+
+def installer_fleet_problems(kube: KubeSettings, machines: Sequence[MachineSpec], containerd_mode: str) -> list[str]:
+    """With the node installer, the nodes install themselves: machines over SSH would be a second installer."""
+    problems: list[str] = []
+    if machines:
+        names = ", ".join(m.name for m in machines)
+        problems.append(
+            f"gvisor-fleet:machines: {names} would be installed over SSH while {key_of(KEY, 'nodeInstaller')} "
+            "installs every node of the cluster, two installers of one node; leave machines empty, or remove "
+            "nodeInstaller to install the nodes over SSH"
+        )
+    if containerd_mode == "off":
+        problems.append(
+            f"gvisor-fleet:containerd: 'off', but {key_of(KEY, 'nodeInstaller')} gives each node's containerd the "
+            f"'{kube.handler}' runtime; set it to auto or required"
+        )
+    return problems
+
+
+def installer_gvisor_problems(kube: KubeSettings, release_fetch: str) -> list[str]:
+    """gVisor settings the in-cluster installer cannot honour (it has no SSH to copy over)."""
+    if kube.node_installer is None or release_fetch != "once":
+        return []
+    return [
+        f"gvisor-fleet:releaseFetch: 'once' copies the release to each machine over SSH, which "
+        f"{key_of(KEY, 'nodeInstaller')} has not: each node fetches it from gvisor-fleet:baseUrl (a mirror works); "
+        "set releaseFetch to host"
+    ]
 
 
 def control_plane_of(kubeadm: KubeadmSettings, machines: Sequence[MachineSpec]) -> MachineSpec | None:

@@ -186,4 +186,7 @@ def policies() -> list[Policy]:
         _stack_policy(by_name["no-default-runtime-on-image-builders"], rules.no_default_runtime_on_image_builders),
         _stack_policy(by_name["runtime-names-match-handler"], rules.runtime_names_match_handler),
         _stack_policy(by_name["sandbox-workloads-use-gvisor"], rules.sandbox_workloads_use_gvisor),
+        _stack_policy(
+            by_name["privileged-pods-only-for-the-node-installer"], rules.privileged_pods_only_for_the_node_installer
+        ),
     ]

@@ -20,6 +20,9 @@ What the rules read:
   and k3s nodes' `runtime-configure <runtimeName> <shim> <b64 runsc.toml> <path>`;
 - Kubernetes objects: RuntimeClass (`handler`), Namespace (labels), and
   every kind that carries a pod spec (Pod, Deployment, Job, CronJob, ...);
+- the node installer's ConfigMap (components/kube/node_installer.py): its
+  `steps-<arch>` files hold the same agent lines, without `sh <file>`, run
+  on every node of the cluster;
 - the stack's name, from any URN (`urn:pulumi:<stack>::<project>::...`).
 
 A value the engine does not know yet during a preview arrives as `UNKNOWN`;
@@ -45,6 +48,12 @@ APP_LABEL: Final = "app.kubernetes.io/name"
 APP_NAME: Final = "gvisor-fleet"
 COMPONENT_LABEL: Final = "app.kubernetes.io/component"
 SANDBOX_NAMESPACE_COMPONENT: Final = "sandbox-namespace"
+CONFIG_MAP_TYPE: Final = "kubernetes:core/v1:ConfigMap"
+# The node installer (components/kube/node_installer.py): its namespace, and
+# its two DaemonSets, the only privileged pods the program makes.
+INSTALLER_NAMESPACE_COMPONENT: Final = "installer-namespace"
+INSTALLER_COMPONENTS: Final = ("node-installer", "node-cleanup")
+INSTALLER_MACHINE: Final = "the node installer's nodes"
 
 # Defaults of the product (components/kube/settings.py), used when the stack
 # itself declares no RuntimeClass or sandbox Namespace.
@@ -276,6 +285,23 @@ def host_steps(resources: Iterable[Resource], subcommands: Iterable[str]) -> lis
     return steps
 
 
+def installer_steps(resource: Resource) -> list[AgentCall]:
+    """The agent calls in the node installer's ConfigMap (steps-<arch>), each as the SSH path's."""
+    if resource.type != CONFIG_MAP_TYPE or _labels(resource.props).get(COMPONENT_LABEL) != "node-installer":
+        return []
+    data = resource.props.get("data")
+    if not isinstance(data, Mapping):
+        return []
+    calls = []
+    for key in sorted(data):
+        if str(key).startswith("steps-") and isinstance(data[key], str):
+            for line in data[key].splitlines():
+                call = agent_call(f"sh -s -- {line}")
+                if call:
+                    calls.append(call)
+    return calls
+
+
 def k8s_kind(resource_type: str) -> tuple[str, bool] | None:
     """(kind, is_patch) for a Kubernetes resource type token, else None."""
     m = _K8S_TYPE.match(resource_type)
@@ -301,11 +327,18 @@ def release_pinned(resource: Resource, config: PolicyConfig) -> list[Violation]:
     change to the stack: a preview then shows no diff for what `up` would
     install, and two hosts installed a day apart may differ.
     """
+    if resource.type == CONFIG_MAP_TYPE:
+        installs = [c for c in installer_steps(resource) if c.subcommand == "install"]
+        return [v for call in installs[:1] for v in _release_violations(resource, call, INSTALLER_MACHINE, config)]
     if resource.type != COMMAND_TYPE:
         return []
     call = agent_call(resource.props.get("create"))
     if call is None or call.subcommand not in ("install", "install-file"):
         return []
+    return _release_violations(resource, call, machine_of(resource, "install"), config)
+
+
+def _release_violations(resource: Resource, call: AgentCall, machine: str, config: PolicyConfig) -> list[Violation]:
     stack = stack_of(resource.urn)
     if matches(stack, config.dev_stacks):
         return []
@@ -313,7 +346,6 @@ def release_pinned(resource: Resource, config: PolicyConfig) -> list[Violation]:
         base_url, release = call.arg(0) or "", call.arg(1) or ""
     else:  # a copied release (releaseFetch once): <copy> <sha512> <release> <installDir>
         base_url, release = "", call.arg(2) or ""
-    machine = machine_of(resource, "install")
     if "/nightly" in base_url:
         return [
             Violation(
@@ -384,6 +416,10 @@ def host_runtime_names(resources: Sequence[Resource]) -> dict[str, dict[str, str
         name = step.call.arg(0)
         if name:
             names.setdefault(step.machine, {})[kinds[step.call.subcommand]] = name
+    for r in resources:
+        for call in installer_steps(r):
+            if call.subcommand == "containerd-configure" and call.arg(0):
+                names.setdefault(INSTALLER_MACHINE, {})["containerd"] = str(call.arg(0))
     return names
 
 
@@ -504,6 +540,77 @@ def sandbox_workloads_use_gvisor(resources: Sequence[Resource], config: PolicyCo
     return violations
 
 
+HOST_ACCESS: Final = ("hostPID", "hostNetwork", "hostIPC")
+
+
+def _privileges(spec: Any) -> list[str]:
+    """What in a pod spec reaches into the node: privileged containers, host namespaces, hostPath volumes."""
+    if not isinstance(spec, Mapping):
+        return []
+    found = [f"{key}: true" for key in HOST_ACCESS if spec.get(key) is True]
+    for group in ("initContainers", "containers", "ephemeralContainers"):
+        for c in spec.get(group) or []:
+            if isinstance(c, Mapping) and get_path(c, ("securityContext", "privileged")) is True:
+                found.append(f"container '{c.get('name')}' privileged")
+    for v in spec.get("volumes") or []:
+        if isinstance(v, Mapping) and v.get("hostPath") is not None:
+            found.append(f"hostPath volume '{v.get('name')}'")
+    return found
+
+
+def installer_namespaces(resources: Sequence[Resource]) -> set[str]:
+    """The namespaces the stack makes for the node installer."""
+    names = set()
+    for r in resources:
+        labels = _labels(r.props)
+        name = _text(get_path(r.props, ("metadata", "name")))
+        ours = labels.get(APP_LABEL) == APP_NAME and labels.get(COMPONENT_LABEL) == INSTALLER_NAMESPACE_COMPONENT
+        if r.type == NAMESPACE_TYPE and name and ours:
+            names.add(name)
+    return names
+
+
+def is_node_installer(resource: Resource, namespaces: set[str]) -> bool:
+    """One of the node installer's DaemonSets, in the installer namespace the stack makes."""
+    labels = _labels(resource.props)
+    return (
+        k8s_kind(resource.type) == ("DaemonSet", False)
+        and labels.get(APP_LABEL) == APP_NAME
+        and labels.get(COMPONENT_LABEL) in INSTALLER_COMPONENTS
+        and get_path(resource.props, ("metadata", "namespace")) in namespaces
+    )
+
+
+def privileged_pods_only_for_the_node_installer(resources: Sequence[Resource], config: PolicyConfig) -> list[Violation]:
+    """No pod reaches into its node (privileged, host namespaces, hostPath), but the node installer's.
+
+    The installer's pods must: they install gVisor on the node. Anything else
+    so privileged would be a way around the sandbox the stack sets up.
+    """
+    namespaces = installer_namespaces(resources)
+    violations = []
+    for r in resources:
+        kind_patch = k8s_kind(r.type)
+        if kind_patch is None or kind_patch[0] not in POD_SPEC_PATHS or is_node_installer(r, namespaces):
+            continue
+        kind = kind_patch[0]
+        spec = get_path(r.props, POD_SPEC_PATHS[kind])
+        if spec is UNKNOWN:
+            violations.append(Violation(f"{kind} '{r.name}': {'.'.join(POD_SPEC_PATHS[kind])}", r.urn, unknown=True))
+            continue
+        found = _privileges(spec)
+        if found:
+            what = f"{kind} '{get_path(r.props, ('metadata', 'namespace'))}/{get_path(r.props, ('metadata', 'name'))}'"
+            violations.append(
+                Violation(
+                    f"{what} reaches into its node ({', '.join(found)}); only the gVisor node installer's "
+                    "DaemonSets may: drop the privileges, or run it somewhere this stack does not manage",
+                    r.urn,
+                )
+            )
+    return violations
+
+
 @dataclass(frozen=True)
 class RuleInfo:
     name: str
@@ -532,5 +639,9 @@ RULES: Final = (
         "sandbox-workloads-use-gvisor",
         "Every Pod and workload in a sandbox namespace sets a gVisor RuntimeClass.",
         config_keys=("sandboxNamespaces", "runtimeClassNames"),
+    ),
+    RuleInfo(
+        "privileged-pods-only-for-the-node-installer",
+        "No pod is privileged, shares the node's namespaces or mounts its paths, but the gVisor node installer's.",
     ),
 )

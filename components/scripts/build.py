@@ -60,6 +60,13 @@ BUILDS: dict[str, tuple[str, ...]] = {
         f"{KUBE}/runtime.sh",
         f"{KUBE}/entry.sh",
     ),
+    "components/kube/scripts/node-installer.sh": (
+        f"{KUBE}/installer-head.sh",
+        f"{SHARED}/output.sh",
+        f"{SHARED}/budget.sh",
+        f"{KUBE}/installer.sh",
+        f"{KUBE}/installer-entry.sh",
+    ),
     "components/kube/scripts/kubeadm-node.sh": (
         f"{KUBE}/kubeadm-head.sh",
         f"{SHARED}/output.sh",

@@ -106,8 +106,9 @@ def fleet(gv: GvisorSettings, arches: tuple[str, ...] = ("x86_64", "aarch64")) -
 def deploy(m: KubeMocks, s: KubeSettings, gv: GvisorSettings | None = None, **kw: Any) -> KubeDeployment:
     gv = gv or GvisorSettings()
     opts = pulumi.ResourceOptions(transformations=[lambda a: m.record_parent(a)])
-    return deploy_kubernetes(s, kw.pop("hosts", None) or fleet(gv, kw.pop("arches", ("x86_64", "aarch64"))),
-                             kw.pop("kubeconfig", None), opts, gvisor=gv)  # fmt: skip
+    hosts = kw.pop("hosts", None)  # {}: no machines (the node installer's stacks)
+    hosts = fleet(gv, kw.pop("arches", ("x86_64", "aarch64"))) if hosts is None else hosts
+    return deploy_kubernetes(s, hosts, kw.pop("kubeconfig", None), opts, gvisor=gv)
 
 
 def by_name(m: KubeMocks, typ: str) -> dict[str, Any]:

@@ -301,3 +301,44 @@ def test_a_typo_in_the_policy_config_stops_the_preview(analyzer):
     with pytest.raises(grpc.RpcError, match=r"gvisor-release-pinned: policy config: unknown key\(s\) devStack"):
         analyze_each(analyzer, [step])
     configure(analyzer)
+
+
+INSTALLER_KUBE = {"cluster": "existing", "nodeInstaller": True}
+
+
+def test_the_node_installer_stack_passes_and_its_privileged_pods_are_the_only_ones_allowed(analyzer):
+    configure(analyzer)
+    resources = program_resources("prod", machines=[], kubernetes=INSTALLER_KUBE)
+    daemonsets = [r for r in resources if r.type == "kubernetes:apps/v1:DaemonSet"]
+    assert len(daemonsets) == 2 and all(
+        r.props["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"] for r in daemonsets
+    )
+    assert analyze_each(analyzer, resources) == []
+    assert analyze_stack(analyzer, resources) == []
+    # The same pod spec anywhere else is refused: another DaemonSet, or the installer's moved to another namespace.
+    installer = daemonsets[0]
+    typ = installer.type
+    elsewhere = rules.Resource(
+        f"urn:pulumi:prod::gvisor-fleet::{typ}::node-tool",
+        typ,
+        "node-tool",
+        {**installer.props, "metadata": {"name": "node-tool", "namespace": "tools", "labels": {"app": "node-tool"}}},
+    )
+    moved = rules.Resource(
+        installer.urn, typ, installer.name,
+        {**installer.props, "metadata": {**installer.props["metadata"], "namespace": "default"}}, installer.parent,
+    )  # fmt: skip
+    diagnostics = analyze_stack(analyzer, [*[r for r in resources if r is not installer], elsewhere, moved])
+    assert names(diagnostics) == ["privileged-pods-only-for-the-node-installer"] * 2
+    assert {d.urn for d in diagnostics} == {elsewhere.urn, installer.urn}
+    assert "DaemonSet 'tools/node-tool' reaches into its node (hostPID: true, hostNetwork: true" in "".join(
+        d.message for d in diagnostics
+    )
+
+
+def test_a_latest_release_in_the_node_installer_fails_a_prod_preview(analyzer):
+    configure(analyzer)
+    resources = program_resources("prod", machines=[], kubernetes=INSTALLER_KUBE, release="latest")
+    (d,) = analyze_each(analyzer, resources)
+    assert d.policyName == "gvisor-release-pinned" and d.urn.endswith("::kubernetes-installer-config")
+    assert "machine 'the node installer's nodes' installs gVisor release 'latest'" in d.message
