@@ -38,8 +38,8 @@ def host_commands(
     """
     sudo = machine.user != "root"
 
-    def cmd(sub: str, *args: str, generation: str = "") -> str:
-        return agent_run(sub, *args, sudo=sudo, step_timeout=gv.step_timeout, instance=generation)
+    def cmd(sub: str, *args: str, generation: str = "", requested: str = "") -> str:
+        return agent_run(sub, *args, sudo=sudo, step_timeout=gv.step_timeout, instance=generation, requested=requested)
 
     docker_flags = effective_flags(gv.platform, gv.docker_network, gv.runsc_flags)
     containerd_flags = effective_flags(gv.platform, gv.containerd_network, gv.runsc_flags)
@@ -50,7 +50,16 @@ def host_commands(
     steps: dict[str, tuple[str, str | None]] = {
         # The checks, then the install, in one run; the delete removes the copy last.
         "install": (
-            cmd("preflight", machine.arch, gv.platform, gv.docker, gv.containerd, *install, generation=instance),
+            cmd(
+                "preflight",
+                machine.arch,
+                gv.platform,
+                gv.docker,
+                gv.containerd,
+                *install,
+                generation=instance,
+                requested=gv.resolved_from or "",
+            ),
             cmd("uninstall", gv.install_dir, "remove-copy"),
         ),
     }

@@ -109,6 +109,8 @@ class GvisorSettings:
     # fetches and checks it once and copies it to each host (release_copy.py).
     release_fetch: str = "host"
     release_dir: str | None = None  # a local release directory, used when baseUrl cannot be reached
+    # "latest" when `release` is what latest was at this run (release_latest.py).
+    resolved_from: str | None = None
 
 
 def parse_gvisor_settings(raw: Mapping[str, object], problems: list[str]) -> GvisorSettings:
