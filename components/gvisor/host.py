@@ -22,6 +22,8 @@ from pulumi_command import remote
 
 from components.fleet.machine import Machine
 from components.gvisor.agent import SCRIPT_PATH, agent_file, agent_run, checks_passed, parse_facts
+from components.gvisor.drift import checked_items
+from components.gvisor.host_check import HostCheck
 from components.gvisor.release_copy import plan_release_copy
 from components.gvisor.runsc_config import docker_runtime_args, effective_flags, render_runsc_toml
 from components.gvisor.settings import GvisorSettings
@@ -75,11 +77,31 @@ def host_commands(
             cmd("containerd-configure", gv.runtime_name, runsc_toml, gv.install_dir, gv.runsc_config_path),
             cmd("containerd-restore", gv.runsc_config_path),
         )
-    steps["verify"] = (
-        cmd("verify", gv.runtime_name, gv.verify_image, gv.docker, gv.containerd, gv.install_dir, gv.runsc_config_path),
-        None,
-    )
+    # The read-only check runs last, so the state records what the steps left (drift, host_check.py).
+    checks = (gv.runtime_name, gv.verify_image, gv.docker, gv.containerd, gv.install_dir, gv.runsc_config_path)
+    steps["verify"] = (f"{cmd('verify', *checks)} && {check_command(machine, gv)}", None)
     return steps
+
+
+def check_command(machine: Machine, gv: GvisorSettings) -> str:
+    """The agent's read-only check of what the steps put on the host (drift, see host_check.py)."""
+    sudo = machine.user != "root"
+    return agent_run(
+        "check", gv.install_dir, gv.runtime_name, gv.runsc_config_path, sudo=sudo, step_timeout=gv.step_timeout
+    )
+
+
+def check_connection(connection: remote.ConnectionArgs) -> dict[str, pulumi.Input[object]]:
+    """What the drift check needs of a connection (the key stays a secret)."""
+    values: dict[str, pulumi.Input[object]] = {
+        "host": connection.host,
+        "port": connection.port,
+        "user": connection.user,
+        "privateKey": connection.private_key,
+        "hostKey": connection.host_key,
+        "agentSocketPath": connection.agent_socket_path,
+    }
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def script_asset_path() -> str:
@@ -169,6 +191,19 @@ class GvisorHost(pulumi.ComponentResource):
         verify = runtime_step("verify", engines or [install], hashlib.sha256(changed.encode()).hexdigest()[:16])
 
         steps = [install, *engines, verify]
+        # Drift: read by refresh, repaired by up (a plain up compares the state only).
+        repair: dict[str, pulumi.Input[str]] = {"install": install_create}
+        repair.update({s: commands[s][0] for s in ("docker", "containerd", "verify") if s in commands})
+        HostCheck(
+            f"{name}-check",
+            connection=check_connection(connection),
+            check=check_command(machine, settings),
+            repair=repair,
+            items=checked_items(settings.docker != "off", settings.containerd != "off"),
+            verified=verify.stdout,
+            step_timeout=settings.step_timeout,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[verify]),
+        )
         self.facts = pulumi.Output.all(*[s.stdout for s in steps]).apply(
             lambda outs: {k: v for out in outs for k, v in parse_facts(out).items()}
         )

@@ -57,3 +57,14 @@ def bucket_handler(page_size: int = 1000) -> type[SimpleHTTPRequestHandler]:
             super().do_GET()
 
     return Bucket
+
+
+def publish_releases(root: Path, releases: list[str], arches: tuple[str, ...] = ("x86_64", "aarch64")) -> str:
+    """ROOT laid out like the bucket with RELEASES (each arch's archive checksum only, enough for
+    `latest` to resolve); returns ROOT as the file:// baseUrl."""
+    for release in releases:
+        for arch in arches:
+            folder = root / release / arch
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "gvisor.tar.bz2.sha512").write_text(f"{'0' * 128}  gvisor.tar.bz2\n")
+    return root.as_uri()
