@@ -98,8 +98,8 @@ def _where(connection: Mapping[str, Any]) -> str:
     return f"{connection.get('user') or 'root'}@{connection['host']}:{int(connection.get('port') or 22)}"
 
 
-def run_remote(connection: Mapping[str, Any], command: str, timeout: float) -> str:
-    """COMMAND's stdout on the host; CheckError naming the host and the reason otherwise."""
+def run_remote(connection: Mapping[str, Any], command: str, timeout: float, what: str) -> str:
+    """COMMAND's stdout on the host; CheckError naming the host, WHAT ran and the reason otherwise."""
     where = _where(connection)
     with _slots, ssh_argv(connection) as (argv, env):
         try:
@@ -107,18 +107,19 @@ def run_remote(connection: Mapping[str, Any], command: str, timeout: float) -> s
                 [*argv, command], capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
             )
         except subprocess.TimeoutExpired:
-            raise CheckError(f"{where}: no answer within {timeout:.0f}s (drift check or repair stopped)") from None
+            raise CheckError(f"{where}: {what} gave no answer within {timeout:.0f}s (stopped)") from None
         except FileNotFoundError:
             raise CheckError("the OpenSSH client (ssh) is not installed on the machine running Pulumi") from None
     if done.returncode == 255:
-        raise CheckError(f"{where}: SSH failed: {done.stderr.strip()[-400:]}")
+        raise CheckError(f"{where}: SSH failed for {what}: {done.stderr.strip()[-400:]}")
     if done.returncode != 0:
-        raise CheckError(f"{where}: `{command[:80]}...` failed ({done.returncode}): {done.stderr.strip()[-600:]}")
+        raise CheckError(f"{where}: {what} failed (exit {done.returncode}): {done.stderr.strip()[-600:]}")
     return done.stdout
 
 
 def _observe(props: Mapping[str, Any]) -> dict[str, str]:
-    facts = parse_facts(run_remote(props["connection"], props["check"], float(props.get("timeout") or READ_TIMEOUT)))
+    timeout = float(props.get("timeout") or READ_TIMEOUT)
+    facts = parse_facts(run_remote(props["connection"], props["check"], timeout, "the drift check"))
     return digests(facts, props["items"])
 
 
@@ -142,7 +143,7 @@ class _HostCheckProvider(ResourceProvider):
         steps = repair_plan(found, news["repair"])
         timeout = float(news.get("step_timeout") or 900) + 60
         for step in steps:
-            run_remote(news["connection"], news["repair"][step], timeout)
+            run_remote(news["connection"], news["repair"][step], timeout, f"the repair's {step} step")
         if steps:
             left = {n: s for n, s in statuses(news["recorded"], _observe(news)).items() if s != AS_INSTALLED}
             if left:

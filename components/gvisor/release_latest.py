@@ -69,7 +69,7 @@ def release_key(name: str) -> tuple[int, int, int]:
     """Sort key of a dated release: date, then point; `YYYYMMDD` just before `YYYYMMDD.0`."""
     m = DATED.match(name)
     if not m:
-        raise ValueError(f"not a dated release: {name!r}")
+        return (-1, -1, -1)  # not dated: before any release
     return (int(m.group(1)), int(m.group(2) or 0), 1 if m.group(2) is not None else 0)
 
 

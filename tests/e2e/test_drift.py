@@ -63,14 +63,16 @@ class Fleet:
 
 
 def diffs(run: Run) -> dict[str, set[str]]:
-    """Resource name -> the properties the engine says differ (its own event log)."""
+    """Resource name -> the inputs that differ between the state and the program, from the engine's event log."""
     found: dict[str, set[str]] = {}
     for event in run.events:
         pre = event.get("resourcePreEvent")
         if not isinstance(pre, dict):
             continue
         meta = pre.get("metadata", {})
-        keys = set(meta.get("diffs") or []) | set((meta.get("detailedDiff") or {}).keys())
+        old, new = (meta.get(side) or {} for side in ("old", "new"))
+        olds, news = old.get("inputs") or {}, new.get("inputs") or {}
+        keys = {k for k in {*olds, *news} if olds.get(k) != news.get(k)} | set(meta.get("diffs") or [])
         if keys:
             found.setdefault(str(meta.get("urn", "")).rsplit("::", 1)[-1], set()).update(keys)
     return found
@@ -118,7 +120,7 @@ def test_an_item_changed_by_hand_is_named_and_put_right(fleet: Fleet, item: str)
     changed = {name: ops - {"refresh"} for name, ops in preview.ops(CHECK).items()}
     assert changed == {f"{first.name}-check": {"update"}, f"{other.name}-check": {"same"}}, preview.stdout
     assert diffs(preview).get(f"{first.name}-check", set()) >= {item}, preview.stdout
-    assert f"{first.name}-check" in preview.stdout and item in preview.stdout, preview.stdout
+    assert f"{first.name}-check update [diff: ~{item}]" in preview.stdout, preview.stdout
 
     refresh = fleet.stack.pulumi("refresh", "--yes", events=True).check()
     record(f"drift: refresh ({item})", refresh)
