@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from components.gvisor.agent import parse_facts
+
 AS_INSTALLED = "as installed"
 CHANGED = "changed by hand"
 REMOVED = "removed by hand"
@@ -60,8 +62,15 @@ def digests(facts: Mapping[str, str], items: Iterable[str]) -> dict[str, str]:
     return found
 
 
+def recorded_digests(verified: str, items: Iterable[str]) -> dict[str, str]:
+    """Each item's digest from the verify step's output, which ends with the check's facts ("" when
+    missing: that item cannot be compared, and a refresh never reports it)."""
+    facts = parse_facts(verified)
+    return {name: facts.get(ITEMS[name].fact, "") for name in items}
+
+
 def status(recorded: str | None, observed: str) -> str:
-    if recorded is None or recorded == observed:
+    if not recorded or recorded == observed:
         return AS_INSTALLED
     return REMOVED if observed == ABSENT else CHANGED
 

@@ -40,6 +40,7 @@ from components.gvisor.drift import (
     describe,
     digests,
     drifted,
+    recorded_digests,
     repair_plan,
     statuses,
 )
@@ -173,7 +174,7 @@ class HostCheck(Resource):
             "timeout": READ_TIMEOUT,
             "step_timeout": step_timeout,
             "items": list(items),
-            "recorded": verified.apply(lambda out: digests(parse_facts(out), items)),
+            "recorded": verified.apply(lambda out: recorded_digests(out, items)),
             **{n: AS_INSTALLED for n in items},
         }
         secret = pulumi.ResourceOptions(additional_secret_outputs=["connection"])
