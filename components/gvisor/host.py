@@ -128,7 +128,10 @@ class GvisorHost(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
         *,
         builds_images: bool = False,
+        checks: pulumi.ProviderResource | None = None,
     ) -> None:
+        """checks: the provider of the drift check (host_check.checks_provider(), one for the whole
+        fleet); without it the check uses the default one, which keeps a copy of the stack config."""
         super().__init__("gvisor-fleet:gvisor:GvisorHost", name, None, opts)
         self.builds_images = builds_images
         connection = lean_connection(machine.connection)
@@ -202,7 +205,7 @@ class GvisorHost(pulumi.ComponentResource):
             items=checked_items(settings.docker != "off", settings.containerd != "off"),
             verified=verify.stdout,
             step_timeout=settings.step_timeout,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[verify]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[verify], provider=checks),
         )
         self.facts = pulumi.Output.all(*[s.stdout for s in steps]).apply(
             lambda outs: {k: v for out in outs for k, v in parse_facts(out).items()}

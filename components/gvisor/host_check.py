@@ -152,6 +152,16 @@ class _HostCheckProvider(ResourceProvider):
         return UpdateResult(outs=news)
 
 
+def checks_provider() -> pulumi.ProviderResource:
+    """An explicit provider for the checks, one per program run (see GvisorHost's `checks` argument).
+
+    The default one of dynamic resources is given the whole stack config as
+    its inputs: the state would keep a copy of it, and every change of any
+    setting (adding a machine) would show as an update of that provider.
+    """
+    return pulumi.ProviderResource("pulumi-python", "gvisor-fleet-checks", {})
+
+
 class HostCheck(Resource):
     """Drift of one machine: read over SSH by refresh, repaired by up (see the module docs)."""
 
