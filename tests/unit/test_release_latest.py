@@ -4,6 +4,7 @@ each failure says, against real loopback servers laid out like the bucket."""
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import replace
 from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
@@ -177,3 +178,19 @@ def test_latest_becomes_the_dated_release_on_the_install_line(tmp_path: Path):
         Resource(urn, "command:remote:Command", "m1-install", {"create": line}), PolicyConfig()
     )
     assert "installs gVisor release 'latest'" in violation.message
+
+
+class Silent(SimpleHTTPRequestHandler):
+    """Takes the request and never answers."""
+
+    def do_GET(self) -> None:
+        time.sleep(30)
+
+
+def test_a_server_that_never_answers_stops_the_resolution_within_its_limit(tmp_path: Path):
+    with Server(tmp_path, Silent) as server, pytest.raises(ReleaseFetchError) as err:
+        start = time.monotonic()
+        resolve_at(f"{server.url}/gvisor/releases/release", BOTH, Limits(wait=1, total=5))
+    assert time.monotonic() - start < 5
+    assert err.value.kind == "timeout"
+    assert "sent no answer within 1s" in str(err.value)
