@@ -11,6 +11,8 @@ from components.config import read_raw_config
 from components.fleet.build import build_fleet
 from components.fleet.machine import Machine
 from components.gvisor.host import GvisorHost
+from components.gvisor.host_check import checks_provider
+from components.gvisor.release_latest import resolve_for_run
 from components.lean_state import keep_only_the_source_position
 from components.overhead.measure import OverheadMeasurement, measure_fleet, with_overhead
 from components.settings import Settings, SettingsError, load_settings
@@ -47,11 +49,13 @@ def build(config: pulumi.Config) -> Program:
         settings = load_settings(read_raw_config(config), has_private_key=private_key is not None)
     except SettingsError as err:
         raise pulumi.RunError(str(err)) from None
+    settings = resolve_for_run(settings)  # `latest` as the dated release it is now
 
     machines: dict[str, tuple[Machine, GvisorHost]] = {}
     builders = {spec.name for spec in settings.machines if spec.builds_images}
+    checks = checks_provider() if settings.machines else None
     for machine in build_fleet(settings.machines, private_key):
-        host = GvisorHost(machine.name, machine, settings.gvisor, builds_images=machine.name in builders)
+        host = GvisorHost(machine.name, machine, settings.gvisor, builds_images=machine.name in builders, checks=checks)
         machines[machine.name] = (machine, host)
 
     kube = None

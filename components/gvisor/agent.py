@@ -51,15 +51,20 @@ def agent_file() -> str:
     return f"{AGENT_DIR}/{AGENT_PREFIX}{agent_sha256()[:16]}"
 
 
-def agent_run(subcommand: str, *args: str, sudo: bool, step_timeout: int, instance: str = "") -> str:
+def agent_run(
+    subcommand: str, *args: str, sudo: bool, step_timeout: int, instance: str = "", requested: str = ""
+) -> str:
     """A command line running one subcommand of the copied script.
 
     step_timeout is the stack's bound for one step (gvisor-fleet:stepTimeout);
     instance, when given, names the machine's generation: the script ignores it,
-    so a new one only makes the step run again (an update, not a replacement).
+    so a new one only makes the step run again (an update, not a replacement);
+    requested, when given, is the release the stack asked for (`latest`) when the
+    line installs what it resolved to: the script ignores it too, policies read it.
     """
     options = [f"-t{int(step_timeout)}"] if int(step_timeout) != SCRIPT_STEP_TIMEOUT else []
     options += [f"-i{instance}"] if instance else []
+    options += [f"-r{requested}"] if requested else []
     line = shlex.join(("sh", agent_file(), *options, subcommand, *args))
     return f"sudo -n {line}" if sudo else line
 

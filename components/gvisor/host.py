@@ -22,6 +22,8 @@ from pulumi_command import remote
 
 from components.fleet.machine import Machine
 from components.gvisor.agent import SCRIPT_PATH, agent_file, agent_run, checks_passed, parse_facts
+from components.gvisor.drift import checked_items
+from components.gvisor.host_check import HostCheck
 from components.gvisor.release_copy import plan_release_copy
 from components.gvisor.runsc_config import docker_runtime_args, effective_flags, render_runsc_toml
 from components.gvisor.settings import GvisorSettings
@@ -38,8 +40,8 @@ def host_commands(
     """
     sudo = machine.user != "root"
 
-    def cmd(sub: str, *args: str, generation: str = "") -> str:
-        return agent_run(sub, *args, sudo=sudo, step_timeout=gv.step_timeout, instance=generation)
+    def cmd(sub: str, *args: str, generation: str = "", requested: str = "") -> str:
+        return agent_run(sub, *args, sudo=sudo, step_timeout=gv.step_timeout, instance=generation, requested=requested)
 
     docker_flags = effective_flags(gv.platform, gv.docker_network, gv.runsc_flags)
     containerd_flags = effective_flags(gv.platform, gv.containerd_network, gv.runsc_flags)
@@ -50,7 +52,16 @@ def host_commands(
     steps: dict[str, tuple[str, str | None]] = {
         # The checks, then the install, in one run; the delete removes the copy last.
         "install": (
-            cmd("preflight", machine.arch, gv.platform, gv.docker, gv.containerd, *install, generation=instance),
+            cmd(
+                "preflight",
+                machine.arch,
+                gv.platform,
+                gv.docker,
+                gv.containerd,
+                *install,
+                generation=instance,
+                requested=gv.resolved_from or "",
+            ),
             cmd("uninstall", gv.install_dir, "remove-copy"),
         ),
     }
@@ -66,11 +77,31 @@ def host_commands(
             cmd("containerd-configure", gv.runtime_name, runsc_toml, gv.install_dir, gv.runsc_config_path),
             cmd("containerd-restore", gv.runsc_config_path),
         )
-    steps["verify"] = (
-        cmd("verify", gv.runtime_name, gv.verify_image, gv.docker, gv.containerd, gv.install_dir, gv.runsc_config_path),
-        None,
-    )
+    # The read-only check runs last, so the state records what the steps left (drift, host_check.py).
+    checks = (gv.runtime_name, gv.verify_image, gv.docker, gv.containerd, gv.install_dir, gv.runsc_config_path)
+    steps["verify"] = (f"{cmd('verify', *checks)} && {check_command(machine, gv)}", None)
     return steps
+
+
+def check_command(machine: Machine, gv: GvisorSettings) -> str:
+    """The agent's read-only check of what the steps put on the host (drift, see host_check.py)."""
+    sudo = machine.user != "root"
+    return agent_run(
+        "check", gv.install_dir, gv.runtime_name, gv.runsc_config_path, sudo=sudo, step_timeout=gv.step_timeout
+    )
+
+
+def check_connection(connection: remote.ConnectionArgs) -> dict[str, pulumi.Input[object]]:
+    """What the drift check needs of a connection (the key stays a secret)."""
+    values: dict[str, pulumi.Input[object]] = {
+        "host": connection.host,
+        "port": connection.port,
+        "user": connection.user,
+        "privateKey": connection.private_key,
+        "hostKey": connection.host_key,
+        "agentSocketPath": connection.agent_socket_path,
+    }
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def script_asset_path() -> str:
@@ -97,7 +128,10 @@ class GvisorHost(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
         *,
         builds_images: bool = False,
+        checks: pulumi.ProviderResource | None = None,
     ) -> None:
+        """checks: the provider of the drift check (host_check.checks_provider(), one for the whole
+        fleet); without it the check uses the default one, which keeps a copy of the stack config."""
         super().__init__("gvisor-fleet:gvisor:GvisorHost", name, None, opts)
         self.builds_images = builds_images
         connection = lean_connection(machine.connection)
@@ -160,6 +194,19 @@ class GvisorHost(pulumi.ComponentResource):
         verify = runtime_step("verify", engines or [install], hashlib.sha256(changed.encode()).hexdigest()[:16])
 
         steps = [install, *engines, verify]
+        # Drift: read by refresh, repaired by up (a plain up compares the state only).
+        repair: dict[str, pulumi.Input[str]] = {"install": install_create}
+        repair.update({s: commands[s][0] for s in ("docker", "containerd", "verify") if s in commands})
+        HostCheck(
+            f"{name}-check",
+            connection=check_connection(connection),
+            check=check_command(machine, settings),
+            repair=repair,
+            items=checked_items(settings.docker != "off", settings.containerd != "off"),
+            verified=verify.stdout,
+            step_timeout=settings.step_timeout,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[verify], provider=checks),
+        )
         self.facts = pulumi.Output.all(*[s.stdout for s in steps]).apply(
             lambda outs: {k: v for out in outs for k, v in parse_facts(out).items()}
         )

@@ -143,7 +143,7 @@ def _sha512_of(path: Path) -> str:
 
 def _published_digest(url: str, limits: Limits) -> str:
     try:
-        text = _read_small(f"{url}/{ARCHIVE}.sha512", limits)
+        text = read_small(f"{url}/{ARCHIVE}.sha512", limits)
     except ReleaseFetchError as err:
         if err.kind != "notfound":
             raise
@@ -172,13 +172,14 @@ def _published_digest(url: str, limits: Limits) -> str:
 
 def _exists(url: str, limits: Limits) -> bool:
     try:
-        _read_small(url, limits)
+        read_small(url, limits)
     except ReleaseFetchError:
         return False
     return True
 
 
-def _read_small(url: str, limits: Limits) -> str:
+def read_small(url: str, limits: Limits) -> str:
+    """A small file's text, within the limits; failures as ReleaseFetchError."""
     with _open(url, limits) as response:
         return _read(response, url, limits, time.monotonic(), None).decode(errors="replace")
 

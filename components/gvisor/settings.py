@@ -50,9 +50,11 @@ def _mode(name: str, what: str) -> Setting:
 
 SETTINGS = (
     Setting("release", Text(describe="YYYYMMDD, YYYYMMDD.N or latest"),
-            "gVisor release, YYYYMMDD or YYYYMMDD.N (pinned), or latest.", DEFAULT_RELEASE, check=_release_problem),
+            "gVisor release, YYYYMMDD or YYYYMMDD.N (pinned), or latest (the newest dated release at baseUrl, "
+            "resolved at each preview and up).", DEFAULT_RELEASE, check=_release_problem),
     Setting("baseUrl", Url(("https://", "http://", "file://")),
-            "Where releases live, laid out as <baseUrl>/<release>/<uname -m>/ (a mirror works).", DEFAULT_BASE_URL,
+            "Where releases live, laid out as <baseUrl>/<release>/<uname -m>/ (a mirror works; for latest it "
+            "also lists them, see docs/operations.md).", DEFAULT_BASE_URL,
             fix=f"a mirror is laid out like {DEFAULT_BASE_URL}/<release>/<arch>/"),
     Setting("sha512", Digests(128, "SHA-512"),
             "Pinned SHA-512 of runsc per arch, checked on each host; needs a dated release."),
@@ -109,6 +111,8 @@ class GvisorSettings:
     # fetches and checks it once and copies it to each host (release_copy.py).
     release_fetch: str = "host"
     release_dir: str | None = None  # a local release directory, used when baseUrl cannot be reached
+    # "latest" when `release` is what latest was at this run (release_latest.py).
+    resolved_from: str | None = None
 
 
 def parse_gvisor_settings(raw: Mapping[str, object], problems: list[str]) -> GvisorSettings:

@@ -219,6 +219,7 @@ class AgentCall:
 
     subcommand: str
     args: tuple[str, ...]
+    requested: str = ""  # the release the stack asked for, when the line installs what it resolved to (-r)
 
     def arg(self, index: int) -> str | None:
         return self.args[index] if index < len(self.args) else None
@@ -228,6 +229,7 @@ def agent_call(create: object) -> AgentCall | None:
     """The agent subcommand and its arguments, or None for any other command line."""
     if not isinstance(create, str):
         return None
+    requested = ""
     try:
         words = shlex.split(create)
     except ValueError:
@@ -237,15 +239,17 @@ def agent_call(create: object) -> AgentCall | None:
     # The copied script: its options (-t, -i), then the agent's own words.
     if words[:1] == ["sh"] and words[1:2] and words[1].startswith(".gvisor-fleet/"):
         options = 2
-        while words[options : options + 1] and words[options].startswith(("-t", "-i")):
+        while words[options : options + 1] and words[options].startswith(("-t", "-i", "-r")):
+            if words[options].startswith("-r"):
+                requested = words[options][2:]
             options += 1
         words = ["sh", "-s", "--", *words[options:]]
     if words[:3] != ["sh", "-s", "--"] or len(words) < 4:
         return None
     # Checks that run first (the install step): what follows them is the step's call.
     if words[3] == "preflight" and len(words) > 8:
-        return AgentCall(words[8], tuple(words[9:]))
-    return AgentCall(words[3], tuple(words[4:]))
+        return AgentCall(words[8], tuple(words[9:]), requested)
+    return AgentCall(words[3], tuple(words[4:]), requested)
 
 
 @dataclass(frozen=True)
@@ -354,6 +358,8 @@ def _release_violations(resource: Resource, call: AgentCall, machine: str, confi
                 resource.urn,
             )
         ]
+    # `latest`, resolved when the program ran: the line names a dated release, `-rlatest` says it floats.
+    release = call.requested or release
     if DATED_RELEASE.match(release):
         return []
     return [

@@ -5,7 +5,8 @@ fails this test:
 
 - the host agent and the k3s node script (components/gvisor/scripts/*.sh,
   components/kube/scripts/*.sh): every `die "..."`;
-- the release fetch (components/gvisor/release_fetch.py) and the Kubernetes
+- the release fetch and `latest` (components/gvisor/release_fetch.py,
+  release_latest.py), the drift check (drift.py, host_check.py) and the Kubernetes
   layer (components/kube/*.py but settings.py): every string or f-string
   literal given to an exception (a call of a name ending in `Error`);
 - the settings: one family per config key (`components.settings.KNOWN_KEYS`
@@ -37,7 +38,7 @@ ROOT = Path(__file__).parents[2]
 PAGE = ROOT / "docs" / "troubleshooting.md"
 SCRIPTS = sorted([*ROOT.glob("components/gvisor/scripts/*.sh"), *ROOT.glob("components/kube/scripts/*.sh")])
 PYTHON = sorted(
-    [ROOT / "components/gvisor/release_fetch.py"]
+    [ROOT / f"components/gvisor/{m}.py" for m in ("release_fetch", "release_latest", "drift", "host_check")]
     + [p for p in ROOT.glob("components/kube/*.py") if p.name not in ("settings.py", "__init__.py")]
 )
 

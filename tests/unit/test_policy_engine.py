@@ -15,6 +15,7 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 import yaml
 
 from components.fleet.keys import generate_ed25519
+from tests.support.bucket import publish_releases
 from tests.support.toolchain import KUBERNETES_VERSION, built_engine_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +35,8 @@ MACHINES = [
     {"name": "edge-arm", "address": "10.0.2.11", "arch": "aarch64", "user": "admin"},
 ]
 KEY = generate_ed25519("policy-engine-test").private_key
+# A release listing for `latest` to resolve against (it is resolved when the program runs).
+LISTED = publish_releases(Path(tempfile.mkdtemp(prefix="gvisor-fleet-listed-")), ["20261116.0"])
 # A cluster nobody serves: the provider previews without it (and says so).
 UNREACHABLE_KUBECONFIG = """apiVersion: v1
 kind: Config
@@ -127,7 +131,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
 
 
 def test_latest_release_fails_a_prod_preview(project: Project):
-    project.configure("prod", release="latest", machines=MACHINES)
+    project.configure("prod", release="latest", baseUrl=LISTED, machines=MACHINES)
     code, output = project.preview("prod")
     assert code != 0, output
     assert "gvisor-release-pinned" in output
@@ -136,7 +140,7 @@ def test_latest_release_fails_a_prod_preview(project: Project):
 
 
 def test_latest_release_passes_on_a_dev_stack(project: Project):
-    project.configure("dev", release="latest", machines=MACHINES)
+    project.configure("dev", release="latest", baseUrl=LISTED, machines=MACHINES)
     code, output = project.preview("dev")
     assert code == 0, output
     assert "gvisor-fleet@v0.1.0" in output  # the pack ran

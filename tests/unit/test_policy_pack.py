@@ -20,6 +20,7 @@ import os
 import select
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 from components.fleet.keys import generate_ed25519
 from components.policy import pack, rules
 from components.program import build
+from tests.support.bucket import publish_releases
 from tests.unit.mocks import RecordingMocks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +48,8 @@ MACHINES = [
     {"name": "edge-arm", "address": "10.0.2.2", "arch": "aarch64", "user": "admin"},
 ]
 KUBE = {"enabled": True, "cluster": "existing"}
+# A release listing for `latest` to resolve against (it is resolved when the program runs).
+LISTED = publish_releases(Path(tempfile.mkdtemp(prefix="gvisor-fleet-listed-")), ["20261116.0"])
 
 
 # --- the program under mocks ---------------------------------------------------------
@@ -207,14 +211,14 @@ def test_the_products_default_stack_passes_every_policy(analyzer):
 
 def test_latest_release_fails_a_prod_preview_and_passes_a_dev_one(analyzer):
     configure(analyzer)
-    prod = analyze_each(analyzer, program_resources("prod", machines=MACHINES, release="latest"))
+    prod = analyze_each(analyzer, program_resources("prod", machines=MACHINES, release="latest", baseUrl=LISTED))
     assert names(prod) == ["gvisor-release-pinned", "gvisor-release-pinned"]
     assert all(d.enforcementLevel == analyzer_pb2.MANDATORY for d in prod)
     assert {d.urn.rsplit("::", 1)[1] for d in prod} == {"build-1-install", "edge-arm-install"}
     assert "pin a dated release" in prod[0].message
-    assert analyze_each(analyzer, program_resources("dev", machines=MACHINES, release="latest")) == []
+    assert analyze_each(analyzer, program_resources("dev", machines=MACHINES, release="latest", baseUrl=LISTED)) == []
     configure(analyzer, **{"gvisor-release-pinned": {"devStacks": ["prod"]}})
-    assert analyze_each(analyzer, program_resources("prod", machines=MACHINES, release="latest")) == []
+    assert analyze_each(analyzer, program_resources("prod", machines=MACHINES, release="latest", baseUrl=LISTED)) == []
 
 
 def test_default_runtime_on_an_image_builder_fails_through_policy_config(analyzer):

@@ -21,6 +21,7 @@
 #   components/gvisor/scripts/parts/containerd-config.sh
 #   components/gvisor/scripts/parts/containerd.sh
 #   components/gvisor/scripts/parts/verify.sh
+#   components/gvisor/scripts/parts/check.sh
 #   components/gvisor/scripts/parts/entry.sh
 
 # --- components/gvisor/scripts/parts/head.sh ---
@@ -1033,7 +1034,17 @@ new_staging() { mktemp -d "$1/.gvisor-fleet.XXXXXX"; }
 already_installed() {
     [ -f "$INSTALL_STATE" ] && [ -x "$1/runsc" ] &&
         grep -qx "url=$2" "$INSTALL_STATE" && grep -qx "published=$3" "$INSTALL_STATE" &&
-        grep -qx "runsc=$(sha512_of "$1/runsc")" "$INSTALL_STATE"
+        grep -qx "runsc=$(sha512_of "$1/runsc")" "$INSTALL_STATE" && shim_untouched "$1"
+}
+
+# The shim is as installed (a state from before shim= was kept says nothing: untouched).
+shim_untouched() {
+    grep -q '^shim=' "$INSTALL_STATE" || return 0
+    grep -qx "shim=$(shim_digest "$1")" "$INSTALL_STATE"
+}
+
+shim_digest() {
+    if [ -f "$1/containerd-shim-runsc-v1" ]; then sha512_of "$1/containerd-shim-runsc-v1"; else echo none; fi
 }
 
 # Moves a staged release into installDir: PREFIX STAGE SOURCE RELEASE LAYOUT PUBLISHED.
@@ -1086,7 +1097,10 @@ write_install_state() {
         echo "release=$3"
         echo "layout=$4"
         echo "published=$5"
-        if [ "$5" != pending ]; then echo "runsc=$(sha512_of "$1/runsc")"; fi
+        if [ "$5" != pending ]; then
+            echo "runsc=$(sha512_of "$1/runsc")"
+            echo "shim=$(shim_digest "$1")"
+        fi
         echo "prefix=$1"
     } > "$INSTALL_STATE.tmp"
     mv -f "$INSTALL_STATE.tmp" "$INSTALL_STATE"
@@ -1703,11 +1717,106 @@ verify_containerd() {
     return 1
 }
 
+# --- components/gvisor/scripts/parts/check.sh ---
+# The read-only check (`check`): a digest of each item the steps put on the
+# host, for drift detection (components/gvisor/drift.py). It takes no lock,
+# writes nothing and restarts nothing; "absent" when an item is not there.
+# The verify step runs it last, so the state records what the steps left.
+
+# The first 128 bits of a SHA-512 (plenty to see a change; the state keeps them).
+short_digest() { sha512sum | cut -c1-32; }
+
+# FILE's digest, or "absent".
+digest_file() {
+    if [ -f "$1" ]; then short_digest < "$1"; else echo absent; fi
+}
+
+# The digest of stdin, or "absent" when it is empty.
+digest_text() {
+    _digest_text=$(cat)
+    if [ -z "$_digest_text" ]; then echo absent; else printf '%s\n' "$_digest_text" | short_digest; fi
+}
+
+# Docker's entry for runtime NAME in FILE (daemon.json): runtimes.NAME and
+# the top-level default-runtime, each as compact JSON (blanks outside strings
+# dropped), so a file only re-indented has the same entry.
+docker_entry() {
+    [ -f "$1" ] || return 0
+    awk -v name="$2" '
+        { text = text $0 "\n" }
+        END {
+            n = length(text); depth = 0; instr = 0; esc = 0; tok = ""; key = ""; c1 = ""
+            runtimes = 0; grab = 0; out = ""; def = ""
+            for (i = 1; i <= n; i++) {
+                ch = substr(text, i, 1)
+                if (instr) {
+                    tok = tok ch
+                    if (esc) esc = 0
+                    else if (ch == "\\") esc = 1
+                    else if (ch == "\"") instr = 0
+                    if (grab) out = out ch
+                    continue
+                }
+                if (ch ~ /[ \t\r\n]/) continue
+                if (ch == "\"") { instr = 1; tok = "\""; if (grab) out = out ch; continue }
+                if (ch == ":") {
+                    key = tok
+                    if (depth == 1 && key == "\"default-runtime\"") c1 = "default"
+                    if (depth == 2 && runtimes && key == "\"" name "\"") { grab = 1; gdepth = depth; continue }
+                    if (grab) out = out ch
+                    continue
+                }
+                if (ch == "{" || ch == "[") {
+                    if (depth == 1 && key == "\"runtimes\"" && ch == "{") runtimes = 1
+                    depth++
+                    if (grab) out = out ch
+                    tok = ""
+                    continue
+                }
+                if (ch == "}" || ch == "]") {
+                    if (c1 == "default") { def = tok; c1 = "" }
+                    if (grab) out = out ch
+                    depth--
+                    if (depth == 1) runtimes = 0
+                    if (grab && depth == gdepth) grab = 0
+                    tok = ""
+                    continue
+                }
+                if (ch == ",") {
+                    if (grab && depth == gdepth) grab = 0
+                    if (grab) out = out ch
+                    if (c1 == "default") { def = tok; c1 = "" }
+                    tok = ""; key = ""
+                    continue
+                }
+                tok = tok ch
+                if (grab) out = out ch
+            }
+            if (c1 == "default") def = tok
+            if (out != "") print "runtime=" out
+            if (def != "") print "default-runtime=" def
+        }' "$1"
+}
+
+# PREFIX RUNTIME RUNSC_TOML: one fact per item, check_<item>=<digest|absent>.
+cmd_check() {
+    [ $# -eq 3 ] || usage
+    fact check_runsc "$(digest_file "$1/runsc")"
+    fact check_shim "$(digest_file "$1/containerd-shim-runsc-v1")"
+    fact check_docker_runtime "$(docker_entry "$DAEMON_JSON" "$2" | digest_text)"
+    if [ -f "$CONTAINERD_CONFIG" ]; then
+        fact check_containerd_block "$(sed -n "/^$BLOCK_BEGIN\$/,/^$BLOCK_END\$/p" "$CONTAINERD_CONFIG" | digest_text)"
+    else
+        fact check_containerd_block absent
+    fi
+    fact check_runsc_toml "$(digest_file "$3")"
+}
+
 # --- components/gvisor/scripts/parts/entry.sh ---
 # The entry: options, the copy's own check, and one subcommand.
 
 usage() {
-    die "usage: sh FILE [-tSECONDS] [-iINSTANCE] preflight ARCH PLATFORM DOCKER CONTAINERD [SUBCOMMAND ARGS] | install | install-file | uninstall DIR [remove-copy] | docker-configure | docker-restore | containerd-plan | containerd-configure | containerd-restore | verify ARGS"
+    die "usage: sh FILE [-tSECONDS] [-iINSTANCE] [-rRELEASE] preflight ARCH PLATFORM DOCKER CONTAINERD [SUBCOMMAND ARGS] | install | install-file | uninstall DIR [remove-copy] | docker-configure | docker-restore | containerd-plan | containerd-configure | containerd-restore | verify ARGS | check PREFIX RUNTIME RUNSC_TOML"
 }
 
 # A copy named by its hash (agent.py) refuses to run once it differs from it.
@@ -1762,16 +1871,18 @@ dispatch() {
         containerd-configure) cmd_containerd_configure "$@" ;;
         containerd-restore) cmd_containerd_restore "$@" ;;
         verify) cmd_verify "$@" ;;
+        check) cmd_check "$@" ;;
         *) usage ;;
     esac
 }
 
 # -i names the machine's generation on the command line only (a new machine
-# runs the step again); the script has no use for it.
+# runs the step again), -r the release the stack asked for (latest) when the
+# line names what it resolved to; the script has no use for either.
 while :; do
     case ${1-} in
         -t*) STEP_TIMEOUT=${1#-t} ;;
-        -i*) ;;
+        -i* | -r*) ;;
         *) break ;;
     esac
     shift

@@ -2,7 +2,7 @@
 # The entry: options, the copy's own check, and one subcommand.
 
 usage() {
-    die "usage: sh FILE [-tSECONDS] [-iINSTANCE] preflight ARCH PLATFORM DOCKER CONTAINERD [SUBCOMMAND ARGS] | install | install-file | uninstall DIR [remove-copy] | docker-configure | docker-restore | containerd-plan | containerd-configure | containerd-restore | verify ARGS"
+    die "usage: sh FILE [-tSECONDS] [-iINSTANCE] [-rRELEASE] preflight ARCH PLATFORM DOCKER CONTAINERD [SUBCOMMAND ARGS] | install | install-file | uninstall DIR [remove-copy] | docker-configure | docker-restore | containerd-plan | containerd-configure | containerd-restore | verify ARGS | check PREFIX RUNTIME RUNSC_TOML"
 }
 
 # A copy named by its hash (agent.py) refuses to run once it differs from it.
@@ -57,16 +57,18 @@ dispatch() {
         containerd-configure) cmd_containerd_configure "$@" ;;
         containerd-restore) cmd_containerd_restore "$@" ;;
         verify) cmd_verify "$@" ;;
+        check) cmd_check "$@" ;;
         *) usage ;;
     esac
 }
 
 # -i names the machine's generation on the command line only (a new machine
-# runs the step again); the script has no use for it.
+# runs the step again), -r the release the stack asked for (latest) when the
+# line names what it resolved to; the script has no use for either.
 while :; do
     case ${1-} in
         -t*) STEP_TIMEOUT=${1#-t} ;;
-        -i*) ;;
+        -i* | -r*) ;;
         *) break ;;
     esac
     shift

@@ -6,7 +6,17 @@
 already_installed() {
     [ -f "$INSTALL_STATE" ] && [ -x "$1/runsc" ] &&
         grep -qx "url=$2" "$INSTALL_STATE" && grep -qx "published=$3" "$INSTALL_STATE" &&
-        grep -qx "runsc=$(sha512_of "$1/runsc")" "$INSTALL_STATE"
+        grep -qx "runsc=$(sha512_of "$1/runsc")" "$INSTALL_STATE" && shim_untouched "$1"
+}
+
+# The shim is as installed (a state from before shim= was kept says nothing: untouched).
+shim_untouched() {
+    grep -q '^shim=' "$INSTALL_STATE" || return 0
+    grep -qx "shim=$(shim_digest "$1")" "$INSTALL_STATE"
+}
+
+shim_digest() {
+    if [ -f "$1/containerd-shim-runsc-v1" ]; then sha512_of "$1/containerd-shim-runsc-v1"; else echo none; fi
 }
 
 # Moves a staged release into installDir: PREFIX STAGE SOURCE RELEASE LAYOUT PUBLISHED.
@@ -59,7 +69,10 @@ write_install_state() {
         echo "release=$3"
         echo "layout=$4"
         echo "published=$5"
-        if [ "$5" != pending ]; then echo "runsc=$(sha512_of "$1/runsc")"; fi
+        if [ "$5" != pending ]; then
+            echo "runsc=$(sha512_of "$1/runsc")"
+            echo "shim=$(shim_digest "$1")"
+        fi
         echo "prefix=$1"
     } > "$INSTALL_STATE.tmp"
     mv -f "$INSTALL_STATE.tmp" "$INSTALL_STATE"

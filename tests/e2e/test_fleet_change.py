@@ -1,0 +1,123 @@
+"""Adding or removing a machine touches only that machine, under the real engine.
+
+Three SSH test machines (Docker only, Debian's containerd is not used), of
+which the stack first has two. Adding the third: the preview creates only
+its resources and leaves every other one as it is; `up` opens SSH sessions
+on it alone. Removing the second: the preview deletes only its resources;
+`up` puts it back byte for byte as it was before gvisor-fleet (files and
+the login home) and opens no session on the others, whose files stay as
+they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import pulumi_stack, ssh_machines
+from tests.e2e.pulumi_stack import Run, Stack, record
+from tests.e2e.ssh_machines import KeyPair, Machine, snapshot
+from tests.support.mirror import Releases
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Fleet:
+    machines: list[Machine]
+    stack: Stack
+    releases: Releases
+    as_found: dict[str, dict[str, bytes | None]]
+    home: dict[str, list[str]]
+    done: set[str] = field(default_factory=set)
+
+    def config(self, members: list[Machine]) -> dict[str, object]:
+        return pulumi_stack.stack_config(members, self.releases, containerd=False)
+
+    def sessions(self) -> dict[str, int]:
+        return {m.name: m.remote_commands() for m in self.machines}
+
+    def require(self, step: str) -> None:
+        if step not in self.done:
+            pytest.skip(f"needs the '{step}' step, which failed or did not run")
+
+
+def changed(run: Run) -> dict[str, set[str]]:
+    """Every resource the engine does anything to but leave it as it is."""
+    return {name: ops for name, ops in run.ops().items() if ops != {"same"}}
+
+
+def machine_of(name: str) -> str:
+    """The machine a resource belongs to: its GvisorHost is named after it, its steps `<machine>-<step>`."""
+    return name.split("-", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def fleet(engine: Path, mirror: Releases, image_tar: Path, client_key: KeyPair, fleet_work: Path) -> Iterator[Fleet]:
+    machines = ssh_machines.start_machines(3, fleet_work / "machines", client_key, image_tar, prefix="f")
+    try:
+        stack = Stack(fleet_work / "stack")
+        as_found = {m.name: snapshot(m) for m in machines}
+        home = {m.name: m.sandbox.sh("ls -A /root").split() for m in machines}
+        fleet = Fleet(machines, stack, mirror, as_found, home)
+        stack.init(fleet.config(machines[:2]), client_key.private_text)
+        run = stack.pulumi("up", "--yes").check()
+        record("fleet change: up (2 machines)", run)
+        fleet.done.add("up")
+        yield fleet
+    finally:
+        for m in machines:
+            m.close()
+
+
+def test_adding_a_machine_previews_and_touches_only_its_resources(fleet: Fleet) -> None:
+    fleet.require("up")
+    first, second, third = fleet.machines
+    fleet.stack.set_config(fleet.config([first, second, third]))
+    preview = fleet.stack.pulumi("preview", events=True).check()
+    record("fleet change: preview add", preview)
+    created = changed(preview)
+    assert created, preview.stdout
+    assert all(ops == {"create"} for ops in created.values()), created
+    assert {machine_of(name) for name in created} == {third.name}, created
+    assert third.name in created  # its GvisorHost, and the steps under it
+
+    before = fleet.sessions()
+    others = {m.name: snapshot(m) for m in (first, second)}
+    run = fleet.stack.pulumi("up", "--yes", events=True).check()
+    record("fleet change: up add", run)
+    assert changed(run) == created
+    after = fleet.sessions()
+    assert {n: after[n] - before[n] for n in (first.name, second.name)} == {first.name: 0, second.name: 0}
+    assert after[third.name] > before[third.name]
+    assert {m.name: snapshot(m) for m in (first, second)} == others
+    facts = fleet.stack.outputs()["machines"][third.name]  # type: ignore[index]
+    assert facts["runsc_ok"] == "true"
+    fleet.done.add("add")
+
+
+def test_removing_a_machine_restores_it_byte_for_byte_and_leaves_the_others(fleet: Fleet) -> None:
+    fleet.require("add")
+    first, second, third = fleet.machines
+    fleet.stack.set_config(fleet.config([first, third]))
+    preview = fleet.stack.pulumi("preview", events=True).check()
+    record("fleet change: preview remove", preview)
+    removed = changed(preview)
+    assert removed and all(ops == {"delete"} for ops in removed.values()), removed
+    assert {machine_of(name) for name in removed} == {second.name}, removed
+
+    before = fleet.sessions()
+    others = {m.name: snapshot(m) for m in (first, third)}
+    run = fleet.stack.pulumi("up", "--yes", events=True).check()
+    record("fleet change: up remove", run)
+    assert changed(run) == removed
+    after = fleet.sessions()
+    assert {n: after[n] - before[n] for n in (first.name, third.name)} == {first.name: 0, third.name: 0}
+    assert snapshot(second) == fleet.as_found[second.name], "the removed machine differs from before gvisor-fleet"
+    assert second.sandbox.sh("ls -A /root").split() == fleet.home[second.name]
+    assert second.sandbox.sh("test -e /var/lib/gvisor-fleet && echo left || true").strip() == ""
+    assert {m.name: snapshot(m) for m in (first, third)} == others
+    assert set(fleet.stack.outputs()["machines"]) == {first.name, third.name}  # type: ignore[arg-type]
