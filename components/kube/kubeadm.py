@@ -252,8 +252,8 @@ def member_commands(cp: KubeadmNode, node: str, timeout: int) -> tuple[str, str]
     return create, delete
 
 
-def kubeconfig_command(cp: KubeadmNode, url: str) -> str:
-    return agent_command("kubeconfig", url, sudo=cp.sudo)
+def kubeconfig_command(cp: KubeadmNode, url: str, timeout: int) -> str:
+    return agent_command("kubeconfig", url, str(timeout), sudo=cp.sudo)
 
 
 def parse_join(stdout: str) -> dict[str, str]:

@@ -156,8 +156,10 @@ class KubeadmCluster(pulumi.ComponentResource):
         kubeconfig = command(
             "kubeconfig",
             cp_machine,
-            url.apply(lambda u: plan.kubeconfig_command(cp, u)),
-            depends_on=[init],
+            url.apply(lambda u: plan.kubeconfig_command(cp, u, kubeadm.timeout_seconds)),
+            # Once the control plane is a Ready node and serves its API document: the
+            # Kubernetes layer starts from this kubeconfig.
+            depends_on=[self.ready[cp.name]],
             triggers=[init.id],
             secret=True,
         )

@@ -223,7 +223,11 @@ def test_kubeadm_cluster_graph(kmocks):
         assert (prefix + "m2-join", "create") in kmocks.secret_inputs
         for name in ("m2-join-token", "m2-join", "kubeconfig"):
             assert commands[prefix + name].inputs["logging"] == "stderr", name
-        assert argv(commands[prefix + "kubeconfig"].inputs["create"])[3:] == ["kubeconfig", "https://192.0.2.10:6443"]
+        assert argv(commands[prefix + "kubeconfig"].inputs["create"])[3:] == [
+            "kubeconfig",
+            "https://192.0.2.10:6443",
+            "600",
+        ]
         assert argv(commands[prefix + "m2-member"].inputs["delete"])[3:5] == ["drain", "m2"]
         # Labels wait for the node to be a member of the cluster.
         assert is_secret and kubeconfig == KUBECONFIG

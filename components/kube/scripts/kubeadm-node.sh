@@ -818,9 +818,22 @@ cmd_drain() {
     kubectl_admin delete node "$1" --ignore-not-found >&2
 }
 
-# API_URL: admin.conf for the program, pointing at API_URL (stdout is secret).
+# The API server builds its OpenAPI document on the first request for it,
+# which a slow machine takes minutes over; the Kubernetes provider asks for it
+# first, and gives up after 32 seconds. Asked here, it is ready for them.
+openapi_warm() {
+    kubectl_admin get --raw /openapi/v2 --request-timeout="$(remaining)s" >/dev/null 2>&1
+}
+
+# API_URL TIMEOUT: admin.conf for the program, pointing at API_URL (stdout is secret).
 cmd_kubeconfig() {
     [ -s "$ADMIN_CONF" ] || die "$ADMIN_CONF is missing: is this the control plane, and did init run?"
+    budget_start "$2"
+    until openapi_warm; do
+        [ "$(budget_left)" -gt 0 ] ||
+            die "the API server did not serve its OpenAPI document within ${2}s (gvisor-fleet:kubernetes.kubeadm.timeoutSeconds); see 'journalctl -u kubelet' and the kube-apiserver pod's log on the control plane"
+        sleep 5
+    done
     sed "s#^\( *server: \).*#\1$1#" "$ADMIN_CONF"
 }
 
