@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Literal, cast
 
 from components.fleet.specs import MachineSpec
@@ -606,10 +607,27 @@ def kubeadm_problems(kubeadm: KubeadmSettings, machines: Sequence[MachineSpec]) 
     cpus = getattr(cp.options, "cpus", None)
     if isinstance(cpus, int) and cpus < 2:
         problems.append(f"gvisor-fleet:machines ({cp.name}).cpus: kubeadm needs 2 CPUs on a control plane; set cpus: 2")
+    if kubeadm.release_dir:
+        problems += _release_dir_problems(kubeadm, machines)
     pods = ipaddress.ip_network(kubeadm.pod_subnet)
     if pods.version == 4 and len(machines) > 2 ** (24 - pods.prefixlen):
         problems.append(
             f"{key_of(KEY, 'kubeadm.podSubnet')}: {kubeadm.pod_subnet} has room for {2 ** (24 - pods.prefixlen)} "
             f"nodes of a /24 each, and the fleet has {len(machines)} machines; give a larger subnet"
         )
+    return problems
+
+
+def _release_dir_problems(kubeadm: KubeadmSettings, machines: Sequence[MachineSpec]) -> list[str]:
+    """releaseDir must hold <version>/<arch>/SHA512SUMS for every arch of the fleet (copied as it is)."""
+    goarch = {"x86_64": "amd64", "aarch64": "arm64"}
+    problems = []
+    for arch in sorted({goarch[m.arch] for m in machines if m.arch in goarch}):  # "detect": known at up
+        folder = Path(kubeadm.release_dir or "") / kubeadm.version / arch
+        if not (folder / "SHA512SUMS").is_file():
+            problems.append(
+                f"{key_of(KEY, 'kubeadm.releaseDir')}: {folder} has no SHA512SUMS; lay out {kubeadm.version}/{arch}/ "
+                "as docs/kubernetes.md says (tests/toolchain/make-kubernetes-dir.sh makes one), or drop releaseDir "
+                "to download from releaseUrl"
+            )
     return problems

@@ -97,6 +97,10 @@ def stand_ins(home: Path, release_cache: Path) -> None:
         (entry / ARCHIVE).write_bytes(data)
         (entry / f"{ARCHIVE}.sha512").write_text(f"{hashlib.sha512(data).hexdigest()}  {ARCHIVE}\n")
     (home / ".cache/gvisor-fleet/local-releases").mkdir(parents=True)
+    for goarch in ("amd64", "arm64"):  # the local Kubernetes directory, copied only by `up`
+        kube = home / ".cache/gvisor-fleet/local-kubernetes/v1.37.2" / goarch
+        kube.mkdir(parents=True)
+        (kube / "SHA512SUMS").write_text("")
 
 
 def own_passwd(tmp: Path, home: str) -> Path:

@@ -186,6 +186,18 @@ def test_a_small_control_plane_is_refused_at_preview_with_the_fix():
     ]
 
 
+def test_a_release_dir_without_a_fleet_arch_is_refused_at_preview(tmp_path):
+    (tmp_path / "v1.37.2" / "amd64").mkdir(parents=True)
+    (tmp_path / "v1.37.2" / "amd64" / "SHA512SUMS").write_text("")
+    arm = MachineSpec(name="w", arch="aarch64")
+    assert kubeadm_problems(settings(releaseDir=str(tmp_path)), [qemu("cp", 2048)]) == []
+    assert kubeadm_problems(settings(releaseDir=str(tmp_path)), [qemu("cp", 2048), arm]) == [
+        f"gvisor-fleet:kubernetes.kubeadm.releaseDir: {tmp_path}/v1.37.2/arm64 has no SHA512SUMS; lay out "
+        "v1.37.2/arm64/ as docs/kubernetes.md says (tests/toolchain/make-kubernetes-dir.sh makes one), or drop "
+        "releaseDir to download from releaseUrl"
+    ]
+
+
 @pulumi.runtime.test
 def test_kubeadm_cluster_graph(kmocks):
     gv = GvisorSettings()

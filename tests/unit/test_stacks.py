@@ -106,6 +106,13 @@ def provide_local_files(config: Mapping[str, object], home: Path, cache: Path) -
     release_dir = config.get(f"{NS}:releaseDir")
     if isinstance(release_dir, str) and release_dir.startswith("~/"):
         (home / release_dir[2:]).mkdir(parents=True, exist_ok=True)
+    kubeadm = (config.get(f"{NS}:kubernetes") or {}).get("kubeadm") or {}  # type: ignore[union-attr]
+    kube_dir = kubeadm.get("releaseDir")
+    if isinstance(kube_dir, str) and kube_dir.startswith("~/"):
+        for goarch in ("amd64", "arm64"):
+            folder = home / kube_dir[2:] / str(kubeadm.get("version", "v1.37.2")) / goarch
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "SHA512SUMS").write_text("")
     for arch in ("x86_64", "aarch64"):
         entry = cache / str(release) / arch / source_key(base)
         entry.mkdir(parents=True)
