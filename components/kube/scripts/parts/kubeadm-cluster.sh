@@ -3,7 +3,10 @@
 # what the control plane answers for the others (join tokens, readiness,
 # drains, the kubeconfig).
 
-kubectl_admin() { timeout "$(remaining)" "$BIN_DIR/kubectl" --kubeconfig "$ADMIN_CONF" "$@"; }
+# Its discovery cache in the script's own folder, not in root's home.
+kubectl_admin() {
+    timeout "$(remaining)" "$BIN_DIR/kubectl" --kubeconfig "$ADMIN_CONF" --cache-dir "$SCRATCH/kubectl-cache" "$@"
+}
 
 # kubeadm's own reason from its log: its error lines, else its last lines.
 kubeadm_reason() {
@@ -111,11 +114,15 @@ cmd_drain() {
     kubectl_admin delete node "$1" --ignore-not-found >&2
 }
 
-# The API server builds its OpenAPI document on the first request for it,
-# which a slow machine takes minutes over; the Kubernetes provider asks for it
-# first, and gives up after 32 seconds. Asked here, it is ready for them.
+# The API server builds each form of its OpenAPI document on the first
+# request for it, which a slow machine takes minutes over; the Kubernetes
+# provider asks for the protobuf form first and gives up after 32 seconds.
+# kubectl explain's OpenAPI v2 output asks for that form (gzipped, as the
+# provider does), so it is ready for them.
 openapi_warm() {
-    kubectl_admin get --raw /openapi/v2 --request-timeout="$(remaining)s" >/dev/null 2>&1
+    kubectl_admin get --raw /openapi/v2 --request-timeout="$(remaining)s" >/dev/null 2>&1 || return 1
+    kubectl_admin explain pods --output=plaintext-openapiv2 --request-timeout="$(remaining)s" >/dev/null 2>&1 ||
+        log "kubectl explain could not read the OpenAPI document; the Kubernetes provider may take long on it"
 }
 
 # API_URL TIMEOUT: admin.conf for the program, pointing at API_URL (stdout is secret).
