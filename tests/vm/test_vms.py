@@ -166,7 +166,7 @@ def test_start_again_is_a_no_op(vms: dict[str, Vm]):
 
 
 # The measurement's own budget per VM (both run at once, as `pulumi up` runs machines).
-OVERHEAD_BUDGET = 600
+OVERHEAD_BUDGET = 360
 RECORDED = Path(__file__).parents[1] / "report" / "recorded"
 
 
@@ -175,7 +175,7 @@ def test_overhead_is_measured_on_both_arches_within_budget_and_leaves_nothing(
 ):
     base_url, release = mirror
     gv = GvisorSettings(release=release, base_url=base_url)
-    ov = OverheadSettings(enabled=True, budget=OVERHEAD_BUDGET, runs=5)
+    ov = OverheadSettings(enabled=True, budget=OVERHEAD_BUDGET, runs=2)
     leftovers = (
         "sudo -n sh -c 'docker ps -aq; docker images -q | sort; ctr namespaces ls -q;"
         " ls -d /tmp/gvisor-fleet-overhead.* 2>/dev/null; pgrep -c -f [r]unsc-sandbox || true'"
