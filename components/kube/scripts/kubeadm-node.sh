@@ -836,11 +836,8 @@ openapi_warm() {
 cmd_kubeconfig() {
     [ -s "$ADMIN_CONF" ] || die "$ADMIN_CONF is missing: is this the control plane, and did init run?"
     budget_start "$2"
-    until openapi_warm; do
-        [ "$(budget_left)" -gt 0 ] ||
-            die "the API server did not serve its OpenAPI document within ${2}s (gvisor-fleet:kubernetes.kubeadm.timeoutSeconds); see 'journalctl -u kubelet' and the kube-apiserver pod's log on the control plane"
-        sleep 5
-    done
+    wait_for "the API server's OpenAPI document" "$2" openapi_warm ||
+        die "the API server did not serve its OpenAPI document within ${2}s (gvisor-fleet:kubernetes.kubeadm.timeoutSeconds); see 'journalctl -u kubelet' and the kube-apiserver pod's log on the control plane"
     sed "s#^\( *server: \).*#\1$1#" "$ADMIN_CONF"
 }
 
