@@ -19,9 +19,10 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,7 +51,7 @@ def kind(argv: Sequence[str]) -> str:
     return "latest" if "--config-file" in argv else "outputs"
 
 
-def runner_for(stack: Stack, phase: str):  # type: ignore[no-untyped-def]
+def runner_for(stack: Stack, phase: str) -> Callable[[Sequence[str]], subprocess.CompletedProcess[str]]:
     """Runs the check's pulumi commands in the stack's environment; records them when asked."""
 
     def run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
@@ -91,7 +92,7 @@ def checked(
         server.close()
 
 
-def report(checked: Checked, phase: str) -> tuple[object, str]:
+def report(checked: Checked, phase: str) -> tuple[Any, str]:
     check = script()
     (findings,) = [
         check.findings(check.check_stack(checked.stack.name, checked.stack.dir, runner_for(checked.stack, phase)))
