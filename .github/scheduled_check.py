@@ -312,7 +312,11 @@ def stack_section(f: Findings) -> list[str]:
         if n.machines:
             lines += ["Install steps that would update: " + ", ".join(f"`{m}`" for m in n.machines) + ".", ""]
     if f.other_changes:
-        lines += ["**Other changes** the next `pulumi up` would make (config not yet applied?):", ""]
+        lines += [
+            "**Other changes** the next `pulumi up` would make (a config not applied yet; on `release: latest`, "
+            "also the newer release):",
+            "",
+        ]
         lines += [f"- {op}: " + ", ".join(f"`{n}`" for n in names) for op, names in sorted(f.other_changes.items())]
         lines.append("")
     if f.errors:

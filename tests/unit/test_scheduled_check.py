@@ -128,6 +128,7 @@ def test_changes_that_are_not_drift_are_listed_as_other_changes() -> None:
         "replace": ["s1-verify", "s2-verify"],
     }
     body = check.render([found], "now", None)
+    assert "**Other changes** the next `pulumi up` would make" in body
     assert "- replace: `s1-verify`, `s2-verify`" in body
     assert "| not checked: no file | 6 | none |" in body
 
