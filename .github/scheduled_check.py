@@ -67,6 +67,7 @@ SECRET_VARIABLES = (
     "GITHUB_TOKEN",
 )
 ERROR_CHARS = 4000  # of each failed command's message kept in the report
+BODY_CHARS = 60_000  # an issue's body holds up to 65,536 characters
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -349,7 +350,18 @@ def render(results: Sequence[Findings], when: str, run_url: str | None, secrets:
     ]
     for f in results:
         lines += stack_section(f)
-    return scrub("\n".join(lines).rstrip() + "\n", secrets)
+    return bounded(scrub("\n".join(lines).rstrip() + "\n", secrets))
+
+
+def bounded(body: str) -> str:
+    """BODY cut to what an issue holds, at a line's end (the summary table comes first, so it stays)."""
+    if len(body) <= BODY_CHARS:
+        return body
+    cut = body.rfind("\n", 0, BODY_CHARS)
+    kept = body[:cut]
+    if kept.count("```") % 2:  # inside an error's block: close it
+        kept += "\n```"
+    return kept + "\n\n(The rest of the report is left out: an issue holds no more. See the job's summary.)\n"
 
 
 def issue_action(found: bool, existing: int | None) -> str:

@@ -152,6 +152,25 @@ def test_secrets_and_long_errors_are_kept_out_of_the_report() -> None:
     assert len(body) < check.ERROR_CHARS + 2000 and "``` " not in body.split("```text")[1]
 
 
+def test_a_report_longer_than_an_issue_holds_keeps_the_summary_table() -> None:
+    many = [check.Drift(f"web-{i:04d}", {"runscBinary": "changed by hand"}) for i in range(2000)]
+    found = check.findings(stack_run("unreachable"))
+    found.drift = many
+    body = check.render([found, check.findings(stack_run("drift", stack="other"))], "now", None)
+    assert 50_000 < len(body) < 65_536
+    assert "| `prod` | 2000 machines, 2000 items |" in body and "| `other` | 1 machine, 2 items |" in body
+    assert body.endswith("(The rest of the report is left out: an issue holds no more. See the job's summary.)\n")
+    assert body.count("```") % 2 == 0
+
+
+def test_a_report_cut_inside_an_error_closes_its_block() -> None:
+    found = check.findings(stack_run("unreachable"))
+    found.errors = [f"error {i}: " + "y" * 3000 for i in range(30)]
+    body = check.render([found], "now", None)
+    assert len(body) < 65_536 and "error 29:" not in body
+    assert body.count("```") % 2 == 0 and body.count("```text") == body.count("```") // 2
+
+
 def test_the_summary_counts_the_stacks_with_findings() -> None:
     results = [check.findings(stack_run(p, stack=p)) for p in ("clean", "drift", "unreachable")]
     body = check.render(results, "2026-12-06 05:23 UTC", "https://github.com/acme/fleet/actions/runs/7")
