@@ -350,11 +350,11 @@ def render(results: Sequence[Findings], when: str, run_url: str | None, secrets:
     ]
     for f in results:
         lines += stack_section(f)
-    return bounded(scrub("\n".join(lines).rstrip() + "\n", secrets))
+    return scrub("\n".join(lines).rstrip() + "\n", secrets)
 
 
 def bounded(body: str) -> str:
-    """BODY cut to what an issue holds, at a line's end (the summary table comes first, so it stays)."""
+    """The issue's BODY: the report cut to what an issue holds, at a line's end (the table, first, stays)."""
     if len(body) <= BODY_CHARS:
         return body
     cut = body.rfind("\n", 0, BODY_CHARS)
@@ -497,7 +497,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner = run) -> int:
             if not repo or not os.environ.get("GH_TOKEN"):
                 raise CheckError("--issue needs GH_TOKEN and GITHUB_REPOSITORY (set by the workflow)")
             with tempfile.NamedTemporaryFile("w", suffix=".md", delete=False) as f:
-                f.write(body)
+                f.write(bounded(body))
             try:
                 print("scheduled-check: " + update_issue(repo, Path(f.name), any(r.found for r in results)))
             finally:

@@ -156,7 +156,9 @@ def test_a_report_longer_than_an_issue_holds_keeps_the_summary_table() -> None:
     many = [check.Drift(f"web-{i:04d}", {"runscBinary": "changed by hand"}) for i in range(2000)]
     found = check.findings(stack_run("unreachable"))
     found.drift = many
-    body = check.render([found, check.findings(stack_run("drift", stack="other"))], "now", None)
+    whole = check.render([found, check.findings(stack_run("drift", stack="other"))], "now", None)
+    body = check.bounded(whole)
+    assert len(whole) > 65_536 and body.startswith(whole[:50_000])
     assert 50_000 < len(body) < 65_536
     assert "| `prod` | 2000 machines, 2000 items |" in body and "| `other` | 1 machine, 2 items |" in body
     assert body.endswith("(The rest of the report is left out: an issue holds no more. See the job's summary.)\n")
@@ -166,7 +168,7 @@ def test_a_report_longer_than_an_issue_holds_keeps_the_summary_table() -> None:
 def test_a_report_cut_inside_an_error_closes_its_block() -> None:
     found = check.findings(stack_run("unreachable"))
     found.errors = [f"error {i}: " + "y" * 3000 for i in range(30)]
-    body = check.render([found], "now", None)
+    body = check.bounded(check.render([found], "now", None))
     assert len(body) < 65_536 and "error 29:" not in body
     assert body.count("```") % 2 == 0 and body.count("```text") == body.count("```") // 2
 
@@ -451,3 +453,17 @@ def test_the_command_of_docs_ci_and_policy_prints_and_writes_the_report(runner: 
     assert "- `s1`: the runsc binary" in report
     assert "| not checked: no stack config file Pulumi.prod.yaml to copy |" in report
     assert not any(call.startswith("gh ") for call in calls(runner))
+
+
+def test_the_issue_holds_what_fits_and_the_job_summary_all(runner: dict[str, str]) -> None:
+    path = Path(runner["FAKE_PULUMI_RECORDED"]) / "drift.drift.json"
+    entry = json.loads(path.read_text())
+    (drifted,) = [s for s in entry["stdout"]["steps"] if s["op"] == "update"]
+    for i in range(1000):  # a fleet of a thousand drifted machines
+        entry["stdout"]["steps"].append(drifted | {"urn": drifted["urn"].replace("::s1-check", f"::web-{i}-check")})
+    path.write_text(json.dumps(entry))
+    assert run_step("check", runner | {"FAKE_PULUMI_PHASE": "drift"}).returncode == 0
+    summary, issue = (Path(runner[k]).read_text() for k in ("GITHUB_STEP_SUMMARY", "FAKE_GH_BODY"))
+    assert len(issue) < 65_536 < len(summary)
+    assert "- `web-999`: the runsc binary" in summary and "- `web-999`:" not in issue
+    assert issue.startswith(summary[:20_000]) and "| `local` | 1001 machines, 2002 items |" in issue
