@@ -13,6 +13,7 @@ it had, and the loop saw no failure but on the canary during that one step.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import threading
 import time
@@ -58,24 +59,6 @@ class Fleet:
     def require(self, step: str) -> None:
         if step not in self.done:
             pytest.skip(f"needs the '{step}' step, which failed or did not run")
-
-
-def spans(run: Run) -> dict[str, tuple[int, int]]:
-    """Resource name -> (start, end) of its step, in the engine's timestamps (seconds)."""
-    started: dict[str, int] = {}
-    result: dict[str, tuple[int, int]] = {}
-    for event in run.events:
-        stamp = event.get("timestamp")
-        for kind in ("resourcePreEvent", "resOutputsEvent", "resOpFailedEvent"):
-            body = event.get(kind)
-            if not isinstance(body, dict) or not isinstance(stamp, int):
-                continue
-            name = str(body.get("metadata", {}).get("urn", "")).rsplit("::", 1)[-1]
-            if kind == "resourcePreEvent":
-                started[name] = stamp
-            elif name in started:
-                result[name] = (started[name], stamp)
-    return result
 
 
 class ContainerLoop:
@@ -129,8 +112,8 @@ def fleet(engine: Path, mirror: Releases, image_tar: Path, client_key: KeyPair, 
 
 def assert_wave_after_wave(run: Run) -> None:
     """No install step of a wave started before every verify step of the wave before ended."""
-    times = spans(run)
-    for before, wave in zip(WAVES, WAVES[1:], strict=False):
+    times = run.step_spans()
+    for before, wave in itertools.pairwise(WAVES):
         verified = max(times[f"{m}-verify"][1] for m in before)
         started = min(times[f"{m}-install"][0] for m in wave)
         assert started >= verified, f"{wave} started at {started}, before {before} verified at {verified}"
@@ -182,7 +165,7 @@ def test_a_release_failing_verify_stops_at_the_canary_which_rolls_back(fleet: Fl
     assert fleet.installed() == {m.name: good for m in fleet.machines}
     assert {m.name: m.read("/usr/local/bin/runsc") for m in fleet.machines} == binaries
 
-    started, failed = spans(run)["w1-install"]
+    started, failed = run.step_spans()["w1-install"]
     failures = [(n, s, e, err) for n, s, e, ok, err in loop.results if not ok]
     outside = [f for f in failures if f[0] != "w1" or f[2] < started - 1 or f[1] > failed + 1]
     assert not outside, f"containers failed outside the canary's failing step ({started}-{failed}): {outside}"
