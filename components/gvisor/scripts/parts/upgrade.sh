@@ -34,7 +34,6 @@ check_staged() {
     _staged=$(make_scratch)
     verify_runsc "$_staged" "$(uname -r)" "$1" > "$_staged/facts" ||
         die "the runsc of gVisor $2 does not start a sandbox on this host (see the log above); nothing was changed, gVisor $(release_in "$INSTALL_STATE") stays installed"
-    log "the runsc of gVisor $2 starts a sandbox here; putting it in place, $(release_in "$INSTALL_STATE") kept until it passes verify"
 }
 
 # Keeps the release PREFIX runs beside it (hard links where the file system
@@ -59,8 +58,7 @@ verify_upgrade() {
     checkpoint upgrade:installed
     _upgrade_out=$(make_scratch)
     if recorded_checks > "$_upgrade_out/new"; then
-        drop_previous "$1"
-        log "gVisor $2 passed verify; the release it replaced is gone"
+        drop_previous "$1" # (no log line: a step's output stays in the state)
         return 0
     fi
     # shellcheck disable=SC2154 # failed: set by verify_checks (verify.sh)
