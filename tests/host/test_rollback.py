@@ -46,9 +46,10 @@ class Upgrades:
         return ("install", self.root.as_uri(), release, PREFIX, "-")
 
 
-@pytest.fixture
-def upgrades(tmp_path: Path, releases: Releases) -> Upgrades:
-    return Upgrades(tmp_path / "releases", releases)
+@pytest.fixture(scope="module")
+def upgrades(tmp_path_factory: pytest.TempPathFactory, releases: Releases) -> Upgrades:
+    """Made once for the module (each is a bzip2 archive of tens of MB); no test changes them."""
+    return Upgrades(tmp_path_factory.mktemp("releases"), releases)
 
 
 def set_up(host: Sandbox, releases: Releases) -> dict[str, str]:
