@@ -9,10 +9,10 @@ import pulumi
 
 from components.config import read_raw_config
 from components.fleet.build import build_fleet
-from components.fleet.machine import Machine
 from components.gvisor.host import GvisorHost
 from components.gvisor.host_check import checks_provider
 from components.gvisor.release_latest import resolve_for_run
+from components.gvisor.rollout import plan_waves, waits_for
 from components.lean_state import keep_only_the_source_position
 from components.overhead.measure import OverheadMeasurement, measure_fleet, with_overhead
 from components.settings import Settings, SettingsError, load_settings
@@ -51,12 +51,22 @@ def build(config: pulumi.Config) -> Program:
         raise pulumi.RunError(str(err)) from None
     settings = resolve_for_run(settings)  # `latest` as the dated release it is now
 
-    machines: dict[str, tuple[Machine, GvisorHost]] = {}
     builders = {spec.name for spec in settings.machines if spec.builds_images}
     checks = checks_provider() if settings.machines else None
-    for machine in build_fleet(settings.machines, private_key):
-        host = GvisorHost(machine.name, machine, settings.gvisor, builds_images=machine.name in builders, checks=checks)
-        machines[machine.name] = (machine, host)
+    fleet = {machine.name: machine for machine in build_fleet(settings.machines, private_key)}
+    hosts: dict[str, GvisorHost] = {}
+    # Wave by wave (gvisor-fleet:rollout): each machine after the verify steps of the wave before.
+    waves = plan_waves([(spec.name, spec.arch) for spec in settings.machines], settings.gvisor.rollout)
+    for name, after in waits_for(waves):
+        hosts[name] = GvisorHost(
+            name,
+            fleet[name],
+            settings.gvisor,
+            builds_images=name in builders,
+            checks=checks,
+            after=[hosts[a] for a in after],
+        )
+    machines = {name: (machine, hosts[name]) for name, machine in fleet.items()}
 
     kube = None
     if settings.kubernetes:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from components.fleet import specs as fleet_settings
 from components.fleet.specs import MachineSpec, parse_machines
 from components.gvisor import settings as gvisor_settings
+from components.gvisor.rollout import rollout_problems
 from components.gvisor.settings import GvisorSettings, parse_gvisor_settings
 from components.kube import settings as kube_settings
 from components.kube.settings import KubeSettings, fleet_problems, parse_kube_settings
@@ -82,6 +83,7 @@ def load_settings(raw: Mapping[str, object], has_private_key: bool) -> Settings:
     gvisor = parse_gvisor_settings(raw, problems)
     machines = parse_machines(raw.get("machines"), has_private_key, problems)
     problems.extend(_cross_problems(gvisor, machines))
+    problems.extend(rollout_problems(gvisor.rollout, [m.name for m in machines]))
     kube = parse_kube_settings(raw.get("kubernetes"), gvisor.runtime_name, problems)
     if kube:
         problems.extend(fleet_problems(kube, machines, gvisor.containerd))

@@ -119,6 +119,7 @@ class GvisorHost(pulumi.ComponentResource):
     facts: pulumi.Output[dict[str, str]]
     checks_passed: pulumi.Output[bool]
     builds_images: bool
+    verify: remote.Command  # the later waves of a rollout wait for it (rollout.py)
 
     def __init__(
         self,
@@ -129,9 +130,13 @@ class GvisorHost(pulumi.ComponentResource):
         *,
         builds_images: bool = False,
         checks: pulumi.ProviderResource | None = None,
+        after: Sequence[GvisorHost] = (),
     ) -> None:
         """checks: the provider of the drift check (host_check.checks_provider(), one for the whole
-        fleet); without it the check uses the default one, which keeps a copy of the stack config."""
+        fleet); without it the check uses the default one, which keeps a copy of the stack config.
+        after: the hosts of the wave before this machine's (rollout.py): its install step waits for
+        their verify steps. The other steps wait for the install step, so a change of any of them
+        waits too; the copies (the script, a copied release) change nothing that runs."""
         super().__init__("gvisor-fleet:gvisor:GvisorHost", name, None, opts)
         self.builds_images = builds_images
         connection = lean_connection(machine.connection)
@@ -181,7 +186,7 @@ class GvisorHost(pulumi.ComponentResource):
                 lambda instance: host_commands(machine, settings, copied=copied, instance=instance)["install"][0]
             )
         after_copy = [copy, *(release.resources(name, machine, self, [copy]) if release else [])]
-        install = step("install", after_copy, install_create)
+        install = step("install", [*after_copy, *(host.verify for host in after)], install_create)
 
         def runtime_step(step_name: str, depends_on: Sequence[pulumi.Resource], *triggers: str) -> remote.Command:
             # A machine created anew (a replaced VM) gets the step again.
@@ -192,6 +197,7 @@ class GvisorHost(pulumi.ComponentResource):
         # those command lines (the lines themselves would double the state).
         changed = "\n".join(commands[s][0] for s in commands if s != "verify")
         verify = runtime_step("verify", engines or [install], hashlib.sha256(changed.encode()).hexdigest()[:16])
+        self.verify = verify
 
         steps = [install, *engines, verify]
         # Drift: read by refresh, repaired by up (a plain up compares the state only).

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
+from components.gvisor.rollout import ROLLOUT_KEY, Rollout, RolloutKind
 from components.gvisor.runsc_config import NETWORKS, PLATFORMS, flag_errors
 from components.kinds import Choice, Digests, Flag, HostPath, LocalPath, Table, Text, Url, Whole
 from components.schema import NS, Setting, key_of, read
@@ -87,6 +88,11 @@ SETTINGS = (
     Setting("releaseDir", LocalPath("directory"),
             "A local release directory laid out like baseUrl, read when releaseFetch is once and baseUrl cannot "
             "be reached."),
+    Setting(ROLLOUT_KEY, RolloutKind(),
+            "Upgrades and config changes in waves: the canaries first, then waves of the given sizes (the last "
+            "repeats), each after every machine of the one before passed verify; false: every machine at once "
+            "(see docs/operations.md).", Rollout(),
+            doc_default="{canaries: the first machine of each arch, waves: ['100%']}"),
 )  # fmt: skip
 
 
@@ -113,6 +119,8 @@ class GvisorSettings:
     release_dir: str | None = None  # a local release directory, used when baseUrl cannot be reached
     # "latest" when `release` is what latest was at this run (release_latest.py).
     resolved_from: str | None = None
+    # Waves of the rollout (rollout.py); None: every machine at once.
+    rollout: Rollout | None = field(default_factory=Rollout)
 
 
 def parse_gvisor_settings(raw: Mapping[str, object], problems: list[str]) -> GvisorSettings:
@@ -150,4 +158,5 @@ def parse_gvisor_settings(raw: Mapping[str, object], problems: list[str]) -> Gvi
         step_timeout=v.number("stepTimeout"),
         release_fetch=v.text("releaseFetch"),
         release_dir=v.maybe_text("releaseDir"),
+        rollout=cast(Rollout | None, v[ROLLOUT_KEY]),
     )

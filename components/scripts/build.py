@@ -46,6 +46,7 @@ BUILDS: dict[str, tuple[str, ...]] = {
         f"{GVISOR}/containerd-config.sh",
         f"{GVISOR}/containerd.sh",
         f"{GVISOR}/verify.sh",
+        f"{GVISOR}/upgrade.sh",
         f"{GVISOR}/check.sh",
         f"{GVISOR}/entry.sh",
     ),

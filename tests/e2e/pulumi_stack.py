@@ -70,8 +70,13 @@ class Run:
 
     def step_seconds(self) -> dict[str, int]:
         """Resource name -> seconds from the engine's start of its step to its outputs (or failure)."""
+        return {name: end - start for name, (start, end) in self.step_spans().items()}
+
+    def step_spans(self) -> dict[str, tuple[int, int]]:
+        """Resource name -> (start, end) of its step: the engine's timestamps (seconds) of its
+        start and of its outputs (or failure)."""
         started: dict[str, int] = {}
-        took: dict[str, int] = {}
+        spans: dict[str, tuple[int, int]] = {}
         for event in self.events:
             stamp = event.get("timestamp")
             for kind in ("resourcePreEvent", "resOutputsEvent", "resOpFailedEvent"):
@@ -82,8 +87,8 @@ class Run:
                 if kind == "resourcePreEvent":
                     started[name] = stamp
                 elif name in started:
-                    took[name] = stamp - started[name]
-        return took
+                    spans[name] = (started[name], stamp)
+        return spans
 
     def errors(self) -> str:
         """The engine's error diagnostics, each with the lines under it, without Python tracebacks.

@@ -21,6 +21,7 @@
 #   components/gvisor/scripts/parts/containerd-config.sh
 #   components/gvisor/scripts/parts/containerd.sh
 #   components/gvisor/scripts/parts/verify.sh
+#   components/gvisor/scripts/parts/upgrade.sh
 #   components/gvisor/scripts/parts/check.sh
 #   components/gvisor/scripts/parts/entry.sh
 
@@ -1020,6 +1021,7 @@ begin_install() {
     mkdir -p "$STATE_DIR" "$_install_prefix"
     begin_step "$@"
     rm -rf "$_install_prefix"/.gvisor-fleet.* "$_install_prefix/gvisor-bin.old"
+    finish_killed_upgrade "$_install_prefix"
 }
 
 # Prints a new staging folder beside installDir PREFIX, so moving files into
@@ -1051,6 +1053,11 @@ shim_digest() {
 put_in_place() {
     _place_prefix=$1 _place_stage=$2
     checkpoint install:downloaded
+    # An upgrade of a verified host keeps what it runs until the new release passes (upgrade.sh).
+    if verified_install "$_place_prefix"; then
+        check_staged "$_place_stage" "$4"
+        keep_previous "$_place_prefix"
+    fi
     # Journal first: what was there (or that nothing was), then a state
     # saying the files in installDir are ours, and only then the moves. A
     # re-run after a kill never takes our runsc for the owner's.
@@ -1076,6 +1083,7 @@ put_in_place() {
     mv -f "$_place_stage/runsc" "$_place_prefix/runsc"
     checkpoint install:runsc-moved
     write_install_state "$_place_prefix" "$3" "$4" "$5" "$6"
+    verify_upgrade "$_place_prefix" "$4"
     fact changed true
 }
 
@@ -1110,11 +1118,12 @@ cmd_uninstall() {
     prefix=$1
     begin_step
     rm -rf "$prefix"/.gvisor-fleet.* "$prefix/gvisor-bin.old"
+    drop_previous "$prefix"
     # Ours go first and the state after: a kill in between is finished by a re-run.
     if [ -f "$INSTALL_STATE" ]; then
         rm -rf "$prefix/runsc" "$prefix/containerd-shim-runsc-v1" "$prefix/gvisor-bin"
         checkpoint uninstall:removed
-        rm -f "$INSTALL_STATE"
+        rm -f "$INSTALL_STATE" "$VERIFIED"
     fi
     for f in runsc containerd-shim-runsc-v1 gvisor-bin; do
         if has_backup "$prefix/$f"; then restore_backup "$prefix/$f"; fi
@@ -1642,26 +1651,33 @@ ensure_ctr_image() {
     fi
 }
 
-# RUNTIME IMAGE DOCKER_MODE CONTAINERD_MODE PREFIX RUNSC_TOML
+# RUNTIME IMAGE DOCKER_MODE CONTAINERD_MODE PREFIX RUNSC_TOML. What passed is
+# recorded: an upgrade checks the new release the same way (upgrade.sh).
 cmd_verify() {
-    host_kernel=$(uname -r)
-    fact host_kernel "$host_kernel"
     begin_step
-    tmp=$(make_scratch)
+    verify_checks "$@" || die "gVisor verification failed for:$failed (see the facts above)"
+    record_verified "$@"
+}
+
+# Every check, as for cmd_verify; FAILED names those that failed.
+verify_checks() {
+    _host_kernel=$(uname -r)
+    fact host_kernel "$_host_kernel"
+    _checks=$(make_scratch)
     use_configured_address
     failed=""
-    verify_runsc "$tmp" "$host_kernel" "$5" || failed="$failed runsc"
+    verify_runsc "$_checks" "$_host_kernel" "$5" || failed="$failed runsc"
     if [ "$3" != off ] && have docker; then
-        verify_docker "$tmp" "$host_kernel" "$1" "$2" || failed="$failed docker"
+        verify_docker "$_checks" "$_host_kernel" "$1" "$2" || failed="$failed docker"
     else
         fact docker_ok skipped
     fi
     if [ "$4" != off ] && have containerd && have ctr; then
-        verify_containerd "$tmp" "$host_kernel" "$2" "$6" || failed="$failed containerd"
+        verify_containerd "$_checks" "$_host_kernel" "$2" "$6" || failed="$failed containerd"
     else
         fact containerd_ok skipped
     fi
-    [ -z "$failed" ] || die "gVisor verification failed for:$failed (see the facts above)"
+    [ -z "$failed" ]
 }
 
 # runsc itself, no container engine or image needed: the host's own file
@@ -1715,6 +1731,130 @@ verify_containerd() {
     ctr -n "$CTR_NAMESPACE" containers rm "$_name" >/dev/null 2>&1 || true
     fact containerd_ok false
     return 1
+}
+
+# --- components/gvisor/scripts/parts/upgrade.sh ---
+# An upgrade of a verified host (the install step, when the verify step has
+# passed here before): the new runsc must start a sandbox before it goes in;
+# the release the host runs is kept until the new one passes the checks the
+# verify step last passed here, and is put back when it does not. The step
+# then fails, saying why: the host keeps a release that works.
+
+# The verify step's arguments, one a line, written each time it passes.
+VERIFIED="$STATE_DIR/verified"
+# While an upgrade runs: the install.state of the release the host had (its
+# presence says the kept files below are complete) ...
+UPGRADE_STATE="$STATE_DIR/upgrade.state"
+# ... and its files, in installDir (same file system: putting back is a rename).
+PREVIOUS=.gvisor-fleet-previous
+
+# Records how this host passed verify (only where our release is installed): ARGS.
+record_verified() {
+    [ -f "$INSTALL_STATE" ] || return 0
+    printf '%s\n' "$@" > "$VERIFIED.tmp"
+    mv -f "$VERIFIED.tmp" "$VERIFIED"
+}
+
+# True when PREFIX holds our release, installed in full and verified since.
+verified_install() {
+    [ -f "$VERIFIED" ] && [ -f "$INSTALL_STATE" ] && ! grep -qx 'published=pending' "$INSTALL_STATE" &&
+        grep -qx "prefix=$1" "$INSTALL_STATE"
+}
+
+release_in() { sed -n 's/^release=//p' "$1"; }
+
+# The staged runsc of a new RELEASE must start a sandbox here before it
+# replaces the one the host runs: STAGE RELEASE.
+check_staged() {
+    _staged=$(make_scratch)
+    verify_runsc "$_staged" "$(uname -r)" "$1" > "$_staged/facts" ||
+        die "the runsc of gVisor $2 does not start a sandbox on this host (see the log above); nothing was changed, gVisor $(release_in "$INSTALL_STATE") stays installed"
+}
+
+# Keeps the release PREFIX runs beside it (hard links where the file system
+# allows: no copy of tens of MB), then notes the upgrade: PREFIX.
+keep_previous() {
+    rm -rf "${1:?}/$PREVIOUS"
+    mkdir "$1/$PREVIOUS"
+    for _f in runsc containerd-shim-runsc-v1 gvisor-bin; do
+        [ -e "$1/$_f" ] || continue
+        cp -al "$1/$_f" "$1/$PREVIOUS/" 2>/dev/null || cp -a "$1/$_f" "$1/$PREVIOUS/"
+        echo "$_f" >> "$1/$PREVIOUS/.held"
+    done
+    cp "$INSTALL_STATE" "$UPGRADE_STATE.tmp"
+    mv -f "$UPGRADE_STATE.tmp" "$UPGRADE_STATE"
+    checkpoint upgrade:kept
+}
+
+# After the new RELEASE is in place in PREFIX: the checks the verify step
+# last passed; the kept release goes when they pass, comes back when not.
+verify_upgrade() {
+    [ -f "$UPGRADE_STATE" ] || return 0
+    checkpoint upgrade:installed
+    _upgrade_out=$(make_scratch)
+    if recorded_checks > "$_upgrade_out/new"; then
+        drop_previous "$1" # (no log line: a step's output stays in the state)
+        return 0
+    fi
+    # shellcheck disable=SC2154 # failed: set by verify_checks (verify.sh)
+    _upgrade_failed=$failed _upgrade_was=$(release_in "$UPGRADE_STATE")
+    put_previous_back "$1"
+    if recorded_checks > "$_upgrade_out/again"; then
+        _upgrade_now="which passes verify again"
+    else
+        _upgrade_now="which fails verify too now, for:$failed (see the log above)"
+    fi
+    die "gVisor $2 failed verify on this host for:$_upgrade_failed (see the log above); rolled back to gVisor $_upgrade_was, $_upgrade_now"
+}
+
+# The verify step's checks, with the arguments it last passed with.
+recorded_checks() {
+    set --
+    while IFS= read -r _arg; do set -- "$@" "$_arg"; done < "$VERIFIED"
+    verify_checks "$@"
+}
+
+# Puts the kept release back into PREFIX, where a killed run may have
+# left it half-way: each kept file moved back (one already back is not in
+# the folder any more), each file it did not have removed, its state last.
+put_previous_back() {
+    for _f in runsc containerd-shim-runsc-v1 gvisor-bin; do
+        if grep -qx "$_f" "$1/$PREVIOUS/.held" 2>/dev/null; then
+            [ -e "$1/$PREVIOUS/$_f" ] || continue
+            if [ "$(stat -c %d:%i "$1/$PREVIOUS/$_f")" = "$(stat -c %d:%i "$1/$_f" 2>/dev/null)" ]; then
+                rm -rf "${1:?}/$PREVIOUS/$_f" # the new release never went in
+            elif [ -d "$1/$PREVIOUS/$_f" ]; then
+                rm -rf "${1:?}/$_f.old"
+                [ ! -e "$1/$_f" ] || mv "$1/$_f" "$1/$_f.old"
+                mv "$1/$PREVIOUS/$_f" "$1/$_f"
+                rm -rf "${1:?}/$_f.old"
+            else
+                mv -f "$1/$PREVIOUS/$_f" "$1/$_f"
+            fi
+        else
+            rm -rf "${1:?}/$_f"
+        fi
+    done
+    checkpoint upgrade:put-back
+    cp "$UPGRADE_STATE" "$INSTALL_STATE.tmp"
+    mv -f "$INSTALL_STATE.tmp" "$INSTALL_STATE"
+    drop_previous "$1"
+}
+
+# The note first: without it, a kept folder is leftovers.
+drop_previous() {
+    rm -f "$UPGRADE_STATE"
+    rm -rf "${1:?}/$PREVIOUS"
+}
+
+# An upgrade killed before it was verified: the kept release goes back in
+# (the new one is tried again from the start): PREFIX.
+finish_killed_upgrade() {
+    if [ -f "$UPGRADE_STATE" ] && [ -d "$1/$PREVIOUS" ]; then
+        log "an upgrade was stopped before it passed verify; putting gVisor $(release_in "$UPGRADE_STATE") back"
+        put_previous_back "$1"
+    fi
+    drop_previous "$1"
 }
 
 # --- components/gvisor/scripts/parts/check.sh ---

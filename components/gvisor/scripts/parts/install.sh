@@ -147,6 +147,7 @@ begin_install() {
     mkdir -p "$STATE_DIR" "$_install_prefix"
     begin_step "$@"
     rm -rf "$_install_prefix"/.gvisor-fleet.* "$_install_prefix/gvisor-bin.old"
+    finish_killed_upgrade "$_install_prefix"
 }
 
 # Prints a new staging folder beside installDir PREFIX, so moving files into

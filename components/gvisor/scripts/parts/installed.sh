@@ -23,6 +23,11 @@ shim_digest() {
 put_in_place() {
     _place_prefix=$1 _place_stage=$2
     checkpoint install:downloaded
+    # An upgrade of a verified host keeps what it runs until the new release passes (upgrade.sh).
+    if verified_install "$_place_prefix"; then
+        check_staged "$_place_stage" "$4"
+        keep_previous "$_place_prefix"
+    fi
     # Journal first: what was there (or that nothing was), then a state
     # saying the files in installDir are ours, and only then the moves. A
     # re-run after a kill never takes our runsc for the owner's.
@@ -48,6 +53,7 @@ put_in_place() {
     mv -f "$_place_stage/runsc" "$_place_prefix/runsc"
     checkpoint install:runsc-moved
     write_install_state "$_place_prefix" "$3" "$4" "$5" "$6"
+    verify_upgrade "$_place_prefix" "$4"
     fact changed true
 }
 
@@ -82,11 +88,12 @@ cmd_uninstall() {
     prefix=$1
     begin_step
     rm -rf "$prefix"/.gvisor-fleet.* "$prefix/gvisor-bin.old"
+    drop_previous "$prefix"
     # Ours go first and the state after: a kill in between is finished by a re-run.
     if [ -f "$INSTALL_STATE" ]; then
         rm -rf "$prefix/runsc" "$prefix/containerd-shim-runsc-v1" "$prefix/gvisor-bin"
         checkpoint uninstall:removed
-        rm -f "$INSTALL_STATE"
+        rm -f "$INSTALL_STATE" "$VERIFIED"
     fi
     for f in runsc containerd-shim-runsc-v1 gvisor-bin; do
         if has_backup "$prefix/$f"; then restore_backup "$prefix/$f"; fi

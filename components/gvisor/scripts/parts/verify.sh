@@ -30,26 +30,33 @@ ensure_ctr_image() {
     fi
 }
 
-# RUNTIME IMAGE DOCKER_MODE CONTAINERD_MODE PREFIX RUNSC_TOML
+# RUNTIME IMAGE DOCKER_MODE CONTAINERD_MODE PREFIX RUNSC_TOML. What passed is
+# recorded: an upgrade checks the new release the same way (upgrade.sh).
 cmd_verify() {
-    host_kernel=$(uname -r)
-    fact host_kernel "$host_kernel"
     begin_step
-    tmp=$(make_scratch)
+    verify_checks "$@" || die "gVisor verification failed for:$failed (see the facts above)"
+    record_verified "$@"
+}
+
+# Every check, as for cmd_verify; FAILED names those that failed.
+verify_checks() {
+    _host_kernel=$(uname -r)
+    fact host_kernel "$_host_kernel"
+    _checks=$(make_scratch)
     use_configured_address
     failed=""
-    verify_runsc "$tmp" "$host_kernel" "$5" || failed="$failed runsc"
+    verify_runsc "$_checks" "$_host_kernel" "$5" || failed="$failed runsc"
     if [ "$3" != off ] && have docker; then
-        verify_docker "$tmp" "$host_kernel" "$1" "$2" || failed="$failed docker"
+        verify_docker "$_checks" "$_host_kernel" "$1" "$2" || failed="$failed docker"
     else
         fact docker_ok skipped
     fi
     if [ "$4" != off ] && have containerd && have ctr; then
-        verify_containerd "$tmp" "$host_kernel" "$2" "$6" || failed="$failed containerd"
+        verify_containerd "$_checks" "$_host_kernel" "$2" "$6" || failed="$failed containerd"
     else
         fact containerd_ok skipped
     fi
-    [ -z "$failed" ] || die "gVisor verification failed for:$failed (see the facts above)"
+    [ -z "$failed" ]
 }
 
 # runsc itself, no container engine or image needed: the host's own file
