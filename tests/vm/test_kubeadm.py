@@ -152,8 +152,27 @@ def test_a_worker_that_cannot_join_says_why_and_leaves_the_control_plane_up(flow
     assert worker.ssh("test ! -e /etc/kubernetes/kubelet.conf").returncode == 0
 
 
+def cluster_diagnostics(vms: dict[str, Vm]) -> str:
+    """What a person would look at when the cluster's `up` fails: pods, events, kubelet and containerd logs."""
+    admin = "sudo -n kubectl --kubeconfig /etc/kubernetes/admin.conf"
+    looks = [
+        (vms["x86_64"], f"{admin} get nodes,pods -A -o wide; {admin} describe pods -n {NAMESPACE};"
+                        f" {admin} get events -A --sort-by=.lastTimestamp | tail -n 40"),
+        *[(vm, "sudo -n journalctl -u kubelet -u containerd -n 80 --no-pager") for vm in vms.values()],
+    ]  # fmt: skip
+    shown = []
+    for vm, command in looks:
+        out = vm.ssh(command, timeout=300)
+        shown.append(f"--- {vm.name}: {command}\n{out.stdout[-8000:]}{out.stderr[-2000:]}")
+    return "\n".join(shown)
+
+
 def test_once_the_worker_can_join_gvisor_pods_run_on_both_arches(flow: Flow, vms: dict[str, Vm]):
-    up(flow, "cluster").check()
+    run = up(flow, "cluster")
+    if run.returncode != 0:
+        looks = cluster_diagnostics(vms)
+        (flow.stack.logs / "cluster-diagnostics.txt").write_text(looks)
+        pytest.fail(f"up failed: {run.errors() or run.output[-6000:]}\n{looks}")
     outputs = json.loads(flow.stack.pulumi("stack", "output", "--json", "--show-secrets").check().stdout)
     verification = outputs["kubernetesVerification"]
     for arch in ("amd64", "arm64"):
