@@ -31,6 +31,7 @@ CRI_SOCKET = "unix:///run/containerd/containerd.sock"
 GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 # Where a machine keeps the copy of releaseDir's files (per version and arch).
 REMOTE_STAGE = "/var/tmp/gvisor-fleet-kubernetes"
+BUNDLE = "release.tar.gz"  # kubeadm-head.sh's BUNDLE: the copy of releaseDir's folder, unpacked by install
 
 Role = Literal["control-plane", "worker"]
 
@@ -211,6 +212,11 @@ def local_release(kubeadm: KubeadmSettings, arch: str) -> Path:
 
 def remote_stage(kubeadm: KubeadmSettings, arch: str) -> str:
     return f"{REMOTE_STAGE}-{kubeadm.version}-{GOARCH[arch]}"
+
+
+def remote_bundle(kubeadm: KubeadmSettings, arch: str) -> str:
+    """Where the copy step puts the folder's archive (release_bundle); install unpacks it in place."""
+    return f"{remote_stage(kubeadm, arch)}/{BUNDLE}"
 
 
 def install_command(node: KubeadmNode, kubeadm: KubeadmSettings) -> str:

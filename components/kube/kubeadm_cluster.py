@@ -18,6 +18,7 @@ from pulumi_command import remote
 
 from components.gvisor.agent import parse_facts
 from components.kube import kubeadm as plan
+from components.kube.release_bundle import BundleError, bundle
 from components.kube.settings import KubeadmSettings
 
 if TYPE_CHECKING:
@@ -174,15 +175,18 @@ class KubeadmCluster(pulumi.ComponentResource):
         machine: Machine,
         after: Sequence[pulumi.Resource],
     ) -> pulumi.Resource:
-        """releaseDir's files for the node's arch, copied to the machine; removed again on destroy."""
+        """releaseDir's files for the node's arch, copied to the machine as one archive; removed again on destroy."""
         stage = plan.remote_stage(kubeadm, node.arch)
+        try:
+            archive = bundle(plan.local_release(kubeadm, node.arch))
+        except BundleError as err:
+            raise pulumi.RunError(str(err)) from None
         triggers = [machine.instance] if machine.instance is not None else []
         copy = remote.CopyToRemote(
             f"{name}-{node.name}-release-copy",
             connection=machine.connection,
-            # The trailing '/' copies the folder's contents to remote_path, not the folder into it.
-            source=pulumi.FileArchive(f"{plan.local_release(kubeadm, node.arch)}/"),
-            remote_path=stage,
+            source=pulumi.FileAsset(str(archive)),
+            remote_path=plan.remote_bundle(kubeadm, node.arch),
             triggers=triggers or None,
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
         )

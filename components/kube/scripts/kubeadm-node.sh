@@ -44,6 +44,7 @@ BACKUP_DIR=$STATE_DIR/backup
 SCRATCH=$STATE_DIR/scratch
 PATCHES_DIR=$STATE_DIR/patches # components/kube/kubeadm.py's PATCHES_DIR
 LOCK=/run/gvisor-fleet/kubeadm.lock
+BUNDLE=release.tar.gz # components/kube/kubeadm.py's BUNDLE: releaseDir's copy, one archive
 # What this script and kubeadm write: each is backed up before the first
 # write and restored by reset (a folder whole, as it was, or removed).
 TOUCHED="$BIN_DIR/kubeadm $BIN_DIR/kubelet $BIN_DIR/kubectl /opt/cni /etc/cni /var/lib/cni /etc/kubernetes
@@ -502,6 +503,12 @@ gather_release() {
             echo "$3"
             ;;
         dir)
+            # The program copies the folder as one archive (each distinct file once).
+            if [ -f "$2/$BUNDLE" ]; then
+                tar -C "$2" --no-same-owner -xzf "$2/$BUNDLE" ||
+                    die "the copy of gvisor-fleet:kubernetes.kubeadm.releaseDir in $2/$BUNDLE does not unpack; run up again to copy it again"
+                rm -f "$2/$BUNDLE"
+            fi
             [ -f "$2/SHA512SUMS" ] || die "$2/SHA512SUMS is missing: the copy of gvisor-fleet:kubernetes.kubeadm.releaseDir is incomplete"
             (cd "$2" && sha512sum -c --quiet SHA512SUMS >&2) ||
                 die "the copy of gvisor-fleet:kubernetes.kubeadm.releaseDir in $2 does not match its SHA512SUMS; make it again"

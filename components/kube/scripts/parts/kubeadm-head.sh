@@ -28,6 +28,7 @@ BACKUP_DIR=$STATE_DIR/backup
 SCRATCH=$STATE_DIR/scratch
 PATCHES_DIR=$STATE_DIR/patches # components/kube/kubeadm.py's PATCHES_DIR
 LOCK=/run/gvisor-fleet/kubeadm.lock
+BUNDLE=release.tar.gz # components/kube/kubeadm.py's BUNDLE: releaseDir's copy, one archive
 # What this script and kubeadm write: each is backed up before the first
 # write and restored by reset (a folder whole, as it was, or removed).
 TOUCHED="$BIN_DIR/kubeadm $BIN_DIR/kubelet $BIN_DIR/kubectl /opt/cni /etc/cni /var/lib/cni /etc/kubernetes

@@ -40,6 +40,12 @@ gather_release() {
             echo "$3"
             ;;
         dir)
+            # The program copies the folder as one archive (each distinct file once).
+            if [ -f "$2/$BUNDLE" ]; then
+                tar -C "$2" --no-same-owner -xzf "$2/$BUNDLE" ||
+                    die "the copy of gvisor-fleet:kubernetes.kubeadm.releaseDir in $2/$BUNDLE does not unpack; run up again to copy it again"
+                rm -f "$2/$BUNDLE"
+            fi
             [ -f "$2/SHA512SUMS" ] || die "$2/SHA512SUMS is missing: the copy of gvisor-fleet:kubernetes.kubeadm.releaseDir is incomplete"
             (cd "$2" && sha512sum -c --quiet SHA512SUMS >&2) ||
                 die "the copy of gvisor-fleet:kubernetes.kubeadm.releaseDir in $2 does not match its SHA512SUMS; make it again"
