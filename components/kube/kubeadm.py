@@ -240,8 +240,8 @@ def init_command(node: KubeadmNode, kubeadm: KubeadmSettings, node_ip: str) -> s
     return agent_command("init", node.name, config, str(kubeadm.timeout_seconds), patch, sudo=node.sudo)
 
 
-def join_token_command(cp: KubeadmNode, worker: str) -> str:
-    return agent_command("join-token", worker, sudo=cp.sudo)
+def join_token_command(cp: KubeadmNode, worker: str, timeout_seconds: int) -> str:
+    return agent_command("join-token", worker, str(timeout_seconds), sudo=cp.sudo)
 
 
 def join_command(

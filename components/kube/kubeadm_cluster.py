@@ -134,7 +134,7 @@ class KubeadmCluster(pulumi.ComponentResource):
             token = command(
                 f"{node.name}-join-token",
                 cp_machine,
-                plan.join_token_command(cp, node.name),
+                plan.join_token_command(cp, node.name, kubeadm.timeout_seconds),
                 depends_on=[init],
                 triggers=[installs[node.name].create, *([machine.instance] if machine.instance is not None else [])],
                 secret=True,
