@@ -244,11 +244,19 @@ def join_token_command(cp: KubeadmNode, worker: str, timeout_seconds: int) -> st
     return agent_command("join-token", worker, str(timeout_seconds), sudo=cp.sudo)
 
 
-def join_command(
+def join_command(node: KubeadmNode, kubeadm: KubeadmSettings) -> str:
+    return agent_command("join", node.name, str(kubeadm.timeout_seconds), sudo=node.sudo)
+
+
+def join_stdin(
     node: KubeadmNode, kubeadm: KubeadmSettings, node_ip: str, endpoint: str, join: Mapping[str, str]
 ) -> str:
-    config = _b64(join_config(kubeadm, node, node_ip, endpoint, join))
-    return agent_command("join", node.name, config, str(kubeadm.timeout_seconds), sudo=node.sudo)
+    """The node script, after the join config it reads (JOIN_CONFIG, base64).
+
+    The config carries the bootstrap token, so it comes on stdin: the command
+    provider prints a failed step's command line, never its stdin.
+    """
+    return f"JOIN_CONFIG={_b64(join_config(kubeadm, node, node_ip, endpoint, join))}\n{node_script()}"
 
 
 def member_commands(cp: KubeadmNode, node: str, timeout: int) -> tuple[str, str]:

@@ -43,11 +43,11 @@ def _network_line(
     return plan.network_command(node, pod_subnet, peers)
 
 
-def _join_line(node: plan.KubeadmNode, kubeadm: KubeadmSettings, outs: Sequence[Any]) -> str:
+def _join_stdin(node: plan.KubeadmNode, kubeadm: KubeadmSettings, outs: Sequence[Any]) -> str:
     install_out, token_out = outs
     join = plan.parse_join(str(token_out))
     endpoint = parse_facts(str(token_out)).get("endpoint", "")
-    return plan.join_command(node, kubeadm, _node_ip(str(install_out)), endpoint, join)
+    return plan.join_stdin(node, kubeadm, _node_ip(str(install_out)), endpoint, join)
 
 
 class KubeadmCluster(pulumi.ComponentResource):
@@ -80,6 +80,7 @@ class KubeadmCluster(pulumi.ComponentResource):
             depends_on: Sequence[pulumi.Resource] = (),
             triggers: Sequence[pulumi.Input[Any]] = (),
             secret: bool = False,
+            stdin: pulumi.Input[str] = script,
         ) -> remote.Command:
             # A machine created anew (replaced VM) needs every step again.
             instance = [machine.instance] if machine.instance is not None else []
@@ -88,7 +89,7 @@ class KubeadmCluster(pulumi.ComponentResource):
                 connection=machine.connection,
                 create=create,
                 delete=delete,
-                stdin=script,
+                stdin=stdin,
                 triggers=[*triggers, *instance] or None,
                 logging=remote.Logging.STDERR if secret else None,
                 opts=pulumi.ResourceOptions(
@@ -139,15 +140,16 @@ class KubeadmCluster(pulumi.ComponentResource):
                 triggers=[installs[node.name].create, *([machine.instance] if machine.instance is not None else [])],
                 secret=True,
             )
-            line = pulumi.Output.all(installs[node.name].stdout, token.stdout).apply(
-                functools.partial(_join_line, node, kubeadm)
+            config = pulumi.Output.all(installs[node.name].stdout, token.stdout).apply(
+                functools.partial(_join_stdin, node, kubeadm)
             )
             join = command(
                 f"{node.name}-join",
                 machine,
-                pulumi.Output.secret(line),
+                plan.join_command(node, kubeadm),
                 depends_on=[networks[node.name], token],
                 secret=True,
+                stdin=pulumi.Output.secret(config),
             )
             wait, drain = plan.member_commands(cp, node.name, kubeadm.timeout_seconds)
             self.ready[node.name] = command(

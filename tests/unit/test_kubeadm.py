@@ -227,12 +227,18 @@ def test_kubeadm_cluster_graph(kmocks):
         assert init[3:5] == ["init", "m1"]
         cluster = list(yaml.safe_load_all(base64.b64decode(init[5])))[1]
         assert cluster["controlPlaneEndpoint"] == "192.0.2.10:6443"
-        join = argv(commands[prefix + "m2-join"].inputs["create"])
-        (doc,) = yaml.safe_load_all(base64.b64decode(join[5]))
+        # The join config carries the token: on stdin before the script, never on the
+        # command line, which the command provider prints when the step fails.
+        join = commands[prefix + "m2-join"]
+        assert argv(join.inputs["create"])[3:] == ["join", "m2", "600"]
+        prelude, script = join.inputs["stdin"].split("\n", 1)
+        assert prelude.startswith("JOIN_CONFIG=") and script == plan.node_script()
+        (doc,) = yaml.safe_load_all(base64.b64decode(prelude.removeprefix("JOIN_CONFIG=")))
         assert doc["discovery"]["bootstrapToken"]["token"] == "abcdef.0123456789abcdef"
         assert doc["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "192.0.2.10:6443"
+        assert "abcdef" not in join.inputs["create"]
         # The token and the kubeconfig are secrets, and their steps log stderr only.
-        assert (prefix + "m2-join", "create") in kmocks.secret_inputs
+        assert (prefix + "m2-join", "stdin") in kmocks.secret_inputs
         for name in ("m2-join-token", "m2-join", "kubeconfig"):
             assert commands[prefix + name].inputs["logging"] == "stderr", name
         assert argv(commands[prefix + "kubeconfig"].inputs["create"])[3:] == [

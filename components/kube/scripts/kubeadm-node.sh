@@ -44,6 +44,7 @@ BACKUP_DIR=$STATE_DIR/backup
 SCRATCH=$STATE_DIR/scratch
 PATCHES_DIR=$STATE_DIR/patches # components/kube/kubeadm.py's PATCHES_DIR
 LOCK=/run/gvisor-fleet/kubeadm.lock
+JOIN_CONFIG=${JOIN_CONFIG:-} # the join step's config, set on stdin before the script (cmd_join)
 BUNDLE=release.tar.gz # components/kube/kubeadm.py's BUNDLE: releaseDir's copy, one archive
 # What this script and kubeadm write: each is backed up before the first
 # write and restored by reset (a folder whole, as it was, or removed).
@@ -771,9 +772,11 @@ cmd_init() {
     fact changed true
 }
 
-# NODE CONFIG_B64 TIMEOUT
+# NODE TIMEOUT, with JOIN_CONFIG (base64) set before the script on stdin: it
+# carries the token, which a command line would show.
 cmd_join() {
-    budget_start $(($3 + 300))
+    [ -n "${JOIN_CONFIG:-}" ] || die "no join config came before the script on stdin (the program sends it)"
+    budget_start $(($2 + 300))
     take_lock
     mkdir -p "$SCRATCH"
     if [ -s /etc/kubernetes/kubelet.conf ] && systemctl is-active --quiet kubelet; then
@@ -781,7 +784,7 @@ cmd_join() {
         fact changed false
         return 0
     fi
-    write_config "$2" "$STATE_DIR/join.yaml"
+    write_config "$JOIN_CONFIG" "$STATE_DIR/join.yaml"
     log "kubeadm join of $1"
     if ! timeout "$(remaining)" "$BIN_DIR/kubeadm" join --config "$STATE_DIR/join.yaml" > "$SCRATCH/join.log" 2>&1; then
         cat "$SCRATCH/join.log" >&2

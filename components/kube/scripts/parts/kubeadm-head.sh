@@ -28,6 +28,7 @@ BACKUP_DIR=$STATE_DIR/backup
 SCRATCH=$STATE_DIR/scratch
 PATCHES_DIR=$STATE_DIR/patches # components/kube/kubeadm.py's PATCHES_DIR
 LOCK=/run/gvisor-fleet/kubeadm.lock
+JOIN_CONFIG=${JOIN_CONFIG:-} # the join step's config, set on stdin before the script (cmd_join)
 BUNDLE=release.tar.gz # components/kube/kubeadm.py's BUNDLE: releaseDir's copy, one archive
 # What this script and kubeadm write: each is backed up before the first
 # write and restored by reset (a folder whole, as it was, or removed).
