@@ -31,6 +31,7 @@ CRI_SOCKET = "unix:///run/containerd/containerd.sock"
 GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 # Where a machine keeps the copy of releaseDir's files (per version and arch).
 REMOTE_STAGE = "/var/tmp/gvisor-fleet-kubernetes"
+NO_ELECTION = {"name": "leader-elect", "value": "false"}
 BUNDLE = "release.tar.gz"  # kubeadm-head.sh's BUNDLE: the copy of releaseDir's folder, unpacked by install
 
 Role = Literal["control-plane", "worker"]
@@ -162,7 +163,10 @@ def init_config(kubeadm: KubeadmSettings, node: KubeadmNode, node_ip: str) -> st
         "apiServer": {"certSANs": sans},
         "networking": {"podSubnet": kubeadm.pod_subnet, "serviceSubnet": kubeadm.service_subnet},
         # Each node's pod range is the program's (pod_cidrs), not the controller's.
-        "controllerManager": {"extraArgs": [{"name": "allocate-node-cidrs", "value": "false"}]},
+        # One control plane: nothing to elect, and a lease renewal that misses its
+        # 10 s deadline on a busy machine makes the scheduler and controller manager exit.
+        "controllerManager": {"extraArgs": [{"name": "allocate-node-cidrs", "value": "false"}, NO_ELECTION]},
+        "scheduler": {"extraArgs": [NO_ELECTION]},
     }
     kubelet = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",

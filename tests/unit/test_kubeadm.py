@@ -82,6 +82,10 @@ def test_init_config_says_what_kubeadm_needs():
     assert cluster["apiServer"]["certSANs"] == ["127.0.0.1", "192.168.76.10"]
     assert cluster["networking"] == {"podSubnet": "10.244.0.0/16", "serviceSubnet": "10.96.0.0/12"}
     assert kubelet["cgroupDriver"] == "cgroupfs"
+    # One control plane: no leader election to lose when the API server is slow to renew a lease.
+    no_election = {"name": "leader-elect", "value": "false"}
+    assert no_election in cluster["controllerManager"]["extraArgs"]
+    assert cluster["scheduler"]["extraArgs"] == [no_election]
 
 
 def test_the_control_planes_liveness_probes_scale_with_timeout_seconds_never_below_kubeadms():
