@@ -29,7 +29,9 @@ stack's logs folder (docs/testing.md has the figures).
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -150,6 +152,13 @@ def test_a_worker_that_cannot_join_says_why_and_leaves_the_control_plane_up(flow
     assert out.returncode == 0 and out.stdout.split() == [f"node/{cp.name}"], out.stdout + out.stderr
     # The worker was reset by its failed join.
     assert worker.ssh("test ! -e /etc/kubernetes/kubelet.conf").returncode == 0
+    # The join token the control plane made is nowhere in what the engine showed, plain or base64.
+    listed = cp.ssh("sudo -n kubeadm token list --kubeconfig /etc/kubernetes/admin.conf")
+    tokens = re.findall(r"^([a-z0-9]{6}\.[a-z0-9]{16})\s", listed.stdout, re.MULTILINE)
+    assert tokens, listed.stdout + listed.stderr
+    shown = run.output + "".join(base64.b64decode(b + "=" * (-len(b) % 4)).decode(errors="replace")
+                                 for b in re.findall(r"[A-Za-z0-9+/]{40,}", run.output))  # fmt: skip
+    assert not [t for t in tokens if t in shown], "a join token is in the engine's output"
 
 
 def cluster_diagnostics(vms: dict[str, Vm]) -> str:
