@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 from typing import Any
 
 import pulumi
@@ -259,3 +260,35 @@ def test_kubeadm_cluster_graph(kmocks):
 
     # The verification waits for the labels, which wait for every membership.
     return pulumi.Output.all(dep.kubeconfig.is_secret(), dep.kubeconfig, dep.verification).apply(check)
+
+
+CONTAINERD_DUMPS = {
+    # containerd 2 with Debian's config (version 2, migrated on load): what the vm tier's images run.
+    "debian": ("version = 3\n[plugins]\n  [plugins.'io.containerd.cri.v1.runtime']\n"
+               "    [plugins.'io.containerd.cri.v1.runtime'.cni]\n      bin_dirs = ['/usr/lib/cni']\n"
+               "      conf_dir = '/etc/cni/net.d'\n  [plugins.'io.containerd.image-verifier.v1.bindir']\n"
+               "    bin_dir = '/opt/containerd/image-verifier/bin'\n", "/usr/lib/cni"),
+    "containerd 2 default": ('version = 3\n[plugins."io.containerd.cri.v1.runtime".cni]\n'
+                             '  bin_dirs = ["/opt/cni/bin", "/usr/local/cni"]\n', "/opt/cni/bin"),
+    "containerd 1 config": ('version = 2\n[plugins."io.containerd.image-verifier.v1.bindir"]\n'
+                            '  bin_dir = "/opt/containerd/image-verifier/bin"\n'
+                            '[plugins."io.containerd.grpc.v1.cri".cni]\n  bin_dir = "/usr/libexec/cni"\n',
+                            "/usr/libexec/cni"),
+    "no cni section": ("version = 3\n", "/opt/cni/bin"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", CONTAINERD_DUMPS)
+def test_the_cni_plugins_go_where_containerds_cri_looks_for_them(name: str, tmp_path):
+    dump, want = CONTAINERD_DUMPS[name]
+    # A stand-in `containerd` that prints the dump; the script's own function reads it.
+    fake = tmp_path / "containerd"
+    fake.write_text(f"#!/bin/sh\ncat <<'TOML'\n{dump}TOML\n")
+    fake.chmod(0o755)
+    script = plan.node_script()
+    function = script[script.index("containerd_cni_dir() {") :]
+    function = function[: function.index("\n}\n") + 3]
+    line = f"CNI_BIN=/opt/cni/bin\n{function}containerd_cni_dir"
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    out = subprocess.run(["sh", "-c", line], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout == f"{want}\n"

@@ -29,7 +29,7 @@ set -eu
 SCRIPT_NAME=kubeadm-node
 DOWNLOADS=Kubernetes
 BIN_DIR=/usr/local/bin
-CNI_BIN=/opt/cni/bin
+CNI_BIN=/opt/cni/bin # where the plugins go unless containerd names another folder
 CNI_CONF=/etc/cni/net.d/10-gvisor-fleet.conflist
 UNIT_DIR=/etc/systemd/system
 KUBELET_UNIT=$UNIT_DIR/kubelet.service
@@ -466,11 +466,24 @@ preflight() {
 # The install step: binaries, the kubelet's service, kernel settings and
 # (from releaseDir) images; its undoing is `reset`.
 
+# Where containerd's CRI looks for CNI plugins: the first of its cni section's
+# bin_dirs (bin_dir before containerd 2), else CNI_BIN. Debian's containerd
+# package, for one, names /usr/lib/cni.
+containerd_cni_dir() {
+    containerd config dump 2>/dev/null | awk -v q="'" '
+        /^ *\[/ { in_cni = ($0 ~ /\.cni\] *$/) }
+        in_cni && /^ *bin_dirs? *=/ && match($0, "[\"" q "][^\"" q "]+[\"" q "]") {
+            print substr($0, RSTART + 1, RLENGTH - 2); found = 1; exit
+        }
+        END { if (!found) exit 1 }' || echo "$CNI_BIN"
+}
+
 # What reset needs to put the machine back, noted once, before the first write.
 record_before() {
     [ ! -f "$STATE_DIR/installed" ] || return 0
     mkdir -p "$BACKUP_DIR"
-    for path in $TOUCHED; do backup_once "$path" verbatim; done
+    containerd_cni_dir > "$STATE_DIR/cni_bin"
+    for path in $TOUCHED $(cat "$STATE_DIR/cni_bin"); do backup_once "$path" verbatim; done
     cat /proc/sys/net/ipv4/ip_forward > "$STATE_DIR/ip_forward.before"
     if [ -d /sys/module/br_netfilter ]; then echo yes; else echo no; fi > "$STATE_DIR/br_netfilter.before"
     if ip link show cni0 >/dev/null 2>&1; then echo yes; else echo no; fi > "$STATE_DIR/cni0.before"
@@ -580,8 +593,9 @@ cmd_install() {
             replace_file "$src/$name" "$BIN_DIR/$name"
             chmod 0755 "$BIN_DIR/$name"
         done
-        mkdir -p "$CNI_BIN"
-        tar -C "$CNI_BIN" --no-same-owner -xzf "$src/cni-plugins.tgz"
+        plugin_dir=$(cat "$STATE_DIR/cni_bin")
+        mkdir -p "$plugin_dir"
+        tar -C "$plugin_dir" --no-same-owner -xzf "$src/cni-plugins.tgz"
         [ "$3" != dir ] || import_images "$4"
         echo "$version $3 $4" > "$STATE_DIR/version"
         changed=true
@@ -885,7 +899,7 @@ cmd_reset() {
     systemctl disable --now kubelet >/dev/null 2>&1 || true
     network_reset
     drop_new_images
-    for path in $TOUCHED; do
+    for path in $TOUCHED $(cat "$STATE_DIR/cni_bin" 2>/dev/null); do
         if has_backup "$path"; then restore_backup "$path"; fi
     done
     sysctl -q -w "net.ipv4.ip_forward=$(cat "$STATE_DIR/ip_forward.before")" >&2 || true

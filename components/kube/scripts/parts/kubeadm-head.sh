@@ -13,7 +13,7 @@ set -eu
 SCRIPT_NAME=kubeadm-node
 DOWNLOADS=Kubernetes
 BIN_DIR=/usr/local/bin
-CNI_BIN=/opt/cni/bin
+CNI_BIN=/opt/cni/bin # where the plugins go unless containerd names another folder
 CNI_CONF=/etc/cni/net.d/10-gvisor-fleet.conflist
 UNIT_DIR=/etc/systemd/system
 KUBELET_UNIT=$UNIT_DIR/kubelet.service
