@@ -41,6 +41,7 @@ from components.kube.manifests import (
     runtime_fingerprint,
     sample_pod,
     verify_job,
+    workload_account,
 )
 from components.kube.settings import KEY, K3sSettings, KubeSettings, fleet_problems, installer_gvisor_problems
 
@@ -368,6 +369,13 @@ class KubeDeployment(pulumi.ComponentResource):
         )
         ns = namespace(s)
         sandbox_ns = k8s.core.v1.Namespace(f"{name}-namespace", metadata=ns["metadata"], opts=opts_())
+        sa = workload_account(s)
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-workload-account",
+            metadata=sa["metadata"],
+            automount_service_account_token=False,
+            opts=opts_([sandbox_ns]),
+        )
         deny = default_deny(s)
         policy = k8s.networking.v1.NetworkPolicy(
             f"{name}-default-deny", metadata=deny["metadata"], spec=deny["spec"], opts=opts_([sandbox_ns])
@@ -377,7 +385,7 @@ class KubeDeployment(pulumi.ComponentResource):
         arches = sorted({m.arch for m, _ in hosts.values()} | set(s.node_installer.arches if s.node_installer else ()))
         for arch in arches:
             ka = kube_arch(arch)
-            deps: list[pulumi.Resource] = [runtime, sandbox_ns, policy, *patches.get(ka, [])]
+            deps: list[pulumi.Resource] = [runtime, sandbox_ns, account, policy, *patches.get(ka, [])]
             if installer is not None:
                 # Gone before the cleanup DaemonSet restores the nodes under them.
                 deps += [installer.installer, installer.cleanup]

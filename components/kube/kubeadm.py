@@ -31,6 +31,8 @@ CRI_SOCKET = "unix:///run/containerd/containerd.sock"
 GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 # Where a machine keeps the copy of releaseDir's files (per version and arch).
 REMOTE_STAGE = "/var/tmp/gvisor-fleet-kubernetes"
+NO_ELECTION = {"name": "leader-elect", "value": "false"}
+BUNDLE = "release.tar.gz"  # kubeadm-head.sh's BUNDLE: the copy of releaseDir's folder, unpacked by install
 
 Role = Literal["control-plane", "worker"]
 
@@ -161,7 +163,10 @@ def init_config(kubeadm: KubeadmSettings, node: KubeadmNode, node_ip: str) -> st
         "apiServer": {"certSANs": sans},
         "networking": {"podSubnet": kubeadm.pod_subnet, "serviceSubnet": kubeadm.service_subnet},
         # Each node's pod range is the program's (pod_cidrs), not the controller's.
-        "controllerManager": {"extraArgs": [{"name": "allocate-node-cidrs", "value": "false"}]},
+        # One control plane: nothing to elect, and a lease renewal that misses its
+        # 10 s deadline on a busy machine makes the scheduler and controller manager exit.
+        "controllerManager": {"extraArgs": [{"name": "allocate-node-cidrs", "value": "false"}, NO_ELECTION]},
+        "scheduler": {"extraArgs": [NO_ELECTION]},
     }
     kubelet = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
@@ -213,6 +218,11 @@ def remote_stage(kubeadm: KubeadmSettings, arch: str) -> str:
     return f"{REMOTE_STAGE}-{kubeadm.version}-{GOARCH[arch]}"
 
 
+def remote_bundle(kubeadm: KubeadmSettings, arch: str) -> str:
+    """Where the copy step puts the folder's archive (release_bundle); install unpacks it in place."""
+    return f"{remote_stage(kubeadm, arch)}/{BUNDLE}"
+
+
 def install_command(node: KubeadmNode, kubeadm: KubeadmSettings) -> str:
     kind, where = source_args(kubeadm, node.arch)
     return agent_command("install", node.role, kubeadm.version, kind, where, node.address or "-", sudo=node.sudo)
@@ -234,15 +244,23 @@ def init_command(node: KubeadmNode, kubeadm: KubeadmSettings, node_ip: str) -> s
     return agent_command("init", node.name, config, str(kubeadm.timeout_seconds), patch, sudo=node.sudo)
 
 
-def join_token_command(cp: KubeadmNode, worker: str) -> str:
-    return agent_command("join-token", worker, sudo=cp.sudo)
+def join_token_command(cp: KubeadmNode, worker: str, timeout_seconds: int) -> str:
+    return agent_command("join-token", worker, str(timeout_seconds), sudo=cp.sudo)
 
 
-def join_command(
+def join_command(node: KubeadmNode, kubeadm: KubeadmSettings) -> str:
+    return agent_command("join", node.name, str(kubeadm.timeout_seconds), sudo=node.sudo)
+
+
+def join_stdin(
     node: KubeadmNode, kubeadm: KubeadmSettings, node_ip: str, endpoint: str, join: Mapping[str, str]
 ) -> str:
-    config = _b64(join_config(kubeadm, node, node_ip, endpoint, join))
-    return agent_command("join", node.name, config, str(kubeadm.timeout_seconds), sudo=node.sudo)
+    """The node script, after the join config it reads (JOIN_CONFIG, base64).
+
+    The config carries the bootstrap token, so it comes on stdin: the command
+    provider prints a failed step's command line, never its stdin.
+    """
+    return f"JOIN_CONFIG={_b64(join_config(kubeadm, node, node_ip, endpoint, join))}\n{node_script()}"
 
 
 def member_commands(cp: KubeadmNode, node: str, timeout: int) -> tuple[str, str]:

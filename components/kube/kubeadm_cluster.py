@@ -18,6 +18,7 @@ from pulumi_command import remote
 
 from components.gvisor.agent import parse_facts
 from components.kube import kubeadm as plan
+from components.kube.release_bundle import BundleError, bundle
 from components.kube.settings import KubeadmSettings
 
 if TYPE_CHECKING:
@@ -42,11 +43,11 @@ def _network_line(
     return plan.network_command(node, pod_subnet, peers)
 
 
-def _join_line(node: plan.KubeadmNode, kubeadm: KubeadmSettings, outs: Sequence[Any]) -> str:
+def _join_stdin(node: plan.KubeadmNode, kubeadm: KubeadmSettings, outs: Sequence[Any]) -> str:
     install_out, token_out = outs
     join = plan.parse_join(str(token_out))
     endpoint = parse_facts(str(token_out)).get("endpoint", "")
-    return plan.join_command(node, kubeadm, _node_ip(str(install_out)), endpoint, join)
+    return plan.join_stdin(node, kubeadm, _node_ip(str(install_out)), endpoint, join)
 
 
 class KubeadmCluster(pulumi.ComponentResource):
@@ -79,6 +80,7 @@ class KubeadmCluster(pulumi.ComponentResource):
             depends_on: Sequence[pulumi.Resource] = (),
             triggers: Sequence[pulumi.Input[Any]] = (),
             secret: bool = False,
+            stdin: pulumi.Input[str] = script,
         ) -> remote.Command:
             # A machine created anew (replaced VM) needs every step again.
             instance = [machine.instance] if machine.instance is not None else []
@@ -87,7 +89,7 @@ class KubeadmCluster(pulumi.ComponentResource):
                 connection=machine.connection,
                 create=create,
                 delete=delete,
-                stdin=script,
+                stdin=stdin,
                 triggers=[*triggers, *instance] or None,
                 logging=remote.Logging.STDERR if secret else None,
                 opts=pulumi.ResourceOptions(
@@ -133,20 +135,21 @@ class KubeadmCluster(pulumi.ComponentResource):
             token = command(
                 f"{node.name}-join-token",
                 cp_machine,
-                plan.join_token_command(cp, node.name),
+                plan.join_token_command(cp, node.name, kubeadm.timeout_seconds),
                 depends_on=[init],
                 triggers=[installs[node.name].create, *([machine.instance] if machine.instance is not None else [])],
                 secret=True,
             )
-            line = pulumi.Output.all(installs[node.name].stdout, token.stdout).apply(
-                functools.partial(_join_line, node, kubeadm)
+            config = pulumi.Output.all(installs[node.name].stdout, token.stdout).apply(
+                functools.partial(_join_stdin, node, kubeadm)
             )
             join = command(
                 f"{node.name}-join",
                 machine,
-                pulumi.Output.secret(line),
+                plan.join_command(node, kubeadm),
                 depends_on=[networks[node.name], token],
                 secret=True,
+                stdin=pulumi.Output.secret(config),
             )
             wait, drain = plan.member_commands(cp, node.name, kubeadm.timeout_seconds)
             self.ready[node.name] = command(
@@ -174,15 +177,18 @@ class KubeadmCluster(pulumi.ComponentResource):
         machine: Machine,
         after: Sequence[pulumi.Resource],
     ) -> pulumi.Resource:
-        """releaseDir's files for the node's arch, copied to the machine; removed again on destroy."""
+        """releaseDir's files for the node's arch, copied to the machine as one archive; removed again on destroy."""
         stage = plan.remote_stage(kubeadm, node.arch)
+        try:
+            archive = bundle(plan.local_release(kubeadm, node.arch))
+        except BundleError as err:
+            raise pulumi.RunError(str(err)) from None
         triggers = [machine.instance] if machine.instance is not None else []
         copy = remote.CopyToRemote(
             f"{name}-{node.name}-release-copy",
             connection=machine.connection,
-            # The trailing '/' copies the folder's contents to remote_path, not the folder into it.
-            source=pulumi.FileArchive(f"{plan.local_release(kubeadm, node.arch)}/"),
-            remote_path=stage,
+            source=pulumi.FileAsset(str(archive)),
+            remote_path=plan.remote_bundle(kubeadm, node.arch),
             triggers=triggers or None,
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
         )

@@ -21,6 +21,7 @@ Manifest = dict[str, Any]
 KUBE_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 NOBODY = 65534
 NODE_LABEL_UNVERIFIED = "unverified"
+WORKLOAD_ACCOUNT = "gvisor-workload"
 
 # Sample and verification containers are tiny: busybox sleeping or printing.
 CONTAINER_RESOURCES = {
@@ -120,6 +121,21 @@ def namespace(s: KubeSettings) -> Manifest:
     }
 
 
+def workload_account(s: KubeSettings) -> Manifest:
+    """The sandboxed pods' own service account, with no token.
+
+    A pod naming no account gets `default`, which the controller manager makes
+    some time after the namespace: a pod created before that is refused. This
+    one exists before any pod, and the program creates it.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": WORKLOAD_ACCOUNT, "namespace": s.namespace, "labels": labels("workload-account")},
+        "automountServiceAccountToken": False,
+    }
+
+
 def default_deny(s: KubeSettings) -> Manifest:
     """No traffic in or out of any pod in the namespace unless another policy allows it."""
     return {
@@ -149,6 +165,7 @@ def pod_spec(s: KubeSettings, arch: str, container: Manifest, restart: str) -> M
         "runtimeClassName": s.runtime_class_name,
         "nodeSelector": {"kubernetes.io/arch": kube_arch(arch)},
         "restartPolicy": restart,
+        "serviceAccountName": WORKLOAD_ACCOUNT,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 5,
@@ -272,6 +289,7 @@ def cluster_manifests(s: KubeSettings, arches: Iterable[str]) -> list[Manifest]:
     return [
         runtime_class(s),
         namespace(s),
+        workload_account(s),
         default_deny(s),
         *[sample_pod(s, a) for a in arch_list],
         *[verify_job(s, a) for a in arch_list],

@@ -10,7 +10,8 @@ runs the command line below with the system's python3.
         --image OUT.tar ENTRYPOINT NAME[,NAME...] [--image ...]
 
 writes each image with DIR as its one layer (the layer is made once and
-shared, so images of the same DIR share it on the node too).
+shared, so images of the same DIR share it on the node too); images given
+the same OUT go into one archive, which holds their layer once.
 """
 
 from __future__ import annotations
@@ -144,32 +145,43 @@ def write_image(
 ) -> Path:
     """Writes an OCI image layout archive of one image, named once per entry of `names`
     (full references, e.g. registry.k8s.io/pause:3.10.2); the same input writes the same bytes."""
-    if not names:
-        raise ValueError(f"{path}: an image needs at least one name")
-    for name in names:
-        if ":" not in name.rsplit("/", 1)[-1] or any(c.isspace() for c in name):
-            raise ValueError(f"{path}: image name {name!r} is not a full reference with a tag")
-    config = image_config(goarch, layers, entrypoint, env)
+    return write_images(path, [(names, entrypoint)], goarch, layers, env)
+
+
+def write_images(
+    path: Path,
+    images: Sequence[tuple[Sequence[str], Sequence[str]]],
+    goarch: str,
+    layers: Sequence[Layer],
+    env: Sequence[str] = (PATH_ENV,),
+) -> Path:
+    """As write_image, for several images (names, entrypoint) of the same layers in one
+    archive: the layers are stored once, however many images run them."""
+    for names, _ in images:
+        if not names:
+            raise ValueError(f"{path}: an image needs at least one name")
+        for name in names:
+            if ":" not in name.rsplit("/", 1)[-1] or any(c.isspace() for c in name):
+                raise ValueError(f"{path}: image name {name!r} is not a full reference with a tag")
+    configs = [image_config(goarch, layers, entrypoint, env) for _, entrypoint in images]
     tmp = path.with_name(path.name + ".tmp")
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
         _add(tar, "oci-layout", _json({"imageLayoutVersion": "1.0.0"}))
         layer_descs = [_blob(tar, layer.blob, layer.media_type) for layer in layers]
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": MANIFEST,
-            "config": _blob(tar, _json(config), CONFIG),
-            "layers": layer_descs,
-        }
-        manifest_desc = _blob(tar, _json(manifest), MANIFEST) | {"platform": {"architecture": goarch, "os": "linux"}}
-        index = {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [
-                manifest_desc
-                | {"annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name}}
+        manifests = []
+        for (names, _), config in zip(images, configs, strict=True):
+            manifest = {
+                "schemaVersion": 2,
+                "mediaType": MANIFEST,
+                "config": _blob(tar, _json(config), CONFIG),
+                "layers": layer_descs,
+            }
+            desc = _blob(tar, _json(manifest), MANIFEST) | {"platform": {"architecture": goarch, "os": "linux"}}
+            manifests += [
+                desc | {"annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name}}
                 for name in names
-            ],
-        }
+            ]
+        index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}
         _add(tar, "index.json", _json(index))
     tmp.replace(path)
     return path
@@ -186,13 +198,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         required=True,
         metavar=("OUT", "ENTRYPOINT", "NAMES"),
-        help="an archive to write: its path, the program it runs, its names (comma-separated)",
+        help="an image to write: its archive's path (images given the same path share one archive), "
+        "the program it runs, its names (comma-separated)",
     )
     args = parser.parse_args(argv)
+    archives: dict[str, list[tuple[Sequence[str], Sequence[str]]]] = {}
+    for out, entrypoint, names in args.image:
+        archives.setdefault(out, []).append((names.split(","), [entrypoint]))
     try:
         layer = make_layer(layer_tar(tree_entries(args.rootfs)), compress=args.gzip)
-        for out, entrypoint, names in args.image:
-            write_image(Path(out), names.split(","), args.arch, [layer], [entrypoint])
+        for out, images in archives.items():
+            write_images(Path(out), images, args.arch, [layer])
     except (OSError, ValueError) as e:
         parser.exit(1, f"oci: {e}\n")
     return 0

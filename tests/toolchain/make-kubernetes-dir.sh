@@ -5,6 +5,7 @@
 #   DIR/VERSION/<goarch>/kubeadm kubelet kubectl   (static; each a real file)
 #   DIR/VERSION/<goarch>/cni-plugins.tgz           bridge host-local loopback portmap, v1.7.1
 #   DIR/VERSION/<goarch>/images/<name>.tar         OCI archives for `ctr -n k8s.io images import`
+#                                                  (control-plane.tar: the three images of one layer)
 #   DIR/VERSION/<goarch>/SHA512SUMS                every file above
 #
 #   sh tests/toolchain/make-kubernetes-dir.sh              build what is missing, write DIR, print it
@@ -110,7 +111,7 @@ write_arch() {
         set --
         for program in kube-apiserver kube-controller-manager kube-scheduler; do
             ln -s kubernetes "$stage/root/usr/local/bin/$program"
-            set -- "$@" --image "$out/images/$program.tar" "/usr/local/bin/$program" "$(image_of "$program")"
+            set -- "$@" --image "$out/images/control-plane.tar" "/usr/local/bin/$program" "$(image_of "$program")"
         done
         oci "$@"
     fi

@@ -25,6 +25,7 @@ from components.kube.manifests import (
     runtime_fingerprint,
     sample_pod,
     verify_job,
+    workload_account,
 )
 from components.kube.settings import KubeSettings, Taint, parse_kube_settings
 
@@ -89,7 +90,7 @@ def test_the_schema_check_catches_mistakes():
 
 def test_every_kind_the_program_makes_is_covered():
     kinds = {m["kind"] for _, m in MANIFESTS}
-    assert kinds == {"RuntimeClass", "Namespace", "NetworkPolicy", "Pod", "Job", "Node"}
+    assert kinds == {"RuntimeClass", "Namespace", "ServiceAccount", "NetworkPolicy", "Pod", "Job", "Node"}
 
 
 def test_runtime_class_handler_selector_and_overhead():
@@ -119,12 +120,23 @@ def test_handler_follows_the_runtime_name():
 
 def test_namespace_enforces_restricted_and_denies_all_traffic():
     s = kube()
-    ns, policy = cluster_manifests(s, ARCHES)[1:3]
+    ns, _, policy = cluster_manifests(s, ARCHES)[1:4]
     labels = ns["metadata"]["labels"]
     for mode in ("enforce", "audit", "warn"):
         assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
     assert policy["metadata"]["namespace"] == s.namespace
     assert policy["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def test_sandboxed_pods_run_as_an_account_the_program_makes_before_them_with_no_token():
+    # Not `default`: the controller manager makes it after the namespace, and a pod created before is refused.
+    s = kube()
+    account = workload_account(s)
+    assert (account["metadata"]["name"], account["metadata"]["namespace"]) == ("gvisor-workload", s.namespace)
+    assert account["automountServiceAccountToken"] is False
+    for arch in ARCHES:
+        for spec in pod_specs(s, arch):
+            assert spec["serviceAccountName"] == "gvisor-workload" and spec["automountServiceAccountToken"] is False
 
 
 def pod_specs(s: KubeSettings, arch: str) -> list[dict[str, Any]]:
@@ -144,7 +156,9 @@ def test_one_pod_and_job_per_architecture_pinned_to_it(arch, goarch):
 def test_only_the_fleets_architectures_get_workloads():
     s = kube()
     names = [m["metadata"]["name"] for m in cluster_manifests(s, ["aarch64", "aarch64"])]
-    assert names == ["gvisor", "gvisor-sandbox", "default-deny-all", "gvisor-sample-arm64", "gvisor-verify-arm64"]
+    assert names == [
+        "gvisor", "gvisor-sandbox", "gvisor-workload", "default-deny-all", "gvisor-sample-arm64", "gvisor-verify-arm64"
+    ]  # fmt: skip
     assert kube_arches(["x86_64", "aarch64", "x86_64"]) == ["amd64", "arm64"]
     with pytest.raises(ValueError, match="x86_64 or aarch64"):
         kube_arches(["riscv64"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 from typing import Any
 
 import pulumi
@@ -82,6 +83,10 @@ def test_init_config_says_what_kubeadm_needs():
     assert cluster["apiServer"]["certSANs"] == ["127.0.0.1", "192.168.76.10"]
     assert cluster["networking"] == {"podSubnet": "10.244.0.0/16", "serviceSubnet": "10.96.0.0/12"}
     assert kubelet["cgroupDriver"] == "cgroupfs"
+    # One control plane: no leader election to lose when the API server is slow to renew a lease.
+    no_election = {"name": "leader-elect", "value": "false"}
+    assert no_election in cluster["controllerManager"]["extraArgs"]
+    assert cluster["scheduler"]["extraArgs"] == [no_election]
 
 
 def test_the_control_planes_liveness_probes_scale_with_timeout_seconds_never_below_kubeadms():
@@ -227,12 +232,18 @@ def test_kubeadm_cluster_graph(kmocks):
         assert init[3:5] == ["init", "m1"]
         cluster = list(yaml.safe_load_all(base64.b64decode(init[5])))[1]
         assert cluster["controlPlaneEndpoint"] == "192.0.2.10:6443"
-        join = argv(commands[prefix + "m2-join"].inputs["create"])
-        (doc,) = yaml.safe_load_all(base64.b64decode(join[5]))
+        # The join config carries the token: on stdin before the script, never on the
+        # command line, which the command provider prints when the step fails.
+        join = commands[prefix + "m2-join"]
+        assert argv(join.inputs["create"])[3:] == ["join", "m2", "600"]
+        prelude, script = join.inputs["stdin"].split("\n", 1)
+        assert prelude.startswith("JOIN_CONFIG=") and script == plan.node_script()
+        (doc,) = yaml.safe_load_all(base64.b64decode(prelude.removeprefix("JOIN_CONFIG=")))
         assert doc["discovery"]["bootstrapToken"]["token"] == "abcdef.0123456789abcdef"
         assert doc["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "192.0.2.10:6443"
+        assert "abcdef" not in join.inputs["create"]
         # The token and the kubeconfig are secrets, and their steps log stderr only.
-        assert (prefix + "m2-join", "create") in kmocks.secret_inputs
+        assert (prefix + "m2-join", "stdin") in kmocks.secret_inputs
         for name in ("m2-join-token", "m2-join", "kubeconfig"):
             assert commands[prefix + name].inputs["logging"] == "stderr", name
         assert argv(commands[prefix + "kubeconfig"].inputs["create"])[3:] == [
@@ -249,3 +260,35 @@ def test_kubeadm_cluster_graph(kmocks):
 
     # The verification waits for the labels, which wait for every membership.
     return pulumi.Output.all(dep.kubeconfig.is_secret(), dep.kubeconfig, dep.verification).apply(check)
+
+
+CONTAINERD_DUMPS = {
+    # containerd 2 with Debian's config (version 2, migrated on load): what the vm tier's images run.
+    "debian": ("version = 3\n[plugins]\n  [plugins.'io.containerd.cri.v1.runtime']\n"
+               "    [plugins.'io.containerd.cri.v1.runtime'.cni]\n      bin_dirs = ['/usr/lib/cni']\n"
+               "      conf_dir = '/etc/cni/net.d'\n  [plugins.'io.containerd.image-verifier.v1.bindir']\n"
+               "    bin_dir = '/opt/containerd/image-verifier/bin'\n", "/usr/lib/cni"),
+    "containerd 2 default": ('version = 3\n[plugins."io.containerd.cri.v1.runtime".cni]\n'
+                             '  bin_dirs = ["/opt/cni/bin", "/usr/local/cni"]\n', "/opt/cni/bin"),
+    "containerd 1 config": ('version = 2\n[plugins."io.containerd.image-verifier.v1.bindir"]\n'
+                            '  bin_dir = "/opt/containerd/image-verifier/bin"\n'
+                            '[plugins."io.containerd.grpc.v1.cri".cni]\n  bin_dir = "/usr/libexec/cni"\n',
+                            "/usr/libexec/cni"),
+    "no cni section": ("version = 3\n", "/opt/cni/bin"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", CONTAINERD_DUMPS)
+def test_the_cni_plugins_go_where_containerds_cri_looks_for_them(name: str, tmp_path):
+    dump, want = CONTAINERD_DUMPS[name]
+    # A stand-in `containerd` that prints the dump; the script's own function reads it.
+    fake = tmp_path / "containerd"
+    fake.write_text(f"#!/bin/sh\ncat <<'TOML'\n{dump}TOML\n")
+    fake.chmod(0o755)
+    script = plan.node_script()
+    function = script[script.index("containerd_cni_dir() {") :]
+    function = function[: function.index("\n}\n") + 3]
+    line = f"CNI_BIN=/opt/cni/bin\n{function}containerd_cni_dir"
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    out = subprocess.run(["sh", "-c", line], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout == f"{want}\n"

@@ -148,6 +148,27 @@ def test_the_command_writes_images_that_share_one_layer(tmp_path: Path):
         assert tar.extractfile("usr/local/bin/kubernetes").read() == b"\x7fELF pretend"  # type: ignore[union-attr]
 
 
+def test_images_given_one_archive_share_it_and_store_their_layer_once(tmp_path: Path):
+    root = rootfs(tmp_path)
+    out = tmp_path / "control-plane.tar"
+    argv = ["--rootfs", str(root), "--arch", "amd64", "--gzip"]
+    for program in ("kube-apiserver", "kube-scheduler"):
+        argv += ["--image", str(out), f"/usr/local/bin/{program}", f"registry.k8s.io/{program}:v1.37.2"]
+    assert oci.main(argv) == 0
+    files = members(out)
+    index = json.loads(files["index.json"])
+    names = [m["annotations"]["io.containerd.image.name"] for m in index["manifests"]]
+    assert names == ["registry.k8s.io/kube-apiserver:v1.37.2", "registry.k8s.io/kube-scheduler:v1.37.2"]
+    manifests = [json.loads(blob(files, m)) for m in index["manifests"]]
+    entrypoints = [json.loads(blob(files, m["config"]))["config"]["Entrypoint"] for m in manifests]
+    assert entrypoints == [["/usr/local/bin/kube-apiserver"], ["/usr/local/bin/kube-scheduler"]]
+    assert manifests[0]["layers"] == manifests[1]["layers"]
+    blobs = [name for name in files if name.startswith("blobs/")]
+    assert len(blobs) == 5, "one layer, two configs, two manifests"
+    written = out.read_bytes()
+    assert oci.main(argv) == 0 and out.read_bytes() == written, "the same input writes the same bytes"
+
+
 def test_the_command_says_what_is_wrong_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     argv = ["--rootfs", str(tmp_path / "missing"), "--arch", "amd64", "--image", str(tmp_path / "x.tar"), "/x", "a/b:1"]
     with pytest.raises(SystemExit) as exit_info:

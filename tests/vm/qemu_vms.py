@@ -51,11 +51,14 @@ ARCHES = ("x86_64", "aarch64")
 # VMs, are on a segment of their own.
 SEGMENT = lan_segment("gvisor-fleet-tests", f"vm-{os.getpid()}")
 # The tier's VMs on that LAN, as stacks/Pulumi.local.yaml has them; the x86_64
-# VM has what a kubeadm control plane needs (1700 MB at least).
+# VM has what a kubeadm control plane needs (1700 MB at least) and forwards
+# its API server's port to this machine's loopback.
 LAN = {"x86_64": "192.168.76.10/24", "aarch64": "192.168.76.11/24"}
 MEMORY = {"x86_64": 2048, "aarch64": 1024}
 # Room for a kubeadm node: the copied release, the installed binaries, the images.
 DISK_SIZE = {"x86_64": "6G", "aarch64": "4G"}
+API_PORT_ON_HOST = free_port()
+FORWARDS = {"x86_64": ((API_PORT_ON_HOST, 6443),), "aarch64": ()}
 USER = "fleet"
 STEPS = ("install", "docker", "containerd", "verify")  # install runs the preflight checks first
 TOOLS = (
@@ -123,9 +126,11 @@ class Vm:
     host_key: KeyPair = field(default_factory=lambda: generate_ed25519("vm-test host key"))
     lan_address: str | None = None  # CIDR on the LAN (SEGMENT); None: no LAN NIC
     memory_mb: int = 1024
+    forwards: tuple[tuple[int, int], ...] = ()  # (port on 127.0.0.1, port in the guest) besides SSH
     disk_size: str | None = None  # grow the overlay (cloud-init grows the file system); None: the image's 2G
     segment: LanSegment = SEGMENT
     accel: str = ""
+    booted: str = ""  # snapshot() right after boot (conftest.py)
     facts: dict[str, str] = field(default_factory=dict)
     boot_seconds: float = 0.0
 
@@ -148,6 +153,7 @@ class Vm:
             ssh_port=self.port,
             memory_mb=self.memory_mb,
             lan_address=self.lan_address,
+            forwards=self.forwards,
             disk_size=self.disk_size,
             boot_timeout=int(os.environ.get("GVISOR_FLEET_VM_BOOT_TIMEOUT", "900")),
         )
@@ -250,3 +256,32 @@ def converge(vm: Vm, settings: GvisorSettings) -> dict[str, str]:
         assert result.returncode == 0, f"{vm.name} ({vm.arch}) step {step} failed:\n{result.stderr[-3000:]}"
         facts.update(parse_facts(result.stdout))
     return facts
+
+
+# What the VMs must get back byte for byte: every path the kubeadm step or
+# kubeadm writes, the engines' configs, units, kernel settings, the routes,
+# the firewall rules, and containerd's images for the kubelet.
+SNAPSHOT = r"""
+for p in /etc /usr/local/bin /opt /var/lib/kubelet /var/lib/etcd /var/lib/cni /var/lib/gvisor-fleet; do
+    [ -e "$p" ] || { echo "absent $p"; continue; }
+    find "$p" -xdev -type f ! -path '/etc/ld.so.cache' -print0 | sort -z | xargs -0r sha256sum 2>/dev/null
+    find "$p" -xdev -type l -printf '%p -> %l\n' | sort
+    find "$p" -xdev -type d | sort
+done
+ip -4 route show table main | grep -v 'proto dhcp'
+iptables -S; iptables -t nat -S
+sysctl -n net.ipv4.ip_forward
+ctr -n k8s.io images ls -q | sort
+systemctl is-enabled kubelet 2>&1 || true
+"""
+
+
+def snapshot(vm: Vm) -> str:
+    out = vm.ssh(f"sudo -n sh -c {shlex.quote(SNAPSHOT)}", timeout=600)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def differences(before: str, after: str) -> str:
+    a, b = set(before.splitlines()), set(after.splitlines())
+    return "\n".join([*(f"- {line}" for line in sorted(a - b)), *(f"+ {line}" for line in sorted(b - a))][:60])

@@ -2,8 +2,10 @@
 
 Runs in file order on one pair of VMs (see conftest.py): boot and SSH with
 pinned host keys, cloud-init seeding, the host layer's install, Docker and
-containerd wiring and verification on both at once, idempotence, and finally
-the destroy path (every step's delete) and stop. The images carry Docker and
+containerd wiring and verification on both at once, idempotence; then the
+kubeadm stack (test_kubeadm.py) runs on that host layer, and the destroy path
+(every step's delete, after the stack's own destroy: nothing may fail on a
+host already restored) and stop come last. The images carry Docker and
 containerd 2 (tests/toolchain/build-vm-images.sh), so every step really runs.
 """
 

@@ -29,7 +29,7 @@ set -eu
 SCRIPT_NAME=kubeadm-node
 DOWNLOADS=Kubernetes
 BIN_DIR=/usr/local/bin
-CNI_BIN=/opt/cni/bin
+CNI_BIN=/opt/cni/bin # where the plugins go unless containerd names another folder
 CNI_CONF=/etc/cni/net.d/10-gvisor-fleet.conflist
 UNIT_DIR=/etc/systemd/system
 KUBELET_UNIT=$UNIT_DIR/kubelet.service
@@ -44,6 +44,8 @@ BACKUP_DIR=$STATE_DIR/backup
 SCRATCH=$STATE_DIR/scratch
 PATCHES_DIR=$STATE_DIR/patches # components/kube/kubeadm.py's PATCHES_DIR
 LOCK=/run/gvisor-fleet/kubeadm.lock
+JOIN_CONFIG=${JOIN_CONFIG:-} # the join step's config, set on stdin before the script (cmd_join)
+BUNDLE=release.tar.gz # components/kube/kubeadm.py's BUNDLE: releaseDir's copy, one archive
 # What this script and kubeadm write: each is backed up before the first
 # write and restored by reset (a folder whole, as it was, or removed).
 TOUCHED="$BIN_DIR/kubeadm $BIN_DIR/kubelet $BIN_DIR/kubectl /opt/cni /etc/cni /var/lib/cni /etc/kubernetes
@@ -464,11 +466,24 @@ preflight() {
 # The install step: binaries, the kubelet's service, kernel settings and
 # (from releaseDir) images; its undoing is `reset`.
 
+# Where containerd's CRI looks for CNI plugins: the first of its cni section's
+# bin_dirs (bin_dir before containerd 2), else CNI_BIN. Debian's containerd
+# package, for one, names /usr/lib/cni.
+containerd_cni_dir() {
+    containerd config dump 2>/dev/null | awk -v q="'" '
+        /^ *\[/ { in_cni = ($0 ~ /\.cni\] *$/) }
+        in_cni && /^ *bin_dirs? *=/ && match($0, "[\"" q "][^\"" q "]+[\"" q "]") {
+            print substr($0, RSTART + 1, RLENGTH - 2); found = 1; exit
+        }
+        END { if (!found) exit 1 }' || echo "$CNI_BIN"
+}
+
 # What reset needs to put the machine back, noted once, before the first write.
 record_before() {
     [ ! -f "$STATE_DIR/installed" ] || return 0
     mkdir -p "$BACKUP_DIR"
-    for path in $TOUCHED; do backup_once "$path" verbatim; done
+    containerd_cni_dir > "$STATE_DIR/cni_bin"
+    for path in $TOUCHED $(cat "$STATE_DIR/cni_bin"); do backup_once "$path" verbatim; done
     cat /proc/sys/net/ipv4/ip_forward > "$STATE_DIR/ip_forward.before"
     if [ -d /sys/module/br_netfilter ]; then echo yes; else echo no; fi > "$STATE_DIR/br_netfilter.before"
     if ip link show cni0 >/dev/null 2>&1; then echo yes; else echo no; fi > "$STATE_DIR/cni0.before"
@@ -502,6 +517,12 @@ gather_release() {
             echo "$3"
             ;;
         dir)
+            # The program copies the folder as one archive (each distinct file once).
+            if [ -f "$2/$BUNDLE" ]; then
+                tar -C "$2" --no-same-owner -xzf "$2/$BUNDLE" ||
+                    die "the copy of gvisor-fleet:kubernetes.kubeadm.releaseDir in $2/$BUNDLE does not unpack; run up again to copy it again"
+                rm -f "$2/$BUNDLE"
+            fi
             [ -f "$2/SHA512SUMS" ] || die "$2/SHA512SUMS is missing: the copy of gvisor-fleet:kubernetes.kubeadm.releaseDir is incomplete"
             (cd "$2" && sha512sum -c --quiet SHA512SUMS >&2) ||
                 die "the copy of gvisor-fleet:kubernetes.kubeadm.releaseDir in $2 does not match its SHA512SUMS; make it again"
@@ -572,8 +593,9 @@ cmd_install() {
             replace_file "$src/$name" "$BIN_DIR/$name"
             chmod 0755 "$BIN_DIR/$name"
         done
-        mkdir -p "$CNI_BIN"
-        tar -C "$CNI_BIN" --no-same-owner -xzf "$src/cni-plugins.tgz"
+        plugin_dir=$(cat "$STATE_DIR/cni_bin")
+        mkdir -p "$plugin_dir"
+        tar -C "$plugin_dir" --no-same-owner -xzf "$src/cni-plugins.tgz"
         [ "$3" != dir ] || import_images "$4"
         echo "$version $3 $4" > "$STATE_DIR/version"
         changed=true
@@ -764,9 +786,11 @@ cmd_init() {
     fact changed true
 }
 
-# NODE CONFIG_B64 TIMEOUT
+# NODE TIMEOUT, with JOIN_CONFIG (base64) set before the script on stdin: it
+# carries the token, which a command line would show.
 cmd_join() {
-    budget_start $(($3 + 300))
+    [ -n "${JOIN_CONFIG:-}" ] || die "no join config came before the script on stdin (the program sends it)"
+    budget_start $(($2 + 300))
     take_lock
     mkdir -p "$SCRATCH"
     if [ -s /etc/kubernetes/kubelet.conf ] && systemctl is-active --quiet kubelet; then
@@ -774,7 +798,7 @@ cmd_join() {
         fact changed false
         return 0
     fi
-    write_config "$2" "$STATE_DIR/join.yaml"
+    write_config "$JOIN_CONFIG" "$STATE_DIR/join.yaml"
     log "kubeadm join of $1"
     if ! timeout "$(remaining)" "$BIN_DIR/kubeadm" join --config "$STATE_DIR/join.yaml" > "$SCRATCH/join.log" 2>&1; then
         cat "$SCRATCH/join.log" >&2
@@ -787,11 +811,25 @@ cmd_join() {
     fact changed true
 }
 
-# NODE: a fresh bootstrap token for NODE to join with (stdout is secret).
+# One try at a token for NODE: kubeadm's join line (secret) and its errors, in SCRATCH.
+create_token() {
+    (umask 077 && timeout "$(remaining)" "$BIN_DIR/kubeadm" token create --ttl 2h \
+        --description "gvisor-fleet: join of $1" --print-join-command > "$SCRATCH/token.out" 2> "$SCRATCH/token.err")
+}
+
+# NODE TIMEOUT: a fresh bootstrap token for NODE to join with (stdout is secret).
 cmd_join_token() {
     [ -s "$ADMIN_CONF" ] || die "$ADMIN_CONF is missing: is this the control plane, and did init run?"
-    line=$(timeout 120 "$BIN_DIR/kubeadm" token create --ttl 2h --description "gvisor-fleet: join of $1" \
-        --print-join-command 2>/dev/null) || die "kubeadm could not create a join token"
+    budget_start "$2"
+    mkdir -p "$SCRATCH"
+    # An API server still busy with its first minutes (or a slow machine) refuses for a while.
+    if ! wait_for "a join token for $1" "$2" create_token "$1"; then
+        reason=$(tail -n 2 "$SCRATCH/token.err" 2>/dev/null | tr '\n' ' ')
+        rm -f "$SCRATCH/token.out" "$SCRATCH/token.err"
+        die "kubeadm could not create a join token within ${2}s (gvisor-fleet:kubernetes.kubeadm.timeoutSeconds): $reason"
+    fi
+    line=$(cat "$SCRATCH/token.out")
+    rm -f "$SCRATCH/token.out" "$SCRATCH/token.err"
     fact token "$(printf '%s\n' "$line" | sed -n 's/.*--token \([^ ]*\).*/\1/p')"
     fact ca_cert_hash "$(printf '%s\n' "$line" | sed -n 's/.*--discovery-token-ca-cert-hash \([^ ]*\).*/\1/p')"
     fact endpoint "$(printf '%s\n' "$line" | sed -n 's/^kubeadm join \([^ ]*\) .*/\1/p')"
@@ -858,7 +896,7 @@ cmd_reset() {
     systemctl disable --now kubelet >/dev/null 2>&1 || true
     network_reset
     drop_new_images
-    for path in $TOUCHED; do
+    for path in $TOUCHED $(cat "$STATE_DIR/cni_bin" 2>/dev/null); do
         if has_backup "$path"; then restore_backup "$path"; fi
     done
     sysctl -q -w "net.ipv4.ip_forward=$(cat "$STATE_DIR/ip_forward.before")" >&2 || true

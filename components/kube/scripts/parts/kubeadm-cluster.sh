@@ -57,9 +57,11 @@ cmd_init() {
     fact changed true
 }
 
-# NODE CONFIG_B64 TIMEOUT
+# NODE TIMEOUT, with JOIN_CONFIG (base64) set before the script on stdin: it
+# carries the token, which a command line would show.
 cmd_join() {
-    budget_start $(($3 + 300))
+    [ -n "${JOIN_CONFIG:-}" ] || die "no join config came before the script on stdin (the program sends it)"
+    budget_start $(($2 + 300))
     take_lock
     mkdir -p "$SCRATCH"
     if [ -s /etc/kubernetes/kubelet.conf ] && systemctl is-active --quiet kubelet; then
@@ -67,7 +69,7 @@ cmd_join() {
         fact changed false
         return 0
     fi
-    write_config "$2" "$STATE_DIR/join.yaml"
+    write_config "$JOIN_CONFIG" "$STATE_DIR/join.yaml"
     log "kubeadm join of $1"
     if ! timeout "$(remaining)" "$BIN_DIR/kubeadm" join --config "$STATE_DIR/join.yaml" > "$SCRATCH/join.log" 2>&1; then
         cat "$SCRATCH/join.log" >&2
@@ -80,11 +82,25 @@ cmd_join() {
     fact changed true
 }
 
-# NODE: a fresh bootstrap token for NODE to join with (stdout is secret).
+# One try at a token for NODE: kubeadm's join line (secret) and its errors, in SCRATCH.
+create_token() {
+    (umask 077 && timeout "$(remaining)" "$BIN_DIR/kubeadm" token create --ttl 2h \
+        --description "gvisor-fleet: join of $1" --print-join-command > "$SCRATCH/token.out" 2> "$SCRATCH/token.err")
+}
+
+# NODE TIMEOUT: a fresh bootstrap token for NODE to join with (stdout is secret).
 cmd_join_token() {
     [ -s "$ADMIN_CONF" ] || die "$ADMIN_CONF is missing: is this the control plane, and did init run?"
-    line=$(timeout 120 "$BIN_DIR/kubeadm" token create --ttl 2h --description "gvisor-fleet: join of $1" \
-        --print-join-command 2>/dev/null) || die "kubeadm could not create a join token"
+    budget_start "$2"
+    mkdir -p "$SCRATCH"
+    # An API server still busy with its first minutes (or a slow machine) refuses for a while.
+    if ! wait_for "a join token for $1" "$2" create_token "$1"; then
+        reason=$(tail -n 2 "$SCRATCH/token.err" 2>/dev/null | tr '\n' ' ')
+        rm -f "$SCRATCH/token.out" "$SCRATCH/token.err"
+        die "kubeadm could not create a join token within ${2}s (gvisor-fleet:kubernetes.kubeadm.timeoutSeconds): $reason"
+    fi
+    line=$(cat "$SCRATCH/token.out")
+    rm -f "$SCRATCH/token.out" "$SCRATCH/token.err"
     fact token "$(printf '%s\n' "$line" | sed -n 's/.*--token \([^ ]*\).*/\1/p')"
     fact ca_cert_hash "$(printf '%s\n' "$line" | sed -n 's/.*--discovery-token-ca-cert-hash \([^ ]*\).*/\1/p')"
     fact endpoint "$(printf '%s\n' "$line" | sed -n 's/^kubeadm join \([^ ]*\) .*/\1/p')"

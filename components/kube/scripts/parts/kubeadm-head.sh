@@ -13,7 +13,7 @@ set -eu
 SCRIPT_NAME=kubeadm-node
 DOWNLOADS=Kubernetes
 BIN_DIR=/usr/local/bin
-CNI_BIN=/opt/cni/bin
+CNI_BIN=/opt/cni/bin # where the plugins go unless containerd names another folder
 CNI_CONF=/etc/cni/net.d/10-gvisor-fleet.conflist
 UNIT_DIR=/etc/systemd/system
 KUBELET_UNIT=$UNIT_DIR/kubelet.service
@@ -28,6 +28,8 @@ BACKUP_DIR=$STATE_DIR/backup
 SCRATCH=$STATE_DIR/scratch
 PATCHES_DIR=$STATE_DIR/patches # components/kube/kubeadm.py's PATCHES_DIR
 LOCK=/run/gvisor-fleet/kubeadm.lock
+JOIN_CONFIG=${JOIN_CONFIG:-} # the join step's config, set on stdin before the script (cmd_join)
+BUNDLE=release.tar.gz # components/kube/kubeadm.py's BUNDLE: releaseDir's copy, one archive
 # What this script and kubeadm write: each is backed up before the first
 # write and restored by reset (a folder whole, as it was, or removed).
 TOUCHED="$BIN_DIR/kubeadm $BIN_DIR/kubelet $BIN_DIR/kubectl /opt/cni /etc/cni /var/lib/cni /etc/kubernetes

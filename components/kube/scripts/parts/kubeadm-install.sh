@@ -2,11 +2,24 @@
 # The install step: binaries, the kubelet's service, kernel settings and
 # (from releaseDir) images; its undoing is `reset`.
 
+# Where containerd's CRI looks for CNI plugins: the first of its cni section's
+# bin_dirs (bin_dir before containerd 2), else CNI_BIN. Debian's containerd
+# package, for one, names /usr/lib/cni.
+containerd_cni_dir() {
+    containerd config dump 2>/dev/null | awk -v q="'" '
+        /^ *\[/ { in_cni = ($0 ~ /\.cni\] *$/) }
+        in_cni && /^ *bin_dirs? *=/ && match($0, "[\"" q "][^\"" q "]+[\"" q "]") {
+            print substr($0, RSTART + 1, RLENGTH - 2); found = 1; exit
+        }
+        END { if (!found) exit 1 }' || echo "$CNI_BIN"
+}
+
 # What reset needs to put the machine back, noted once, before the first write.
 record_before() {
     [ ! -f "$STATE_DIR/installed" ] || return 0
     mkdir -p "$BACKUP_DIR"
-    for path in $TOUCHED; do backup_once "$path" verbatim; done
+    containerd_cni_dir > "$STATE_DIR/cni_bin"
+    for path in $TOUCHED $(cat "$STATE_DIR/cni_bin"); do backup_once "$path" verbatim; done
     cat /proc/sys/net/ipv4/ip_forward > "$STATE_DIR/ip_forward.before"
     if [ -d /sys/module/br_netfilter ]; then echo yes; else echo no; fi > "$STATE_DIR/br_netfilter.before"
     if ip link show cni0 >/dev/null 2>&1; then echo yes; else echo no; fi > "$STATE_DIR/cni0.before"
@@ -40,6 +53,12 @@ gather_release() {
             echo "$3"
             ;;
         dir)
+            # The program copies the folder as one archive (each distinct file once).
+            if [ -f "$2/$BUNDLE" ]; then
+                tar -C "$2" --no-same-owner -xzf "$2/$BUNDLE" ||
+                    die "the copy of gvisor-fleet:kubernetes.kubeadm.releaseDir in $2/$BUNDLE does not unpack; run up again to copy it again"
+                rm -f "$2/$BUNDLE"
+            fi
             [ -f "$2/SHA512SUMS" ] || die "$2/SHA512SUMS is missing: the copy of gvisor-fleet:kubernetes.kubeadm.releaseDir is incomplete"
             (cd "$2" && sha512sum -c --quiet SHA512SUMS >&2) ||
                 die "the copy of gvisor-fleet:kubernetes.kubeadm.releaseDir in $2 does not match its SHA512SUMS; make it again"
@@ -110,8 +129,9 @@ cmd_install() {
             replace_file "$src/$name" "$BIN_DIR/$name"
             chmod 0755 "$BIN_DIR/$name"
         done
-        mkdir -p "$CNI_BIN"
-        tar -C "$CNI_BIN" --no-same-owner -xzf "$src/cni-plugins.tgz"
+        plugin_dir=$(cat "$STATE_DIR/cni_bin")
+        mkdir -p "$plugin_dir"
+        tar -C "$plugin_dir" --no-same-owner -xzf "$src/cni-plugins.tgz"
         [ "$3" != dir ] || import_images "$4"
         echo "$version $3 $4" > "$STATE_DIR/version"
         changed=true

@@ -15,7 +15,7 @@ cmd_reset() {
     systemctl disable --now kubelet >/dev/null 2>&1 || true
     network_reset
     drop_new_images
-    for path in $TOUCHED; do
+    for path in $TOUCHED $(cat "$STATE_DIR/cni_bin" 2>/dev/null); do
         if has_backup "$path"; then restore_backup "$path"; fi
     done
     sysctl -q -w "net.ipv4.ip_forward=$(cat "$STATE_DIR/ip_forward.before")" >&2 || true
