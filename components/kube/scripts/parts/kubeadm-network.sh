@@ -88,11 +88,14 @@ network_reset() {
 # the jumps to them first, then their rules, then the chains.
 drop_kube_chains() {
     for table in filter nat mangle; do
-        "$1" -t "$table" -S 2>/dev/null | grep -E -- '^-A [A-Z]+ .*-j (KUBE|CNI)-' | sed 's/^-A /-D /' |
-            while read -r rule; do
-                # shellcheck disable=SC2086
-                "$1" -t "$table" $rule 2>/dev/null || true
-            done
+        # Deleted by number, last first: the CNI plugins' rules carry comments
+        # with quoted spaces, which a rule read back as words would split.
+        for from in $("$1" -t "$table" -S 2>/dev/null | sed -n 's/^-[PN] \([^ ]*\).*/\1/p'); do
+            "$1" -t "$table" -L "$from" -n --line-numbers 2>/dev/null |
+                awk 'NR > 2 && $2 ~ /^(KUBE|CNI)-/ { print $1 }' | sort -rn | while read -r number; do
+                    "$1" -t "$table" -D "$from" "$number" 2>/dev/null || true
+                done
+        done
         chains=$("$1" -t "$table" -S 2>/dev/null | sed -n 's/^-N \(\(KUBE\|CNI\)-[^ ]*\)$/\1/p')
         for chain in $chains; do "$1" -t "$table" -F "$chain" 2>/dev/null || true; done
         for chain in $chains; do "$1" -t "$table" -X "$chain" 2>/dev/null || true; done
