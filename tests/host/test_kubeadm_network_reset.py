@@ -17,9 +17,9 @@ from components.kube.kubeadm import node_script
 pytestmark = pytest.mark.skipif(shutil.which("iptables") is None, reason="needs iptables (the set-up installs it)")
 
 ADD = """
-iptables -t nat -N CNI-51da10329cbb
-iptables -t nat -A CNI-51da10329cbb -d 10.244.0.0/24 -j ACCEPT
-iptables -t nat -A POSTROUTING -s 10.244.0.2/32 -m comment --comment 'name: "gvisor-fleet" id: "8612"' -j CNI-51da10329cbb
+iptables -t nat -N CNI-51da1032
+iptables -t nat -A CNI-51da1032 -d 10.244.0.0/24 -j ACCEPT
+iptables -t nat -A POSTROUTING -s 10.244.0.2/32 -m comment --comment 'name: "gvisor-fleet" id: "8612"' -j CNI-51da1032
 iptables -t nat -A POSTROUTING -s 192.0.2.9/32 -j MASQUERADE
 iptables -N KUBE-FIREWALL
 iptables -A INPUT -j KUBE-FIREWALL
