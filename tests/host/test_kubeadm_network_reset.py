@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 from components.kube.kubeadm import node_script
+from tests.support.shell import shell_function
 
 pytestmark = pytest.mark.skipif(shutil.which("iptables") is None, reason="needs iptables (the set-up installs it)")
 
@@ -26,15 +27,10 @@ iptables -A INPUT -j KUBE-FIREWALL
 """
 
 
-def function(name: str) -> str:
-    script = node_script()
-    body = script[script.index(f"{name}() {{") :]
-    return body[: body.index("\n}\n") + 3]
-
-
 def test_the_cni_and_kube_rules_go_and_others_stay():
-    line = "\n".join(["set -e", "have() { command -v \"$1\" >/dev/null 2>&1; }", function("drop_kube_chains"),
-                      ADD, "drop_kube_chains iptables", "iptables-save"])  # fmt: skip
+    drop = shell_function(node_script(), "drop_kube_chains")
+    have = 'have() { command -v "$1" >/dev/null 2>&1; }'
+    line = "\n".join(["set -e", have, drop, ADD, "drop_kube_chains iptables", "iptables-save"])
     out = subprocess.run(["unshare", "--net", "sh", "-c", line], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "CNI-" not in out.stdout and "KUBE-" not in out.stdout, out.stdout

@@ -7,22 +7,19 @@ made on real engines' logs (tests/host/test_running_engines.py).
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 
 import pytest
 
 from components.gvisor.agent import SCRIPT_PATH
+from tests.support.shell import shell_function
 
 SH = shutil.which("dash") or "sh"
 
 
 def function(name: str) -> str:
-    text = SCRIPT_PATH.read_text()
-    match = re.search(rf"^{name}\(\) \{{\n.*?^\}}\n", text, re.S | re.M)
-    assert match, f"{name} is not in {SCRIPT_PATH.name}"
-    return match.group(0)
+    return shell_function(SCRIPT_PATH.read_text(), name)
 
 
 def pick(part: str, log: str) -> str:

@@ -18,6 +18,7 @@ from components.fleet.specs import MachineSpec, QemuOptions
 from components.gvisor.settings import GvisorSettings
 from components.kube import kubeadm as plan
 from components.kube.settings import KubeadmSettings, kubeadm_problems, parse_kube_settings
+from tests.support.shell import shell_function
 from tests.unit.kube_mocks import KUBECONFIG, KubeMocks, argv, deploy, kube
 from tests.unit.mocks import KUBEADM_OUTPUT, use
 
@@ -285,9 +286,7 @@ def test_the_cni_plugins_go_where_containerds_cri_looks_for_them(name: str, tmp_
     fake = tmp_path / "containerd"
     fake.write_text(f"#!/bin/sh\ncat <<'TOML'\n{dump}TOML\n")
     fake.chmod(0o755)
-    script = plan.node_script()
-    function = script[script.index("containerd_cni_dir() {") :]
-    function = function[: function.index("\n}\n") + 3]
+    function = shell_function(plan.node_script(), "containerd_cni_dir")
     line = f"CNI_BIN=/opt/cni/bin\n{function}containerd_cni_dir"
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
     out = subprocess.run(["sh", "-c", line], env=env, capture_output=True, text=True, check=True)
