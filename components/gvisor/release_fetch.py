@@ -60,12 +60,17 @@ class ReleaseFetchError(Exception):
         self.kind = kind
 
 
+def user_cache() -> Path:
+    """~/.cache/gvisor-fleet on the machine running Pulumi (XDG_CACHE_HOME honoured)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gvisor-fleet"
+
+
 def default_cache() -> Path:
-    """GVISOR_FLEET_RELEASE_CACHE, else ~/.cache/gvisor-fleet/releases (XDG_CACHE_HOME honoured)."""
+    """GVISOR_FLEET_RELEASE_CACHE, else ~/.cache/gvisor-fleet/releases."""
     if env := os.environ.get("GVISOR_FLEET_RELEASE_CACHE"):
         return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "gvisor-fleet" / "releases"
+    return user_cache() / "releases"
 
 
 def as_url(location: str) -> str:

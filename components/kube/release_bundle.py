@@ -17,6 +17,8 @@ import os
 import tarfile
 from pathlib import Path
 
+from components.gvisor.release_fetch import user_cache
+
 SUMS = "SHA512SUMS"
 KEY = "gvisor-fleet:kubernetes.kubeadm.releaseDir"
 
@@ -26,9 +28,7 @@ class BundleError(ValueError):
 
 
 def default_cache() -> Path:
-    """~/.cache/gvisor-fleet/kubeadm-bundles (XDG_CACHE_HOME honoured)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "gvisor-fleet" / "kubeadm-bundles"
+    return user_cache() / "kubeadm-bundles"
 
 
 def listed_files(folder: Path) -> list[tuple[str, str]]:
