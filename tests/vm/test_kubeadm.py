@@ -54,8 +54,8 @@ NAMESPACE = "gvisor-sandbox"
 # passed (docs/kubernetes.md, "The local stack with kubeadm", says what ran).
 FLOW = pytest.mark.skipif(
     os.environ.get("GVISOR_FLEET_KUBEADM_FLOW") != "1",
-    reason="the kubeadm flow on the emulated VMs runs with GVISOR_FLEET_KUBEADM_FLOW=1 (about 25 min; not yet "
-    "reliable on a 2-core machine: docs/kubernetes.md)",
+    reason="the kubeadm flow on the emulated VMs runs with GVISOR_FLEET_KUBEADM_FLOW=1 (about 25 min, "
+    "beyond CI's budget on a 2-core machine: docs/testing.md)",
 )
 # Holds the worker's kubelet port, so kubeadm join's preflight refuses at once.
 HOLD_KUBELET_PORT = "setsid busybox nc -l -p 10250 </dev/null >/dev/null 2>&1 & echo $!"

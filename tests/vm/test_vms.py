@@ -43,7 +43,9 @@ def engine_configs(vm: Vm) -> dict[str, str]:
     return {path: digest for digest, path in (line.split(maxsplit=1) for line in out.stdout.splitlines())}
 
 
-@pytest.fixture(scope="module")
+# Session-wide: the tier's order runs test_kubeadm.py between this module's
+# tests and its destroy test, and a module fixture would be taken again then.
+@pytest.fixture(scope="session")
 def configs_before(vms: dict[str, Vm]) -> dict[str, dict[str, str]]:
     """Each VM's engine configs as the image has them, before any step ran."""
     return {arch: engine_configs(vm) for arch, vm in vms.items()}
