@@ -85,6 +85,11 @@ lint() {
         echo "lint: a checkout owned by another user needs: git config --global --add safe.directory \"$PWD\""
         return 1
     fi
+    # A merge's conflict markers left in any tracked file (a page renders them as text).
+    if git grep -n -E '^(<<<<<<<|>>>>>>>) ' -- .; then
+        echo "lint: conflict markers above"
+        return 1
+    fi
     ruff check . && ruff format --check . && mypy || return 1
     echo "$scripts" | xargs shellcheck || return 1
     "$(sh tests/toolchain/build-actionlint.sh --print-path)" || return 1

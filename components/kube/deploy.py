@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from components.gvisor.settings import GvisorSettings
 
 Hosts = Mapping[str, "tuple[Machine, GvisorHost]"]
+# Seconds the Kubernetes provider waits for one answer of the API server (its default: 32).
+API_REQUEST_SECONDS = 300
 
 
 def deployment_problems(settings: KubeSettings, hosts: Hosts, gvisor: GvisorSettings) -> list[str]:
@@ -332,6 +334,10 @@ class KubeDeployment(pulumi.ComponentResource):
             f"{name}-provider",
             kubeconfig=self.kubeconfig,
             enable_server_side_apply=True,
+            # The provider's default of 32 s per request also bounds its first read of the
+            # API server's OpenAPI document, which a busy small control plane can take longer
+            # to send; a run then fails before any object is made.
+            kube_client_settings=k8s.KubeClientSettingsArgs(timeout=API_REQUEST_SECONDS),
             opts=pulumi.ResourceOptions(parent=self),
         )
 

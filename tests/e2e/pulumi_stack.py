@@ -90,6 +90,14 @@ class Run:
                     spans[name] = (started[name], stamp)
         return spans
 
+    def failed_steps(self) -> set[str]:
+        """Names of the resources whose step failed, from the engine's event log."""
+        return {
+            str(body.get("metadata", {}).get("urn", "")).rsplit("::", 1)[-1]
+            for event in self.events
+            if isinstance(body := event.get("resOpFailedEvent"), dict)
+        }
+
     def errors(self) -> str:
         """The engine's error diagnostics, each with the lines under it, without Python tracebacks.
 

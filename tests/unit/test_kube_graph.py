@@ -7,6 +7,7 @@ test instead of passing silently.
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pulumi
@@ -89,6 +90,8 @@ def test_existing_cluster_graph(kmocks, runtime_name):
         assert not [r for r in commands if "k3s node agent" in r.inputs.get("stdin", "")]
         (provider,) = kmocks.of_type("pulumi:providers:kubernetes")
         assert "kubeconfig" not in provider.inputs
+        # A busy API server gets longer than the provider's 32 s for an answer (its OpenAPI document).
+        assert json.loads(provider.inputs["kubeClientSettings"])["timeout"] == 300  # providers take JSON strings
         for r in kmocks.resources:
             if r.typ.startswith("kubernetes:"):
                 assert r.provider and "kubernetes-provider" in r.provider, r.name
