@@ -32,6 +32,12 @@ GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 # Where a machine keeps the copy of releaseDir's files (per version and arch).
 REMOTE_STAGE = "/var/tmp/gvisor-fleet-kubernetes"
 NO_ELECTION = {"name": "leader-elect", "value": "false"}
+# etcd fails a write it could not commit within 5 s plus two election timeouts
+# (7 s by default), and the API server passes that on ("etcdserver: request
+# timed out"). A busy small control plane has such pauses; its one member
+# has nobody to hold an election with, so the longer timeouts cost nothing
+# (a single member still elects itself at once on start): 25 s.
+ETCD_PATIENCE = [{"name": "heartbeat-interval", "value": "1000"}, {"name": "election-timeout", "value": "10000"}]
 BUNDLE = "release.tar.gz"  # kubeadm-head.sh's BUNDLE: the copy of releaseDir's folder, unpacked by install
 
 Role = Literal["control-plane", "worker"]
@@ -167,6 +173,7 @@ def init_config(kubeadm: KubeadmSettings, node: KubeadmNode, node_ip: str) -> st
         # 10 s deadline on a busy machine makes the scheduler and controller manager exit.
         "controllerManager": {"extraArgs": [{"name": "allocate-node-cidrs", "value": "false"}, NO_ELECTION]},
         "scheduler": {"extraArgs": [NO_ELECTION]},
+        "etcd": {"local": {"extraArgs": ETCD_PATIENCE}},
     }
     kubelet = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",

@@ -88,6 +88,9 @@ def test_init_config_says_what_kubeadm_needs():
     no_election = {"name": "leader-elect", "value": "false"}
     assert no_election in cluster["controllerManager"]["extraArgs"]
     assert cluster["scheduler"]["extraArgs"] == [no_election]
+    # etcd's one member waits 25 s (5 s + 2 x election-timeout) before it fails a write.
+    etcd = {a["name"]: a["value"] for a in cluster["etcd"]["local"]["extraArgs"]}
+    assert etcd == {"heartbeat-interval": "1000", "election-timeout": "10000"}
 
 
 def test_the_control_planes_liveness_probes_scale_with_timeout_seconds_never_below_kubeadms():
