@@ -13,15 +13,20 @@ cri_status() {
 containerd_serving() { timeout 10 ctr --connect-timeout 2s version >/dev/null 2>&1; }
 containerd_up() { containerd_serving; }
 
-# After a restart with runtime RUNTIME: 0, or the part that failed (see restart_engine).
+# After a restart with runtime RUNTIME: 0, or the part that failed (see
+# restart_engine). On k3s and RKE2 the config their service generated must
+# hold the runtime too (it rendered the template this program wrote).
 containerd_ready() {
     wait_for containerd 30 containerd_serving || return 2
     wait_for "containerd's CRI plugin" 10 cri_ok || return 3
+    [ "$CONTAINERD_LAYOUT" = plain ] || rendered_has_block || return 4
 }
 
 # What failed: RUNTIME PART (see restart_engine).
 containerd_failure() {
-    if [ "$2" = 2 ]; then
+    if [ "$2" = 4 ]; then
+        echo "$CONTAINERD_SERVICE restarted, but the containerd config it generated ($CONTAINERD_EFFECTIVE) has no runtime $1: it did not render $CONTAINERD_CONFIG"
+    elif [ "$2" = 2 ]; then
         echo "containerd restarted with runtime $1 but did not answer on ${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock} within 30s"
     else
         echo "containerd restarted with runtime $1 but its CRI plugin did not load (status: $(cri_status || true))"
@@ -45,8 +50,11 @@ use_grpc_address() {
     fi
 }
 
-# The address of the config on disk (restore and verify steps).
+# The address of the config on disk (restore and verify steps); k3s and
+# RKE2 serve on their own (use_layout).
 use_configured_address() {
+    use_layout
+    [ "$CONTAINERD_LAYOUT" = plain ] || return 0
     [ -f "$CONTAINERD_CONFIG" ] && have containerd || return 0
     mkdir -p "$SCRATCH"
     _dump=$(mktemp "$SCRATCH/dump.XXXXXX")
@@ -61,6 +69,11 @@ cmd_containerd_plan() {
 # RUNTIME RUNSC_TOML_B64 PREFIX RUNSC_TOML
 cmd_containerd_configure() {
     runtime=$1 prefix=$3 runsc_toml=$4
+    use_layout
+    if [ "$CONTAINERD_LAYOUT" != plain ]; then
+        configure_template "$@"
+        return 0
+    fi
     if ! have containerd; then
         log "containerd is not installed; skipping"
         fact containerd skipped
@@ -187,11 +200,16 @@ containerd_configured() {
 # RUNSC_TOML
 cmd_containerd_restore() {
     begin_step
+    use_layout
     drop_leftovers "$CONTAINERD_CONFIG" "$1"
-    has_backup "$CONTAINERD_CONFIG" || has_backup "$1" || { fact containerd untouched; return 0; }
     use_configured_address
+    has_backup "$CONTAINERD_CONFIG" || has_backup "$1" || { fact containerd untouched; return 0; }
     put_back "$1"
-    restore_config containerd containerd-restore "$CONTAINERD_CONFIG" take_out_containerd_block
+    if [ "$CONTAINERD_LAYOUT" = plain ]; then
+        restore_config containerd containerd-restore "$CONTAINERD_CONFIG" take_out_containerd_block
+    else
+        restore_config containerd containerd-restore "$CONTAINERD_CONFIG" take_out_template_block
+    fi
     restart_restored containerd "$CONTAINERD_CONFIG"
     forget "$CONTAINERD_CONFIG"
     forget "$1"
