@@ -1,0 +1,173 @@
+"""The containerd layouts nodes come with, against a real containerd 2 (no mocks of containerd).
+
+- EKS AL2023 (nodeadm): /etc/containerd/config.toml pulls drop-ins in through
+  `imports`, and CRI settings may live in a drop-in. Run on the real
+  containerd 2 the sandbox starts as its system service.
+- k3s and RKE2: their service renders containerd's config from a template at
+  each start and serves it on /run/k3s/containerd/containerd.sock. k3s cannot
+  be had on this machine, so these tests use a NAMED STAND-IN for the k3s
+  (k3s, k3s-agent) and RKE2 (rke2-server, rke2-agent) services only:
+  tests/host/sandbox/rancher-service. At each start it renders the template
+  (config-v3.toml.tmpl, else config.toml.tmpl) into config.toml, each line
+  `{{ template "base" . }}` replaced by a fixed base config (k3s's containerd 2
+  template, trimmed to what runs without a cluster), then runs the REAL
+  containerd 2 with that file on k3s's socket, from k3s's own binary folder
+  (data/current/bin; RKE2: bin). It does not render other template actions
+  (it fails on them, where k3s renders them), and runs no kubelet, API
+  server or CNI: what is proven is the agent's side (which template it
+  writes, which service it restarts, which socket it asks, that a real runsc
+  sandbox starts through that containerd, and that destroy puts the template
+  back), not k3s's own rendering.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.host.agent_calls import PREFIX, RUNSC_TOML, configure_containerd, install
+from tests.host.cri import cri_runtimes
+from tests.host.host_state import ok
+from tests.host.host_state import refusal as failed
+from tests.host.sandbox import Sandbox
+from tests.support.image import TEST_IMAGE
+from tests.support.mirror import Releases
+
+pytestmark = pytest.mark.host
+
+CONFIG = "/etc/containerd/config.toml"
+SOCKET = "/run/k3s/containerd/containerd.sock"
+BASE_LINE = '{{ template "base" . }}'
+BLOCK_BEGIN = "# BEGIN gvisor-fleet runtime (managed; removed on destroy)"
+V3 = "io.containerd.cri.v1.runtime"
+
+
+def conf_dir(dist: str) -> str:
+    return f"/var/lib/rancher/{dist}/agent/etc/containerd"
+
+
+def start_rancher(host: Sandbox, containerd2_bin: Path, dist: str, unit: str) -> None:
+    """A k3s or RKE2 node as far as the agent sees it: the folders, the distribution's own
+    containerd and ctr where it keeps them, and its service (the stand-in) running."""
+    bins = "/var/lib/rancher/k3s/data/0f1e2d/bin" if dist == "k3s" else "/var/lib/rancher/rke2/bin"
+    data = host.work / f"{dist}-data"  # image stores sit on a real file system (as in init.sh)
+    data.mkdir()
+    store = f"/var/lib/rancher/{dist}/agent/containerd"
+    host.sh(
+        f"mkdir -p {bins} {conf_dir(dist)} {store} && cp {containerd2_bin}/* {bins}/"
+        f" && mount --bind {data} {store}"
+        + (" && ln -s 0f1e2d /var/lib/rancher/k3s/data/current" if dist == "k3s" else "")
+    )
+    host.sh(f"systemctl start {unit}")
+
+
+def generated(host: Sandbox, dist: str) -> bytes:
+    return host.read(f"{conf_dir(dist)}/config.toml") or b""
+
+
+def verify(host: Sandbox) -> dict[str, str]:
+    return ok(host.agent("verify", "runsc", TEST_IMAGE, "off", "required", PREFIX, RUNSC_TOML))
+
+
+def journal_left(host: Sandbox) -> str:
+    """The journal of config files (the install step's of installDir stays until uninstall)."""
+    journal = "/var/lib/gvisor-fleet/backup"
+    return host.sh(f"find {journal}/etc {journal}/var -type f 2>/dev/null || true").strip()
+
+
+@pytest.mark.parametrize(("dist", "unit"), [("k3s", "k3s"), ("rke2", "rke2-agent")])
+def test_a_rancher_node_without_a_template_gets_one_and_runs_a_sandbox(
+    host: Sandbox, releases: Releases, containerd2_bin: Path, dist: str, unit: str
+):
+    start_rancher(host, containerd2_bin, dist, unit)
+    rendered_before, system_before = generated(host, dist), host.read(CONFIG)
+    assert "runsc" not in cri_runtimes(host, SOCKET)
+
+    facts = ok(host.agent("preflight", "x86_64", "systrap", "off", "required"))
+    assert facts["containerd_version"].startswith("2."), "preflight did not find the distribution's containerd"
+    ok(install(host, releases.current))
+    facts = ok(configure_containerd(host))
+    template = f"{conf_dir(dist)}/config-v3.toml.tmpl"
+    assert (facts["containerd"], facts["containerd_layout"], facts["containerd_template"]) == (
+        "configured",
+        dist,
+        template,
+    )
+    written = (host.read(template) or b"").decode()
+    assert written.startswith(f"{BASE_LINE}\n{BLOCK_BEGIN}\n"), written
+    assert f'[plugins."{V3}".containerd.runtimes.runsc]' in written
+    assert "runsc" in cri_runtimes(host, SOCKET), "the restarted service's containerd does not serve runsc"
+    assert ok(configure_containerd(host))["containerd"] == "unchanged"
+
+    facts = verify(host)
+    assert facts["containerd_ok"] == "true" and "Starting gVisor" in facts["containerd_banner"], facts
+    assert host.read(CONFIG) == system_before, "the system containerd's file was touched"
+
+    assert ok(host.agent("containerd-restore", RUNSC_TOML))["containerd"] == "restored"
+    assert host.read(template) is None, "the template this program created is left"
+    assert generated(host, dist) == rendered_before, "the service did not render its own config again"
+    assert "runsc" not in cri_runtimes(host, SOCKET)
+    assert host.read(RUNSC_TOML) is None and journal_left(host) == ""
+    assert host.read(CONFIG) == system_before
+
+
+USER_TEMPLATE = f"""{BASE_LINE}
+
+# the owner's own runtime
+[plugins.'{V3}'.containerd.runtimes.custom]
+  runtime_type = "io.containerd.runc.v2"
+"""
+
+
+def test_a_k3s_agent_with_its_own_template_keeps_it_and_gets_it_back_byte_for_byte(
+    host: Sandbox, releases: Releases, containerd2_bin: Path
+):
+    start_rancher(host, containerd2_bin, "k3s", "k3s-agent")
+    template = f"{conf_dir('k3s')}/config-v3.toml.tmpl"
+    host.write(template, USER_TEMPLATE)
+    host.sh("systemctl restart k3s-agent")
+    rendered_before = generated(host, "k3s")
+    ok(install(host, releases.current))
+    assert ok(configure_containerd(host))["containerd"] == "configured"
+    written = (host.read(template) or b"").decode()
+    assert written.startswith(USER_TEMPLATE + BLOCK_BEGIN), written
+    assert {"custom", "runc", "runsc"} <= cri_runtimes(host, SOCKET)
+    assert verify(host)["containerd_ok"] == "true"
+
+    ok(host.agent("containerd-restore", RUNSC_TOML))
+    assert host.read(template) == USER_TEMPLATE.encode()
+    assert generated(host, "k3s") == rendered_before
+    assert cri_runtimes(host, SOCKET) == {"custom", "runc"}
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        (f"{BASE_LINE}\n[plugins.'{V3}'.containerd.runtimes.runsc]\n  runtime_type = \"io.containerd.runc.v2\"\n",
+         "already defines a runtime 'runsc' outside this program's block"),
+        (f"{BASE_LINE}\n{{{{ if .NodeConfig.AgentConfig.Snapshotter }}}}\n[plugins.'{V3}'.containerd]\n"
+         '  snapshotter = "{{ .NodeConfig.AgentConfig.Snapshotter }}"\n',
+         "ends inside a {{ ... }} block (1 left open)"),
+        (None, "but neither k3s nor k3s-agent runs"),
+    ],
+    ids=["defines-the-runtime", "ends-inside-an-if", "service-stopped"],
+)  # fmt: skip
+def test_a_k3s_template_that_cannot_be_extended_safely_is_refused_untouched(
+    host: Sandbox, releases: Releases, containerd2_bin: Path, template: str | None, message: str
+):
+    start_rancher(host, containerd2_bin, "k3s", "k3s")
+    path = f"{conf_dir('k3s')}/config-v3.toml.tmpl"
+    if template is None:
+        host.sh("systemctl stop k3s")
+    else:  # written after k3s started: the stand-in renders only the base line
+        host.write(path, template)
+    rendered_before = generated(host, "k3s")
+    ok(install(host, releases.current))
+    err = failed(configure_containerd(host))
+    assert message in err, err
+    if template is not None:
+        assert path in err, "the refusal does not name the template"
+    assert host.read(path) == (None if template is None else template.encode())
+    assert generated(host, "k3s") == rendered_before
+    assert host.read(RUNSC_TOML) is None and journal_left(host) == ""
