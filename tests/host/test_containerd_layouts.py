@@ -171,3 +171,113 @@ def test_a_k3s_template_that_cannot_be_extended_safely_is_refused_untouched(
     assert host.read(path) == (None if template is None else template.encode())
     assert generated(host, "k3s") == rendered_before
     assert host.read(RUNSC_TOML) is None and journal_left(host) == ""
+
+
+# EKS AL2023's nodeadm writes a version 3 config.toml that imports drop-ins
+# from /etc/containerd/config.d (its layout, sandbox image and runc options
+# kept, with names of this test).
+NODEADM = f"""version = 3
+root = "/var/lib/containerd"
+state = "/run/containerd"
+# Users can add configuration in the drop-in folder below.
+imports = ["/etc/containerd/config.d/*.toml"]
+
+[grpc]
+address = "/run/containerd/containerd.sock"
+
+[plugins.'io.containerd.cri.v1.images']
+discard_unpacked_layers = true
+
+[plugins.'io.containerd.cri.v1.images'.pinned_images]
+sandbox = "registry.example.test/eks/pause:3.10"
+
+[plugins.'{V3}'.containerd]
+default_runtime_name = "runc"
+
+[plugins.'{V3}'.containerd.runtimes.runc]
+runtime_type = "io.containerd.runc.v2"
+
+[plugins.'{V3}'.containerd.runtimes.runc.options]
+SystemdCgroup = false
+"""
+# A drop-in of the kind users add: one more runtime, in the same CRI table.
+DROP_IN_RUNTIME = f"""version = 3
+[plugins.'{V3}'.containerd.runtimes.custom]
+runtime_type = "io.containerd.runc.v2"
+"""
+# The main file left with the basics, and every CRI runtime setting in a drop-in.
+MAIN_ONLY_IMPORTS = """version = 3
+imports = ["/etc/containerd/config.d/*.toml"]
+"""
+DROP_IN_CRI = f"""version = 3
+[plugins.'{V3}'.containerd]
+default_runtime_name = "runc"
+
+[plugins.'{V3}'.containerd.runtimes.runc]
+runtime_type = "io.containerd.runc.v2"
+"""
+
+
+@pytest.mark.parametrize(
+    ("main", "drop_in"),
+    [(NODEADM, DROP_IN_RUNTIME), (MAIN_ONLY_IMPORTS, DROP_IN_CRI)],
+    ids=["nodeadm", "cri-in-drop-in"],
+)
+def test_a_config_with_imported_drop_ins_runs_a_sandbox_and_comes_back_byte_for_byte(
+    host_containerd2: Sandbox, releases: Releases, main: str, drop_in: str
+):
+    host = host_containerd2
+    drop_in_path = "/etc/containerd/config.d/10-custom.toml"
+    host.write(CONFIG, main)
+    host.write(drop_in_path, drop_in)
+    host.sh("systemctl restart containerd")
+    before = host.tree("/etc/containerd")
+    ok(install(host, releases.current))
+    facts = ok(configure_containerd(host))
+    assert (facts["containerd"], facts["containerd_config_version"]) == ("configured", "3")
+    assert host.read(drop_in_path) == drop_in.encode(), "a drop-in was written"
+    runtimes = cri_runtimes(host)
+    assert "runsc" in runtimes and "runc" in runtimes, runtimes
+    assert ("custom" in runtimes) == ("custom" in drop_in)
+    assert verify(host)["containerd_ok"] == "true"
+
+    ok(host.agent("containerd-restore", RUNSC_TOML))
+    assert host.tree("/etc/containerd") == before
+    assert "runsc" not in cri_runtimes(host)
+
+
+# nodeadm's version 2 config (AL2023 nodes with containerd 1.x), its drop-in
+# folder holding a registry setting of the CRI plugin.
+NODEADM_V2 = """version = 2
+root = "/var/lib/containerd"
+state = "/run/containerd"
+imports = ["/etc/containerd/config.d/*.toml"]
+[grpc]
+address = "/run/containerd/containerd.sock"
+[plugins."io.containerd.grpc.v1.cri".containerd]
+default_runtime_name = "runc"
+discard_unpacked_layers = true
+[plugins."io.containerd.grpc.v1.cri"]
+sandbox_image = "registry.example.test/eks/pause:3.10"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+runtime_type = "io.containerd.runc.v2"
+"""
+DROP_IN_REGISTRY = (
+    'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\nconfig_path = "/etc/containerd/certs.d"\n'
+)
+
+
+def test_on_containerd_1_a_drop_in_that_would_replace_the_runtime_is_named_and_nothing_changes(
+    host: Sandbox, releases: Releases
+):
+    drop_in_path = "/etc/containerd/config.d/20-registry.toml"
+    host.write(CONFIG, NODEADM_V2)
+    host.write(drop_in_path, DROP_IN_REGISTRY)
+    host.sh("systemctl restart containerd")
+    before = host.tree("/etc/containerd")
+    ok(install(host, releases.current))
+    err = failed(configure_containerd(host))
+    assert f"{drop_in_path}, imported by {CONFIG} (imports = [...]), define the CRI plugin's table" in err, err
+    assert "upgrade to containerd 2" in err and "Nothing was changed" in err
+    assert host.tree("/etc/containerd") == before and journal_left(host) == ""
+    assert "runc" in cri_runtimes(host), "containerd no longer serves as before"

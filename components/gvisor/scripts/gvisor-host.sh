@@ -1425,6 +1425,35 @@ default_runtime() {
     sed -n "s/^ *default_runtime_name = [\"']\\([^\"']*\\)[\"'].*/\\1/p" "$1" | head -n 1
 }
 
+# The files CONFIG imports (its top-level `imports = [...]`, on one line or
+# several; relative ones against $CONTAINERD_CONFIG's folder, globs expanded).
+imported_files() {
+    awk '
+        /^[[:space:]]*\[/ { exit }
+        !inlist && /^[[:space:]]*imports[[:space:]]*=/ { inlist = 1 }
+        inlist {
+            line = $0
+            while (match(line, /"[^"]*"|\047[^\047]*\047/)) {
+                print substr(line, RSTART + 1, RLENGTH - 2)
+                line = substr(line, RSTART + RLENGTH)
+            }
+            if (index($0, "]")) exit
+        }
+    ' "$1" | while IFS= read -r _pattern; do
+        case $_pattern in /*) ;; *) _pattern="$(dirname "$CONTAINERD_CONFIG")/$_pattern" ;; esac
+        # shellcheck disable=SC2086 # the pattern is a glob, expanded here
+        for _imported in $_pattern; do [ ! -f "$_imported" ] || echo "$_imported"; done
+    done
+}
+
+# The files CONFIG imports that define a table of the CRI plugin, comma-separated.
+cri_drop_ins() {
+    imported_files "$1" | while IFS= read -r _imported; do
+        if grep -Eq "^[[:space:]]*\[plugins\.[\"']io\.containerd\.(grpc\.v1\.cri|cri\.v1\.runtime)[\"']" "$_imported"; then
+            echo "$_imported"
+        fi
+    done | paste -sd, - | sed 's/,/, /g'
+}
 
 # --- components/gvisor/scripts/parts/containerd-layout.sh ---
 # Where this node's containerd takes its config from (the layout): the file
@@ -1802,8 +1831,12 @@ check_merged() {
     dump_candidate "$1/config.toml" "$1/dump.toml" "$1/err" ||
         die "containerd rejects the merged $CONTAINERD_CONFIG: $(config_reason "$1/config.toml" "$1/err"); nothing was changed"
     use_grpc_address "$1/dump.toml"
-    grep -Eq "ConfigPath = [\"']${3}[\"']" "$1/dump.toml" ||
+    if ! grep -Eq "ConfigPath = [\"']${3}[\"']" "$1/dump.toml"; then
+        _drop_ins=$(cri_drop_ins "$1/config.toml")
+        [ -z "$_drop_ins" ] ||
+            die "after merging, containerd's effective config has no runtime '$2': $_drop_ins, imported by $CONTAINERD_CONFIG (imports = [...]), define the CRI plugin's table, and containerd $(containerd_version) lets an imported table replace the main file's; move those CRI settings into $CONTAINERD_CONFIG, or upgrade to containerd 2, which merges them. Nothing was changed"
         die "after merging, containerd's effective config has no runtime '$2': an imported file (imports = [...]) probably redefines the CRI plugin table and replaces it; move the CRI settings into $CONTAINERD_CONFIG. Nothing was changed"
+    fi
     _merged_default=$(default_runtime "$1/dump.toml")
     [ -z "$_merged_default" ] || grep -Fq "runtimes.$_merged_default]" "$1/dump.toml" ||
         die "after merging, containerd's default runtime '$_merged_default' has no runtime table; CRI would fail. Nothing was changed"

@@ -183,8 +183,12 @@ check_merged() {
     dump_candidate "$1/config.toml" "$1/dump.toml" "$1/err" ||
         die "containerd rejects the merged $CONTAINERD_CONFIG: $(config_reason "$1/config.toml" "$1/err"); nothing was changed"
     use_grpc_address "$1/dump.toml"
-    grep -Eq "ConfigPath = [\"']${3}[\"']" "$1/dump.toml" ||
+    if ! grep -Eq "ConfigPath = [\"']${3}[\"']" "$1/dump.toml"; then
+        _drop_ins=$(cri_drop_ins "$1/config.toml")
+        [ -z "$_drop_ins" ] ||
+            die "after merging, containerd's effective config has no runtime '$2': $_drop_ins, imported by $CONTAINERD_CONFIG (imports = [...]), define the CRI plugin's table, and containerd $(containerd_version) lets an imported table replace the main file's; move those CRI settings into $CONTAINERD_CONFIG, or upgrade to containerd 2, which merges them. Nothing was changed"
         die "after merging, containerd's effective config has no runtime '$2': an imported file (imports = [...]) probably redefines the CRI plugin table and replaces it; move the CRI settings into $CONTAINERD_CONFIG. Nothing was changed"
+    fi
     _merged_default=$(default_runtime "$1/dump.toml")
     [ -z "$_merged_default" ] || grep -Fq "runtimes.$_merged_default]" "$1/dump.toml" ||
         die "after merging, containerd's default runtime '$_merged_default' has no runtime table; CRI would fail. Nothing was changed"
