@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.host.agent_calls import PREFIX, RUNSC_TOML, configure_containerd, install
+from tests.host.agent_calls import PREFIX, RUNSC_TOML, configure_containerd, install, toml_b64
 from tests.host.cri import cri_runtimes
 from tests.host.host_state import ok
 from tests.host.host_state import refusal as failed
@@ -139,6 +139,20 @@ def test_a_k3s_agent_with_its_own_template_keeps_it_and_gets_it_back_byte_for_by
     assert host.read(template) == USER_TEMPLATE.encode()
     assert generated(host, "k3s") == rendered_before
     assert cri_runtimes(host, SOCKET) == {"custom", "runc"}
+
+
+def test_killed_between_writing_the_template_and_the_restart_the_rerun_restarts_k3s(
+    host: Sandbox, releases: Releases, containerd2_bin: Path
+):
+    start_rancher(host, containerd2_bin, "k3s", "k3s")
+    ok(install(host, releases.current))
+    host.kill_agent_at("containerd:written", "containerd-configure", "runsc", toml_b64(), PREFIX, RUNSC_TOML)
+    assert host.read(f"{conf_dir('k3s')}/config-v3.toml.tmpl") is not None
+    assert "runsc" not in cri_runtimes(host, SOCKET), "k3s restarted before the kill point"
+    assert ok(configure_containerd(host))["containerd"] == "configured", "the re-run did not restart k3s"
+    assert "runsc" in cri_runtimes(host, SOCKET)
+    ok(host.agent("containerd-restore", RUNSC_TOML))
+    assert host.read(f"{conf_dir('k3s')}/config-v3.toml.tmpl") is None and journal_left(host) == ""
 
 
 @pytest.mark.parametrize(
