@@ -155,6 +155,18 @@ def test_killed_between_writing_the_template_and_the_restart_the_rerun_restarts_
     assert host.read(f"{conf_dir('k3s')}/config-v3.toml.tmpl") is None and journal_left(host) == ""
 
 
+def test_destroy_while_k3s_is_stopped_puts_the_template_back_and_leaves_k3s_stopped(
+    host: Sandbox, releases: Releases, containerd2_bin: Path
+):
+    start_rancher(host, containerd2_bin, "k3s", "k3s-agent")
+    ok(install(host, releases.current))
+    ok(configure_containerd(host))
+    host.sh("systemctl stop k3s-agent")
+    assert ok(host.agent("containerd-restore", RUNSC_TOML))["containerd"] == "restored"
+    assert host.read(f"{conf_dir('k3s')}/config-v3.toml.tmpl") is None and journal_left(host) == ""
+    assert host.run(["systemctl", "is-active", "k3s-agent"]).returncode != 0, "k3s was started by destroy"
+
+
 @pytest.mark.parametrize(
     ("template", "message"),
     [

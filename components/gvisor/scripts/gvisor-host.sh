@@ -1543,7 +1543,11 @@ use_layout() {
     CONTAINERD_LAYOUT=$_dist
     CONTAINERD_CONFIG=$_template
     CONTAINERD_EFFECTIVE="$(rancher_conf_dir "$_dist")/config.toml"
+    # (Neither unit runs: configure refuses; restore restarts nothing, since
+    # containerd did not answer, and the messages name the server's unit.)
     CONTAINERD_SERVICE=$(rancher_service "$_dist")
+    RANCHER_STOPPED=$([ -n "$CONTAINERD_SERVICE" ] || echo yes)
+    [ -n "$CONTAINERD_SERVICE" ] || CONTAINERD_SERVICE=$(rancher_units "$_dist" | cut -d' ' -f1)
     CONTAINERD_ADDRESS=$RANCHER_SOCKET
     export CONTAINERD_ADDRESS
     PATH="$RANCHER_DIR/$_dist/data/current/bin:$RANCHER_DIR/$_dist/bin:$PATH"
@@ -1559,7 +1563,7 @@ configure_template() {
     _units=$(rancher_units "$CONTAINERD_LAYOUT")
     [ -f "$CONTAINERD_EFFECTIVE" ] ||
         die "$CONTAINERD_LAYOUT's containerd config $CONTAINERD_EFFECTIVE is missing: $CONTAINERD_LAYOUT has not started on this node; start it (${_units% *} or ${_units#* }), then run again"
-    [ -n "$CONTAINERD_SERVICE" ] ||
+    [ -z "${RANCHER_STOPPED:-}" ] ||
         die "$CONTAINERD_LAYOUT is on this node ($(rancher_conf_dir "$CONTAINERD_LAYOUT")) but neither ${_units% *} nor ${_units#* } runs; start the one this node uses, then run again"
     have ctr || die "no ctr for $CONTAINERD_LAYOUT's containerd (looked in $RANCHER_DIR/$CONTAINERD_LAYOUT/data/current/bin, $RANCHER_DIR/$CONTAINERD_LAYOUT/bin and PATH); install $CONTAINERD_LAYOUT's own binaries or set gvisor-fleet:containerd to off"
     begin_step
