@@ -244,6 +244,16 @@ runtime_type = "io.containerd.runc.v2"
 """
 
 
+def with_drop_in(host: Sandbox, releases: Releases, main: str, drop_in_path: str, drop_in: str) -> dict[str, str]:
+    """containerd running with MAIN and one drop-in, gVisor installed: /etc/containerd as it is then."""
+    host.write(CONFIG, main)
+    host.write(drop_in_path, drop_in)
+    host.sh("systemctl restart containerd")
+    before = host.tree("/etc/containerd")
+    ok(install(host, releases.current))
+    return before
+
+
 @pytest.mark.parametrize(
     ("main", "drop_in"),
     [(NODEADM, DROP_IN_RUNTIME), (MAIN_ONLY_IMPORTS, DROP_IN_CRI)],
@@ -254,11 +264,7 @@ def test_a_config_with_imported_drop_ins_runs_a_sandbox_and_comes_back_byte_for_
 ):
     host = host_containerd2
     drop_in_path = "/etc/containerd/config.d/10-custom.toml"
-    host.write(CONFIG, main)
-    host.write(drop_in_path, drop_in)
-    host.sh("systemctl restart containerd")
-    before = host.tree("/etc/containerd")
-    ok(install(host, releases.current))
+    before = with_drop_in(host, releases, main, drop_in_path, drop_in)
     facts = ok(configure_containerd(host))
     assert (facts["containerd"], facts["containerd_config_version"]) == ("configured", "3")
     assert host.read(drop_in_path) == drop_in.encode(), "a drop-in was written"
@@ -297,11 +303,7 @@ def test_on_containerd_1_a_drop_in_that_would_replace_the_runtime_is_named_and_n
     host: Sandbox, releases: Releases
 ):
     drop_in_path = "/etc/containerd/config.d/20-registry.toml"
-    host.write(CONFIG, NODEADM_V2)
-    host.write(drop_in_path, DROP_IN_REGISTRY)
-    host.sh("systemctl restart containerd")
-    before = host.tree("/etc/containerd")
-    ok(install(host, releases.current))
+    before = with_drop_in(host, releases, NODEADM_V2, drop_in_path, DROP_IN_REGISTRY)
     err = failed(configure_containerd(host))
     assert f"{drop_in_path}, imported by {CONFIG} (imports = [...]), define the CRI plugin's table" in err, err
     assert "upgrade to containerd 2" in err and "Nothing was changed" in err

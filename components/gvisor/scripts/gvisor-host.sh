@@ -1578,15 +1578,7 @@ configure_template() {
     new_template "$tmp" "$plugin" "$runtime"
     append_runtime_block "$tmp/config.toml" "$plugin" "$runtime" "$runsc_toml" ""
     check_rendered "$tmp" "$plugin" "$runtime"
-    if containerd_configured "$tmp" "$runsc_toml" && rendered_has_block; then
-        log "$CONTAINERD_LAYOUT's containerd already configured with runtime $runtime"
-        fact containerd unchanged
-    else
-        apply_configs containerd "$runtime" "runtime $runtime (from $CONTAINERD_CONFIG, config version $version)" \
-            "$tmp/runsc.toml" "$runsc_toml" containerd:runsc-toml-written \
-            "$tmp/config.toml" "$CONTAINERD_CONFIG" containerd:written
-        fact containerd configured
-    fi
+    apply_containerd "$tmp" "runtime $runtime (from $CONTAINERD_CONFIG, config version $version)" rendered_has_block
     fact containerd_layout "$CONTAINERD_LAYOUT"
     fact containerd_template "$CONTAINERD_CONFIG"
     fact containerd_config_version "$version"
@@ -1744,16 +1736,23 @@ cmd_containerd_configure() {
     kept=$(kept_default "$tmp" "$plugin")
     append_runtime_block "$tmp/config.toml" "$plugin" "$runtime" "$runsc_toml" "$kept"
     check_merged "$tmp" "$runtime" "$runsc_toml"
-    if containerd_configured "$tmp" "$runsc_toml"; then
-        log "containerd already configured with runtime $runtime"
+    apply_containerd "$tmp" "runtime $runtime (config version $version, $plugin)"
+    fact containerd_config_version "$version"
+}
+
+# TMP's config.toml and runsc.toml take effect (configure flow), unless
+# containerd already serves them and SERVED (a command, if given) passes:
+# TMP DESCRIPTION [SERVED].
+apply_containerd() {
+    if containerd_configured "$1" "$runsc_toml" && "${3:-true}"; then
+        log "$(engine_label containerd) already configured with runtime $runtime"
         fact containerd unchanged
     else
-        apply_configs containerd "$runtime" "runtime $runtime (config version $version, $plugin)" \
-            "$tmp/runsc.toml" "$runsc_toml" containerd:runsc-toml-written \
-            "$tmp/config.toml" "$CONTAINERD_CONFIG" containerd:written
+        apply_configs containerd "$runtime" "$2" \
+            "$1/runsc.toml" "$runsc_toml" containerd:runsc-toml-written \
+            "$1/config.toml" "$CONTAINERD_CONFIG" containerd:written
         fact containerd configured
     fi
-    fact containerd_config_version "$version"
 }
 
 # The owner's config without this program's block, in TMP/config.toml (none

@@ -121,15 +121,7 @@ configure_template() {
     new_template "$tmp" "$plugin" "$runtime"
     append_runtime_block "$tmp/config.toml" "$plugin" "$runtime" "$runsc_toml" ""
     check_rendered "$tmp" "$plugin" "$runtime"
-    if containerd_configured "$tmp" "$runsc_toml" && rendered_has_block; then
-        log "$CONTAINERD_LAYOUT's containerd already configured with runtime $runtime"
-        fact containerd unchanged
-    else
-        apply_configs containerd "$runtime" "runtime $runtime (from $CONTAINERD_CONFIG, config version $version)" \
-            "$tmp/runsc.toml" "$runsc_toml" containerd:runsc-toml-written \
-            "$tmp/config.toml" "$CONTAINERD_CONFIG" containerd:written
-        fact containerd configured
-    fi
+    apply_containerd "$tmp" "runtime $runtime (from $CONTAINERD_CONFIG, config version $version)" rendered_has_block
     fact containerd_layout "$CONTAINERD_LAYOUT"
     fact containerd_template "$CONTAINERD_CONFIG"
     fact containerd_config_version "$version"

@@ -92,16 +92,23 @@ cmd_containerd_configure() {
     kept=$(kept_default "$tmp" "$plugin")
     append_runtime_block "$tmp/config.toml" "$plugin" "$runtime" "$runsc_toml" "$kept"
     check_merged "$tmp" "$runtime" "$runsc_toml"
-    if containerd_configured "$tmp" "$runsc_toml"; then
-        log "containerd already configured with runtime $runtime"
+    apply_containerd "$tmp" "runtime $runtime (config version $version, $plugin)"
+    fact containerd_config_version "$version"
+}
+
+# TMP's config.toml and runsc.toml take effect (configure flow), unless
+# containerd already serves them and SERVED (a command, if given) passes:
+# TMP DESCRIPTION [SERVED].
+apply_containerd() {
+    if containerd_configured "$1" "$runsc_toml" && "${3:-true}"; then
+        log "$(engine_label containerd) already configured with runtime $runtime"
         fact containerd unchanged
     else
-        apply_configs containerd "$runtime" "runtime $runtime (config version $version, $plugin)" \
-            "$tmp/runsc.toml" "$runsc_toml" containerd:runsc-toml-written \
-            "$tmp/config.toml" "$CONTAINERD_CONFIG" containerd:written
+        apply_configs containerd "$runtime" "$2" \
+            "$1/runsc.toml" "$runsc_toml" containerd:runsc-toml-written \
+            "$1/config.toml" "$CONTAINERD_CONFIG" containerd:written
         fact containerd configured
     fi
-    fact containerd_config_version "$version"
 }
 
 # The owner's config without this program's block, in TMP/config.toml (none
