@@ -142,7 +142,7 @@ new_template() {
     fi
     _open=$(template_depth "$1/config.toml")
     [ "$_open" = 0 ] ||
-        die "$CONTAINERD_CONFIG ends inside a {{ ... }} block ($_open left open), so a runtime added at its end would be rendered only sometimes; close the block (or end the file with $BASE_LINE's level), then run again"
+        die "$CONTAINERD_CONFIG ends inside a {{ ... }} block ($_open left open), so a runtime added at its end would be rendered only sometimes; close the block with {{ end }}, then run again"
 }
 
 # How many template actions that take an {{ end }} are still open at the end of FILE.
