@@ -7,7 +7,7 @@
   each start and serves it on /run/k3s/containerd/containerd.sock. k3s cannot
   be had on this machine, so these tests use a NAMED STAND-IN for the k3s
   (k3s, k3s-agent) and RKE2 (rke2-server, rke2-agent) services only:
-  tests/host/sandbox/rancher-service. At each start it renders the template
+  tests/host/sandbox/rancher-service.sh. At each start it renders the template
   (config-v3.toml.tmpl, else config.toml.tmpl) into config.toml, each line
   `{{ template "base" . }}` replaced by a fixed base config (k3s's containerd 2
   template, trimmed to what runs without a cluster), then runs the REAL

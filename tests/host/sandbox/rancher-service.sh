@@ -9,7 +9,7 @@
 # config (k3s's own built-in template for containerd 2, trimmed to what runs
 # without a cluster); any other template action makes it fail, where k3s
 # would render it. No kubelet, no API server, no CNI, no node config.
-#   rancher-service DIST    (DIST: k3s or rke2; runs in the foreground)
+#   rancher-service.sh DIST    (DIST: k3s or rke2; runs in the foreground)
 set -eu
 dist=$1
 dir=/var/lib/rancher/$dist/agent/etc/containerd
