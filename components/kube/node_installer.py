@@ -7,7 +7,10 @@ a ConfigMap and checked against its hash) in the node's own namespaces, with
 the SSH path's own arguments: preflight and install, the containerd merge,
 verify. Only a node whose verify passed gets the label the RuntimeClass
 selects (and the release); a node that fails stays unlabelled and says why in
-its pod's log, an Event and an annotation.
+its pod's log, an Event and an annotation. The agent runs in the node's
+mount namespace, so it reaches every containerd layout it handles
+(/etc/containerd, k3s's and RKE2's /var/lib/rancher and /run/k3s) with no
+hostPath volume of its own.
 
 A second DaemonSet puts the nodes back: its pods only sleep, and when their
 DaemonSet is deleted (destroy, or the installer turned off) each runs the

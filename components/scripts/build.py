@@ -44,6 +44,7 @@ BUILDS: dict[str, tuple[str, ...]] = {
         f"{GVISOR}/installed.sh",
         f"{GVISOR}/docker.sh",
         f"{GVISOR}/containerd-config.sh",
+        f"{GVISOR}/containerd-layout.sh",
         f"{GVISOR}/containerd.sh",
         f"{GVISOR}/verify.sh",
         f"{GVISOR}/upgrade.sh",

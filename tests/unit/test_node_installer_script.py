@@ -143,7 +143,6 @@ def pod(tmp_path: Path) -> Pod:
         "INSTALLER_POD_DIR": str(node_dir),
         "INSTALLER_NODE_DIR": str(node_dir),
         "INSTALLER_READY_FILE": str(tmp_path / "ready"),
-        "INSTALLER_RANCHER_DIR": str(tmp_path / "rancher"),
         "INSTALLER_SYSTEMD_DIR": str(tmp_path),  # a node run by systemd
         "CALLS": str(tmp_path / "calls"),
         "RAN": str(tmp_path / "ran"),
@@ -231,22 +230,25 @@ def test_an_unknown_architecture_is_refused(pod: Pod):
 
 
 @pytest.mark.parametrize(
-    ("runtime", "rancher", "reason"),
+    ("runtime", "reason"),
     [
-        ("cri-o://1.33.0", None, "the node's container runtime is cri-o://1.33.0, not containerd"),
-        ("docker://28.0.1", None, "the node's container runtime is docker://28.0.1, not containerd"),
-        ("containerd://2.0.5-k3s1", "k3s", "a k3s node: its containerd config is generated from a template"),
-        ("containerd://2.0.5-k3s1", "rke2", "a rke2 node: its containerd config is generated from a template"),
+        ("cri-o://1.33.0", "the node's container runtime is cri-o://1.33.0, not containerd"),
+        ("docker://28.0.1", "the node's container runtime is docker://28.0.1, not containerd"),
     ],
 )
-def test_layouts_it_cannot_handle_safely_are_refused_untouched(pod: Pod, runtime, rancher, reason):
-    if rancher:
-        (pod.root / "rancher" / rancher / "agent/etc/containerd").mkdir(parents=True)
+def test_layouts_it_cannot_handle_safely_are_refused_untouched(pod: Pod, runtime, reason):
     pod.install(RUNTIME_VERSION=runtime)
     assert pod.ran() == []
     (patch,) = pod.patches()
     assert patch["metadata"]["labels"]["gvisor-fleet/gvisor"] is None  # type: ignore[index]
     assert patch["metadata"]["annotations"][plan.REASON_ANNOTATION].startswith(reason)  # type: ignore[index]
+
+
+@pytest.mark.parametrize("runtime", ["containerd://2.0.5-k3s1", "containerd://1.7.27-k3s1"])
+def test_a_k3s_or_rke2_node_is_left_to_the_agents_layouts(pod: Pod, runtime: str):
+    code, err = pod.install(RUNTIME_VERSION=runtime)
+    assert code == 0, err
+    assert pod.ran() == ["install", "containerd-configure", "verify"]
 
 
 def test_a_node_without_systemd_is_refused_untouched(pod: Pod):

@@ -19,6 +19,7 @@
 #   components/gvisor/scripts/parts/installed.sh
 #   components/gvisor/scripts/parts/docker.sh
 #   components/gvisor/scripts/parts/containerd-config.sh
+#   components/gvisor/scripts/parts/containerd-layout.sh
 #   components/gvisor/scripts/parts/containerd.sh
 #   components/gvisor/scripts/parts/verify.sh
 #   components/gvisor/scripts/parts/upgrade.sh
@@ -610,7 +611,19 @@ pick_reason() {
 # restart) and ENGINE_failure RUNTIME PART (what a failed check found). The
 # journal's marks beside a config file say what a killed step must still finish.
 
-engine_label() { if [ "$1" = docker ]; then echo Docker; else echo containerd; fi; }
+engine_label() {
+    if [ "$1" = docker ]; then
+        echo Docker
+    elif [ "$CONTAINERD_SERVICE" != containerd ]; then
+        echo "containerd (service $CONTAINERD_SERVICE)"
+    else
+        echo containerd
+    fi
+}
+
+# The service that restarts ENGINE: k3s and RKE2 run containerd inside their
+# own (see use_layout).
+engine_service() { if [ "$1" = containerd ]; then echo "$CONTAINERD_SERVICE"; else echo "$1"; fi; }
 
 # ENGINE answers (docker_up, containerd_up).
 engine_up() { "$1_up"; }
@@ -640,7 +653,7 @@ restart_pending() { has_mark "$1" pending; }
 # (docker_ready, containerd_ready). Returns 0, or the part that failed: 1
 # start, 2 readiness, 3 the CRI plugin, 4 the runtime's registration.
 restart_engine() {
-    service_restart "$1" || return 1
+    service_restart "$(engine_service "$1")" || return 1
     checkpoint "$1:restarted"
     "$1_ready" "$2"
 }
@@ -657,7 +670,7 @@ failure_clause() {
 
 # The engine's own reason for failing PART (start or cri) since MARK
 # (log_mark's): ENGINE PART MARK.
-engine_reason() { service_log "$1" "$3" | pick_reason "$2"; }
+engine_reason() { service_log "$(engine_service "$1")" "$3" | pick_reason "$2"; }
 
 # Calls FUNC ARG NEW FILE POINT for each NEW FILE POINT triple after ARG.
 each_file() {
@@ -716,7 +729,7 @@ apply_configs() {
     each_file journal_config "$_apply_engine" "$@"
     checkpoint "$_apply_engine:journaled"
     each_file write_config "$_apply_engine" "$@"
-    _apply_mark=$(log_mark "$_apply_engine")
+    _apply_mark=$(log_mark "$(engine_service "$_apply_engine")")
     _apply_part=0
     restart_engine "$_apply_engine" "$_apply_runtime" || _apply_part=$?
     if [ "$_apply_part" = 0 ]; then
@@ -738,9 +751,9 @@ roll_back() {
     log "$_back_failure; restoring the previous configuration"
     _back_files=$(each_file_name "$@")
     each_file put_previous "$_back_engine" "$@"
-    _back_mark=$(log_mark "$_back_engine")
+    _back_mark=$(log_mark "$(engine_service "$_back_engine")")
     # (A restart that cannot be made leaves the engine as it ran.)
-    service_restart "$_back_engine" || true
+    service_restart "$(engine_service "$_back_engine")" || true
     if wait_for "$_back_engine" 30 engine_up "$_back_engine"; then
         die "$_back_failure; previous configuration restored ($_back_files)"
     fi
@@ -770,8 +783,8 @@ restore_config() {
 # before install too: then the file is the whole job.
 restart_restored() {
     has_mark "$2" restart || return 0
-    _restored_mark=$(log_mark "$1")
-    if service_restart "$1" && wait_for "$1" 30 engine_up "$1"; then return 0; fi
+    _restored_mark=$(log_mark "$(engine_service "$1")")
+    if service_restart "$(engine_service "$1")" && wait_for "$1" 30 engine_up "$1"; then return 0; fi
     _restored_why=$(engine_reason "$1" start "$_restored_mark")
     if was_down_before "$2"; then
         log "$(engine_label "$1") does not start with the restored $2$_restored_why; it was not running before install either, so it is left stopped"
@@ -823,6 +836,7 @@ cmd_preflight() {
     fact cgroup_version "$(cgroup_version)"
     if [ -d /run/systemd/system ]; then fact init systemd; else fact init other; fi
     fact kvm "$(kvm_usable)"
+    use_layout # (k3s's and RKE2's containerd is not on PATH)
     _dv=$(docker_version) _cv=$(containerd_version)
     fact docker_version "${_dv:-absent}"
     fact containerd_version "${_cv:-absent}"
@@ -1411,6 +1425,222 @@ default_runtime() {
     sed -n "s/^ *default_runtime_name = [\"']\\([^\"']*\\)[\"'].*/\\1/p" "$1" | head -n 1
 }
 
+# The files CONFIG imports (its top-level `imports = [...]`, on one line or
+# several; relative ones against $CONTAINERD_CONFIG's folder, globs expanded).
+imported_files() {
+    awk '
+        /^[[:space:]]*\[/ { exit }
+        !inlist && /^[[:space:]]*imports[[:space:]]*=/ { inlist = 1 }
+        inlist {
+            line = $0
+            while (match(line, /"[^"]*"|\047[^\047]*\047/)) {
+                print substr(line, RSTART + 1, RLENGTH - 2)
+                line = substr(line, RSTART + RLENGTH)
+            }
+            if (index($0, "]")) exit
+        }
+    ' "$1" | while IFS= read -r _pattern; do
+        case $_pattern in /*) ;; *) _pattern="$(dirname "$CONTAINERD_CONFIG")/$_pattern" ;; esac
+        # shellcheck disable=SC2086 # the pattern is a glob, expanded here
+        for _imported in $_pattern; do [ ! -f "$_imported" ] || echo "$_imported"; done
+    done
+}
+
+# The files CONFIG imports that define a table of the CRI plugin, comma-separated.
+cri_drop_ins() {
+    imported_files "$1" | while IFS= read -r _imported; do
+        if grep -Eq "^[[:space:]]*\[plugins\.[\"']io\.containerd\.(grpc\.v1\.cri|cri\.v1\.runtime)[\"']" "$_imported"; then
+            echo "$_imported"
+        fi
+    done | paste -sd, - | sed 's/,/, /g'
+}
+
+# --- components/gvisor/scripts/parts/containerd-layout.sh ---
+# Where this node's containerd takes its config from (the layout): the file
+# containerd reads (plain), or, on k3s and RKE2, a template their service
+# renders into containerd's config.toml at each start. use_layout points the
+# containerd steps at the file they write and the service they restart.
+
+RANCHER_DIR=${GVISOR_FLEET_RANCHER_DIR:-/var/lib/rancher}
+# k3s and RKE2 serve their containerd here, whatever its config says.
+RANCHER_SOCKET=/run/k3s/containerd/containerd.sock
+# The line of a k3s/RKE2 template that pulls in their built-in config.
+BASE_LINE='{{ template "base" . }}'
+# Set by use_layout: plain, k3s or rke2; the file containerd reads (for k3s
+# and RKE2 their generated config.toml, never written here); the service
+# that restarts containerd.
+CONTAINERD_LAYOUT=plain
+CONTAINERD_EFFECTIVE=$CONTAINERD_CONFIG
+CONTAINERD_SERVICE=containerd
+
+rancher_conf_dir() { echo "$RANCHER_DIR/$1/agent/etc/containerd"; }
+
+# The k3s or RKE2 whose containerd this node runs, or nothing. A k3s that
+# this program's own k3s step installed (cluster: k3s) keeps its runtime
+# through that step, not this one.
+rancher_dist() {
+    for _dist in k3s rke2; do
+        [ -d "$(rancher_conf_dir "$_dist")" ] || continue
+        if [ "$_dist" = k3s ] && [ -f "$STATE_DIR/k3s/install.state" ]; then continue; fi
+        echo "$_dist"
+        return 0
+    done
+}
+
+rancher_units() { if [ "$1" = k3s ]; then echo "k3s k3s-agent"; else echo "rke2-server rke2-agent"; fi; }
+
+# The unit running DIST (its server's or its agent's), or nothing.
+rancher_service() {
+    for _unit in $(rancher_units "$1"); do
+        if service_active "$_unit"; then
+            echo "$_unit"
+            return 0
+        fi
+    done
+}
+
+# The template DIST renders: one the owner keeps (config-v3.toml.tmpl first,
+# as k3s reads it first), else the generation of the config it rendered last.
+rancher_template() {
+    _tdir=$(rancher_conf_dir "$1")
+    if [ -f "$_tdir/config-v3.toml.tmpl" ]; then
+        echo "$_tdir/config-v3.toml.tmpl"
+    elif [ -f "$_tdir/config.toml.tmpl" ]; then
+        echo "$_tdir/config.toml.tmpl"
+    elif [ "$(config_file_version "$_tdir/config.toml")" = 3 ]; then
+        echo "$_tdir/config-v3.toml.tmpl"
+    else
+        echo "$_tdir/config.toml.tmpl"
+    fi
+}
+
+# The template of DIST this program wrote before (it has a journal), if any.
+journaled_template() {
+    for _name in config-v3.toml.tmpl config.toml.tmpl; do
+        if has_backup "$(rancher_conf_dir "$1")/$_name"; then
+            echo "$(rancher_conf_dir "$1")/$_name"
+            return 0
+        fi
+    done
+}
+
+# Once per run: the layout, from what this program wrote before, else from
+# what the node has. k3s's and RKE2's own containerd and ctr come first on
+# PATH (k3s: data/current/bin; RKE2: bin).
+use_layout() {
+    [ -z "${LAYOUT_CHOSEN:-}" ] || return 0
+    LAYOUT_CHOSEN=yes
+    has_backup "$CONTAINERD_CONFIG" && return 0
+    for _dist in k3s rke2; do
+        _template=$(journaled_template "$_dist")
+        [ -z "$_template" ] || break
+    done
+    if [ -z "$_template" ]; then
+        _dist=$(rancher_dist)
+        [ -n "$_dist" ] || return 0
+        _template=$(rancher_template "$_dist")
+    fi
+    CONTAINERD_LAYOUT=$_dist
+    CONTAINERD_CONFIG=$_template
+    CONTAINERD_EFFECTIVE="$(rancher_conf_dir "$_dist")/config.toml"
+    # (Neither unit runs: configure refuses; restore restarts nothing, since
+    # containerd did not answer, and the messages name the server's unit.)
+    CONTAINERD_SERVICE=$(rancher_service "$_dist")
+    RANCHER_STOPPED=$([ -n "$CONTAINERD_SERVICE" ] || echo yes)
+    [ -n "$CONTAINERD_SERVICE" ] || CONTAINERD_SERVICE=$(rancher_units "$_dist" | cut -d' ' -f1)
+    CONTAINERD_ADDRESS=$RANCHER_SOCKET
+    export CONTAINERD_ADDRESS
+    PATH="$RANCHER_DIR/$_dist/data/current/bin:$RANCHER_DIR/$_dist/bin:$PATH"
+}
+
+# The containerd step on k3s or RKE2 (see cmd_containerd_configure): this
+# program's block appended to the template (created as the base template and
+# the block when the owner keeps none), checked as containerd will read it,
+# then the service restarted and its generated config checked for the block:
+# RUNTIME RUNSC_TOML_B64 PREFIX RUNSC_TOML.
+configure_template() {
+    runtime=$1 prefix=$3 runsc_toml=$4
+    _units=$(rancher_units "$CONTAINERD_LAYOUT")
+    [ -f "$CONTAINERD_EFFECTIVE" ] ||
+        die "$CONTAINERD_LAYOUT's containerd config $CONTAINERD_EFFECTIVE is missing: $CONTAINERD_LAYOUT has not started on this node; start it (${_units% *} or ${_units#* }), then run again"
+    [ -z "${RANCHER_STOPPED:-}" ] ||
+        die "$CONTAINERD_LAYOUT is on this node ($(rancher_conf_dir "$CONTAINERD_LAYOUT")) but neither ${_units% *} nor ${_units#* } runs; start the one this node uses, then run again"
+    have ctr || die "no ctr for $CONTAINERD_LAYOUT's containerd (looked in $RANCHER_DIR/$CONTAINERD_LAYOUT/data/current/bin, $RANCHER_DIR/$CONTAINERD_LAYOUT/bin and PATH); install $CONTAINERD_LAYOUT's own binaries or set gvisor-fleet:containerd to off"
+    begin_step
+    drop_leftovers "$CONTAINERD_CONFIG" "$runsc_toml"
+    tmp=$(make_scratch)
+    version=$(config_file_version "$CONTAINERD_EFFECTIVE")
+    case $version in
+        3 | 4) plugin=io.containerd.cri.v1.runtime ;;
+        *) plugin=io.containerd.grpc.v1.cri ;;
+    esac
+    new_runsc_toml "$tmp" "$2" "$prefix"
+    new_template "$tmp" "$plugin" "$runtime"
+    append_runtime_block "$tmp/config.toml" "$plugin" "$runtime" "$runsc_toml" ""
+    check_rendered "$tmp" "$plugin" "$runtime"
+    apply_containerd "$tmp" "runtime $runtime (from $CONTAINERD_CONFIG, config version $version)" rendered_has_block
+    fact containerd_layout "$CONTAINERD_LAYOUT"
+    fact containerd_template "$CONTAINERD_CONFIG"
+    fact containerd_config_version "$version"
+}
+
+# TMP/config.toml: the owner's template without this program's block, or the
+# base template alone. A template is refused when the block cannot be added
+# at its end safely: it defines RUNTIME itself, or its end is inside an
+# unclosed {{ if }}/{{ range }}/{{ with }}/{{ define }}/{{ block }}: TMP PLUGIN RUNTIME.
+new_template() {
+    if [ -f "$CONTAINERD_CONFIG" ]; then
+        strip_block "$CONTAINERD_CONFIG" > "$1/config.toml"
+    else
+        echo "$BASE_LINE" > "$1/config.toml"
+    fi
+    if grep -Eq "runtimes\.[\"']?$3[\"']?(\.options)?\]" "$1/config.toml"; then
+        die "$CONTAINERD_CONFIG already defines a runtime '$3' outside this program's block; remove it or set gvisor-fleet:runtimeName to another name"
+    fi
+    _open=$(template_depth "$1/config.toml")
+    [ "$_open" = 0 ] ||
+        die "$CONTAINERD_CONFIG ends inside a {{ ... }} block ($_open left open), so a runtime added at its end would be rendered only sometimes; close the block with {{ end }}, then run again"
+}
+
+# How many template actions that take an {{ end }} are still open at the end of FILE.
+template_depth() {
+    grep -o '{{-\{0,1\} *[a-z]*' "$1" | sed 's/^{{-\{0,1\} *//' |
+        awk '/^(if|range|with|define|block)$/ { d++ } /^end$/ { d-- } END { print d + 0 }'
+}
+
+# The config containerd will read after the restart, checked before it: the
+# one generated last without this program's block, the block appended (as
+# rendering the template with the block at its end does). Needs the
+# containerd binary; without it, the restart's checks alone decide: TMP PLUGIN RUNTIME.
+check_rendered() {
+    mkdir -p "$1/rendered"
+    strip_block "$CONTAINERD_EFFECTIVE" > "$1/rendered/config.toml"
+    append_runtime_block "$1/rendered/config.toml" "$2" "$3" "$runsc_toml" ""
+    if have containerd; then
+        check_merged "$1/rendered" "$3" "$runsc_toml"
+    else
+        log "no containerd binary to check the rendered config with; the restart checks it"
+    fi
+    # (k3s serves on its own socket whatever the rendered file says.)
+    CONTAINERD_ADDRESS=$RANCHER_SOCKET
+}
+
+# The config the service generated holds this program's runtime (its ConfigPath).
+rendered_has_block() {
+    grep -Eq "ConfigPath = [\"']${runsc_toml}[\"']" "$CONTAINERD_EFFECTIVE" 2>/dev/null
+}
+
+# Takes this program's block out of a template; one this program created
+# that holds nothing else goes.
+take_out_template_block() {
+    _take_tmp=$(make_scratch)
+    strip_block "$1" > "$_take_tmp/template"
+    if [ -e "$BACKUP_DIR$1.absent" ] && [ "$(grep -v '^[[:space:]]*$' "$_take_tmp/template")" = "$BASE_LINE" ]; then
+        rm -f "$1"
+    else
+        replace_file "$_take_tmp/template" "$1"
+    fi
+}
 
 # --- components/gvisor/scripts/parts/containerd.sh ---
 # The containerd steps: runtime RUNTIME in config.toml (this program's block)
@@ -1427,15 +1657,20 @@ cri_status() {
 containerd_serving() { timeout 10 ctr --connect-timeout 2s version >/dev/null 2>&1; }
 containerd_up() { containerd_serving; }
 
-# After a restart with runtime RUNTIME: 0, or the part that failed (see restart_engine).
+# After a restart with runtime RUNTIME: 0, or the part that failed (see
+# restart_engine). On k3s and RKE2 the config their service generated must
+# hold the runtime too (it rendered the template this program wrote).
 containerd_ready() {
     wait_for containerd 30 containerd_serving || return 2
     wait_for "containerd's CRI plugin" 10 cri_ok || return 3
+    [ "$CONTAINERD_LAYOUT" = plain ] || rendered_has_block || return 4
 }
 
 # What failed: RUNTIME PART (see restart_engine).
 containerd_failure() {
-    if [ "$2" = 2 ]; then
+    if [ "$2" = 4 ]; then
+        echo "$CONTAINERD_SERVICE restarted, but the containerd config it generated ($CONTAINERD_EFFECTIVE) has no runtime $1: it did not render $CONTAINERD_CONFIG"
+    elif [ "$2" = 2 ]; then
         echo "containerd restarted with runtime $1 but did not answer on ${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock} within 30s"
     else
         echo "containerd restarted with runtime $1 but its CRI plugin did not load (status: $(cri_status || true))"
@@ -1459,8 +1694,11 @@ use_grpc_address() {
     fi
 }
 
-# The address of the config on disk (restore and verify steps).
+# The address of the config on disk (restore and verify steps); k3s and
+# RKE2 serve on their own (use_layout).
 use_configured_address() {
+    use_layout
+    [ "$CONTAINERD_LAYOUT" = plain ] || return 0
     [ -f "$CONTAINERD_CONFIG" ] && have containerd || return 0
     mkdir -p "$SCRATCH"
     _dump=$(mktemp "$SCRATCH/dump.XXXXXX")
@@ -1475,6 +1713,11 @@ cmd_containerd_plan() {
 # RUNTIME RUNSC_TOML_B64 PREFIX RUNSC_TOML
 cmd_containerd_configure() {
     runtime=$1 prefix=$3 runsc_toml=$4
+    use_layout
+    if [ "$CONTAINERD_LAYOUT" != plain ]; then
+        configure_template "$@"
+        return 0
+    fi
     if ! have containerd; then
         log "containerd is not installed; skipping"
         fact containerd skipped
@@ -1493,16 +1736,23 @@ cmd_containerd_configure() {
     kept=$(kept_default "$tmp" "$plugin")
     append_runtime_block "$tmp/config.toml" "$plugin" "$runtime" "$runsc_toml" "$kept"
     check_merged "$tmp" "$runtime" "$runsc_toml"
-    if containerd_configured "$tmp" "$runsc_toml"; then
-        log "containerd already configured with runtime $runtime"
+    apply_containerd "$tmp" "runtime $runtime (config version $version, $plugin)"
+    fact containerd_config_version "$version"
+}
+
+# TMP's config.toml and runsc.toml take effect (configure flow), unless
+# containerd already serves them and SERVED (a command, if given) passes:
+# TMP DESCRIPTION [SERVED].
+apply_containerd() {
+    if containerd_configured "$1" "$runsc_toml" && "${3:-true}"; then
+        log "$(engine_label containerd) already configured with runtime $runtime"
         fact containerd unchanged
     else
-        apply_configs containerd "$runtime" "runtime $runtime (config version $version, $plugin)" \
-            "$tmp/runsc.toml" "$runsc_toml" containerd:runsc-toml-written \
-            "$tmp/config.toml" "$CONTAINERD_CONFIG" containerd:written
+        apply_configs containerd "$runtime" "$2" \
+            "$1/runsc.toml" "$runsc_toml" containerd:runsc-toml-written \
+            "$1/config.toml" "$CONTAINERD_CONFIG" containerd:written
         fact containerd configured
     fi
-    fact containerd_config_version "$version"
 }
 
 # The owner's config without this program's block, in TMP/config.toml (none
@@ -1584,8 +1834,12 @@ check_merged() {
     dump_candidate "$1/config.toml" "$1/dump.toml" "$1/err" ||
         die "containerd rejects the merged $CONTAINERD_CONFIG: $(config_reason "$1/config.toml" "$1/err"); nothing was changed"
     use_grpc_address "$1/dump.toml"
-    grep -Eq "ConfigPath = [\"']${3}[\"']" "$1/dump.toml" ||
+    if ! grep -Eq "ConfigPath = [\"']${3}[\"']" "$1/dump.toml"; then
+        _drop_ins=$(cri_drop_ins "$1/config.toml")
+        [ -z "$_drop_ins" ] ||
+            die "after merging, containerd's effective config has no runtime '$2': $_drop_ins, imported by $CONTAINERD_CONFIG (imports = [...]), define the CRI plugin's table, and containerd $(containerd_version) lets an imported table replace the main file's; move those CRI settings into $CONTAINERD_CONFIG, or upgrade to containerd 2, which merges them. Nothing was changed"
         die "after merging, containerd's effective config has no runtime '$2': an imported file (imports = [...]) probably redefines the CRI plugin table and replaces it; move the CRI settings into $CONTAINERD_CONFIG. Nothing was changed"
+    fi
     _merged_default=$(default_runtime "$1/dump.toml")
     [ -z "$_merged_default" ] || grep -Fq "runtimes.$_merged_default]" "$1/dump.toml" ||
         die "after merging, containerd's default runtime '$_merged_default' has no runtime table; CRI would fail. Nothing was changed"
@@ -1601,11 +1855,16 @@ containerd_configured() {
 # RUNSC_TOML
 cmd_containerd_restore() {
     begin_step
+    use_layout
     drop_leftovers "$CONTAINERD_CONFIG" "$1"
-    has_backup "$CONTAINERD_CONFIG" || has_backup "$1" || { fact containerd untouched; return 0; }
     use_configured_address
+    has_backup "$CONTAINERD_CONFIG" || has_backup "$1" || { fact containerd untouched; return 0; }
     put_back "$1"
-    restore_config containerd containerd-restore "$CONTAINERD_CONFIG" take_out_containerd_block
+    if [ "$CONTAINERD_LAYOUT" = plain ]; then
+        restore_config containerd containerd-restore "$CONTAINERD_CONFIG" take_out_containerd_block
+    else
+        restore_config containerd containerd-restore "$CONTAINERD_CONFIG" take_out_template_block
+    fi
     restart_restored containerd "$CONTAINERD_CONFIG"
     forget "$CONTAINERD_CONFIG"
     forget "$1"
@@ -1941,6 +2200,7 @@ docker_entry() {
 # PREFIX RUNTIME RUNSC_TOML: one fact per item, check_<item>=<digest|absent>.
 cmd_check() {
     [ $# -eq 3 ] || usage
+    use_layout
     fact check_runsc "$(digest_file "$1/runsc")"
     fact check_shim "$(digest_file "$1/containerd-shim-runsc-v1")"
     fact check_docker_runtime "$(docker_entry "$DAEMON_JSON" "$2" | digest_text)"

@@ -29,8 +29,6 @@ POD_DIR=${INSTALLER_POD_DIR:-/node-run}
 # Present only while the node is verified: the pod's readiness probe reads it,
 # so a rollout stops at a node that fails.
 READY_FILE=${INSTALLER_READY_FILE:-/tmp/gvisor-fleet-verified}
-# Where k3s and RKE2 keep their agents' state on a node.
-RANCHER_DIR=${INSTALLER_RANCHER_DIR:-/var/lib/rancher}
 # Present on a node whose services systemd runs.
 SYSTEMD_DIR=${INSTALLER_SYSTEMD_DIR:-/run/systemd/system}
 # The API server may take a while to answer a node that just joined.
@@ -203,9 +201,9 @@ gke_sandbox() {
 
 # Why this node's layout cannot be handled safely, or nothing. The kubelet
 # must run pods through the containerd the agent configures: a node whose
-# runtime is another (CRI-O, cri-dockerd), a node without systemd, or a
-# k3s/RKE2 node (its own containerd, config generated from a template at each
-# start) is refused, never half-done on a containerd the kubelet does not use.
+# runtime is another (CRI-O, cri-dockerd) or a node without systemd is
+# refused, never half-done. k3s and RKE2 nodes are the agent's to tell apart
+# (their template, socket and service: its containerd layouts).
 layout_problem() {
     _runtime=$(kubectl get node "$NODE_NAME" -o 'jsonpath={.status.nodeInfo.containerRuntimeVersion}' 2>/dev/null || true)
     case $_runtime in
@@ -221,12 +219,6 @@ layout_problem() {
         printf "the node's services are not run by systemd: a containerd restarted from this pod would stop with the pod"
         return 0
     fi
-    for _dist in k3s rke2; do
-        if on_node test -d "$RANCHER_DIR/$_dist/agent/etc/containerd"; then
-            printf "a %s node: its containerd config is generated from a template under %s/%s/agent/etc/containerd, which this installer does not write; install it over SSH (cluster: k3s) instead" "$_dist" "$RANCHER_DIR" "$_dist"
-            return 0
-        fi
-    done
     return 1
 }
 

@@ -34,6 +34,6 @@ while IFS=: read -r _ controllers _; do
 done < /proc/self/cgroup
 
 ip link set lo up
-install -m 0755 "$here/systemctl" "$here/journalctl" /usr/local/sbin/
+install -m 0755 "$here/systemctl" "$here/journalctl" "$here/rancher-service.sh" /usr/local/sbin/
 echo ready > "$work/ready"
 exec sleep infinity

@@ -82,6 +82,7 @@ docker_entry() {
 # PREFIX RUNTIME RUNSC_TOML: one fact per item, check_<item>=<digest|absent>.
 cmd_check() {
     [ $# -eq 3 ] || usage
+    use_layout
     fact check_runsc "$(digest_file "$1/runsc")"
     fact check_shim "$(digest_file "$1/containerd-shim-runsc-v1")"
     fact check_docker_runtime "$(docker_entry "$DAEMON_JSON" "$2" | digest_text)"

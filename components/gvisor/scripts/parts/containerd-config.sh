@@ -158,3 +158,32 @@ default_runtime() {
     sed -n "s/^ *default_runtime_name = [\"']\\([^\"']*\\)[\"'].*/\\1/p" "$1" | head -n 1
 }
 
+# The files CONFIG imports (its top-level `imports = [...]`, on one line or
+# several; relative ones against $CONTAINERD_CONFIG's folder, globs expanded).
+imported_files() {
+    awk '
+        /^[[:space:]]*\[/ { exit }
+        !inlist && /^[[:space:]]*imports[[:space:]]*=/ { inlist = 1 }
+        inlist {
+            line = $0
+            while (match(line, /"[^"]*"|\047[^\047]*\047/)) {
+                print substr(line, RSTART + 1, RLENGTH - 2)
+                line = substr(line, RSTART + RLENGTH)
+            }
+            if (index($0, "]")) exit
+        }
+    ' "$1" | while IFS= read -r _pattern; do
+        case $_pattern in /*) ;; *) _pattern="$(dirname "$CONTAINERD_CONFIG")/$_pattern" ;; esac
+        # shellcheck disable=SC2086 # the pattern is a glob, expanded here
+        for _imported in $_pattern; do [ ! -f "$_imported" ] || echo "$_imported"; done
+    done
+}
+
+# The files CONFIG imports that define a table of the CRI plugin, comma-separated.
+cri_drop_ins() {
+    imported_files "$1" | while IFS= read -r _imported; do
+        if grep -Eq "^[[:space:]]*\[plugins\.[\"']io\.containerd\.(grpc\.v1\.cri|cri\.v1\.runtime)[\"']" "$_imported"; then
+            echo "$_imported"
+        fi
+    done | paste -sd, - | sed 's/,/, /g'
+}

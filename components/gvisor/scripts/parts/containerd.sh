@@ -13,15 +13,20 @@ cri_status() {
 containerd_serving() { timeout 10 ctr --connect-timeout 2s version >/dev/null 2>&1; }
 containerd_up() { containerd_serving; }
 
-# After a restart with runtime RUNTIME: 0, or the part that failed (see restart_engine).
+# After a restart with runtime RUNTIME: 0, or the part that failed (see
+# restart_engine). On k3s and RKE2 the config their service generated must
+# hold the runtime too (it rendered the template this program wrote).
 containerd_ready() {
     wait_for containerd 30 containerd_serving || return 2
     wait_for "containerd's CRI plugin" 10 cri_ok || return 3
+    [ "$CONTAINERD_LAYOUT" = plain ] || rendered_has_block || return 4
 }
 
 # What failed: RUNTIME PART (see restart_engine).
 containerd_failure() {
-    if [ "$2" = 2 ]; then
+    if [ "$2" = 4 ]; then
+        echo "$CONTAINERD_SERVICE restarted, but the containerd config it generated ($CONTAINERD_EFFECTIVE) has no runtime $1: it did not render $CONTAINERD_CONFIG"
+    elif [ "$2" = 2 ]; then
         echo "containerd restarted with runtime $1 but did not answer on ${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock} within 30s"
     else
         echo "containerd restarted with runtime $1 but its CRI plugin did not load (status: $(cri_status || true))"
@@ -45,8 +50,11 @@ use_grpc_address() {
     fi
 }
 
-# The address of the config on disk (restore and verify steps).
+# The address of the config on disk (restore and verify steps); k3s and
+# RKE2 serve on their own (use_layout).
 use_configured_address() {
+    use_layout
+    [ "$CONTAINERD_LAYOUT" = plain ] || return 0
     [ -f "$CONTAINERD_CONFIG" ] && have containerd || return 0
     mkdir -p "$SCRATCH"
     _dump=$(mktemp "$SCRATCH/dump.XXXXXX")
@@ -61,6 +69,11 @@ cmd_containerd_plan() {
 # RUNTIME RUNSC_TOML_B64 PREFIX RUNSC_TOML
 cmd_containerd_configure() {
     runtime=$1 prefix=$3 runsc_toml=$4
+    use_layout
+    if [ "$CONTAINERD_LAYOUT" != plain ]; then
+        configure_template "$@"
+        return 0
+    fi
     if ! have containerd; then
         log "containerd is not installed; skipping"
         fact containerd skipped
@@ -79,16 +92,23 @@ cmd_containerd_configure() {
     kept=$(kept_default "$tmp" "$plugin")
     append_runtime_block "$tmp/config.toml" "$plugin" "$runtime" "$runsc_toml" "$kept"
     check_merged "$tmp" "$runtime" "$runsc_toml"
-    if containerd_configured "$tmp" "$runsc_toml"; then
-        log "containerd already configured with runtime $runtime"
+    apply_containerd "$tmp" "runtime $runtime (config version $version, $plugin)"
+    fact containerd_config_version "$version"
+}
+
+# TMP's config.toml and runsc.toml take effect (configure flow), unless
+# containerd already serves them and SERVED (a command, if given) passes:
+# TMP DESCRIPTION [SERVED].
+apply_containerd() {
+    if containerd_configured "$1" "$runsc_toml" && "${3:-true}"; then
+        log "$(engine_label containerd) already configured with runtime $runtime"
         fact containerd unchanged
     else
-        apply_configs containerd "$runtime" "runtime $runtime (config version $version, $plugin)" \
-            "$tmp/runsc.toml" "$runsc_toml" containerd:runsc-toml-written \
-            "$tmp/config.toml" "$CONTAINERD_CONFIG" containerd:written
+        apply_configs containerd "$runtime" "$2" \
+            "$1/runsc.toml" "$runsc_toml" containerd:runsc-toml-written \
+            "$1/config.toml" "$CONTAINERD_CONFIG" containerd:written
         fact containerd configured
     fi
-    fact containerd_config_version "$version"
 }
 
 # The owner's config without this program's block, in TMP/config.toml (none
@@ -170,8 +190,12 @@ check_merged() {
     dump_candidate "$1/config.toml" "$1/dump.toml" "$1/err" ||
         die "containerd rejects the merged $CONTAINERD_CONFIG: $(config_reason "$1/config.toml" "$1/err"); nothing was changed"
     use_grpc_address "$1/dump.toml"
-    grep -Eq "ConfigPath = [\"']${3}[\"']" "$1/dump.toml" ||
+    if ! grep -Eq "ConfigPath = [\"']${3}[\"']" "$1/dump.toml"; then
+        _drop_ins=$(cri_drop_ins "$1/config.toml")
+        [ -z "$_drop_ins" ] ||
+            die "after merging, containerd's effective config has no runtime '$2': $_drop_ins, imported by $CONTAINERD_CONFIG (imports = [...]), define the CRI plugin's table, and containerd $(containerd_version) lets an imported table replace the main file's; move those CRI settings into $CONTAINERD_CONFIG, or upgrade to containerd 2, which merges them. Nothing was changed"
         die "after merging, containerd's effective config has no runtime '$2': an imported file (imports = [...]) probably redefines the CRI plugin table and replaces it; move the CRI settings into $CONTAINERD_CONFIG. Nothing was changed"
+    fi
     _merged_default=$(default_runtime "$1/dump.toml")
     [ -z "$_merged_default" ] || grep -Fq "runtimes.$_merged_default]" "$1/dump.toml" ||
         die "after merging, containerd's default runtime '$_merged_default' has no runtime table; CRI would fail. Nothing was changed"
@@ -187,11 +211,16 @@ containerd_configured() {
 # RUNSC_TOML
 cmd_containerd_restore() {
     begin_step
+    use_layout
     drop_leftovers "$CONTAINERD_CONFIG" "$1"
-    has_backup "$CONTAINERD_CONFIG" || has_backup "$1" || { fact containerd untouched; return 0; }
     use_configured_address
+    has_backup "$CONTAINERD_CONFIG" || has_backup "$1" || { fact containerd untouched; return 0; }
     put_back "$1"
-    restore_config containerd containerd-restore "$CONTAINERD_CONFIG" take_out_containerd_block
+    if [ "$CONTAINERD_LAYOUT" = plain ]; then
+        restore_config containerd containerd-restore "$CONTAINERD_CONFIG" take_out_containerd_block
+    else
+        restore_config containerd containerd-restore "$CONTAINERD_CONFIG" take_out_template_block
+    fi
     restart_restored containerd "$CONTAINERD_CONFIG"
     forget "$CONTAINERD_CONFIG"
     forget "$1"

@@ -12,7 +12,7 @@ apply_configs() {
     each_file journal_config "$_apply_engine" "$@"
     checkpoint "$_apply_engine:journaled"
     each_file write_config "$_apply_engine" "$@"
-    _apply_mark=$(log_mark "$_apply_engine")
+    _apply_mark=$(log_mark "$(engine_service "$_apply_engine")")
     _apply_part=0
     restart_engine "$_apply_engine" "$_apply_runtime" || _apply_part=$?
     if [ "$_apply_part" = 0 ]; then
@@ -34,9 +34,9 @@ roll_back() {
     log "$_back_failure; restoring the previous configuration"
     _back_files=$(each_file_name "$@")
     each_file put_previous "$_back_engine" "$@"
-    _back_mark=$(log_mark "$_back_engine")
+    _back_mark=$(log_mark "$(engine_service "$_back_engine")")
     # (A restart that cannot be made leaves the engine as it ran.)
-    service_restart "$_back_engine" || true
+    service_restart "$(engine_service "$_back_engine")" || true
     if wait_for "$_back_engine" 30 engine_up "$_back_engine"; then
         die "$_back_failure; previous configuration restored ($_back_files)"
     fi
@@ -66,8 +66,8 @@ restore_config() {
 # before install too: then the file is the whole job.
 restart_restored() {
     has_mark "$2" restart || return 0
-    _restored_mark=$(log_mark "$1")
-    if service_restart "$1" && wait_for "$1" 30 engine_up "$1"; then return 0; fi
+    _restored_mark=$(log_mark "$(engine_service "$1")")
+    if service_restart "$(engine_service "$1")" && wait_for "$1" 30 engine_up "$1"; then return 0; fi
     _restored_why=$(engine_reason "$1" start "$_restored_mark")
     if was_down_before "$2"; then
         log "$(engine_label "$1") does not start with the restored $2$_restored_why; it was not running before install either, so it is left stopped"

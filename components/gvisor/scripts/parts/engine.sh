@@ -5,7 +5,19 @@
 # restart) and ENGINE_failure RUNTIME PART (what a failed check found). The
 # journal's marks beside a config file say what a killed step must still finish.
 
-engine_label() { if [ "$1" = docker ]; then echo Docker; else echo containerd; fi; }
+engine_label() {
+    if [ "$1" = docker ]; then
+        echo Docker
+    elif [ "$CONTAINERD_SERVICE" != containerd ]; then
+        echo "containerd (service $CONTAINERD_SERVICE)"
+    else
+        echo containerd
+    fi
+}
+
+# The service that restarts ENGINE: k3s and RKE2 run containerd inside their
+# own (see use_layout).
+engine_service() { if [ "$1" = containerd ]; then echo "$CONTAINERD_SERVICE"; else echo "$1"; fi; }
 
 # ENGINE answers (docker_up, containerd_up).
 engine_up() { "$1_up"; }
@@ -35,7 +47,7 @@ restart_pending() { has_mark "$1" pending; }
 # (docker_ready, containerd_ready). Returns 0, or the part that failed: 1
 # start, 2 readiness, 3 the CRI plugin, 4 the runtime's registration.
 restart_engine() {
-    service_restart "$1" || return 1
+    service_restart "$(engine_service "$1")" || return 1
     checkpoint "$1:restarted"
     "$1_ready" "$2"
 }
@@ -52,7 +64,7 @@ failure_clause() {
 
 # The engine's own reason for failing PART (start or cri) since MARK
 # (log_mark's): ENGINE PART MARK.
-engine_reason() { service_log "$1" "$3" | pick_reason "$2"; }
+engine_reason() { service_log "$(engine_service "$1")" "$3" | pick_reason "$2"; }
 
 # Calls FUNC ARG NEW FILE POINT for each NEW FILE POINT triple after ARG.
 each_file() {

@@ -41,6 +41,7 @@ cmd_preflight() {
     fact cgroup_version "$(cgroup_version)"
     if [ -d /run/systemd/system ]; then fact init systemd; else fact init other; fi
     fact kvm "$(kvm_usable)"
+    use_layout # (k3s's and RKE2's containerd is not on PATH)
     _dv=$(docker_version) _cv=$(containerd_version)
     fact docker_version "${_dv:-absent}"
     fact containerd_version "${_cv:-absent}"

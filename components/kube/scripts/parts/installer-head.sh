@@ -21,8 +21,6 @@ POD_DIR=${INSTALLER_POD_DIR:-/node-run}
 # Present only while the node is verified: the pod's readiness probe reads it,
 # so a rollout stops at a node that fails.
 READY_FILE=${INSTALLER_READY_FILE:-/tmp/gvisor-fleet-verified}
-# Where k3s and RKE2 keep their agents' state on a node.
-RANCHER_DIR=${INSTALLER_RANCHER_DIR:-/var/lib/rancher}
 # Present on a node whose services systemd runs.
 SYSTEMD_DIR=${INSTALLER_SYSTEMD_DIR:-/run/systemd/system}
 # The API server may take a while to answer a node that just joined.
