@@ -106,12 +106,33 @@ def vm(r: Mapping[str, Any]) -> str:
     return _table(head, rows)
 
 
+def waves(r: Mapping[str, Any]) -> str:
+    rows = []
+    for n, cases in sorted(r["fleets"].items(), key=lambda kv: int(kv[0])):
+        for case, c in cases.items():
+            releases = ", ".join(f"{count} on {release}" for release, count in sorted(c["releases_after"].items()))
+            rows.append(
+                [
+                    n,
+                    case,
+                    _s(c["seconds"]),
+                    str(c["installs_run"]),
+                    str(c["machines_failed"]),
+                    str(c["most_without_a_verified_runtime"]),
+                    releases,
+                ]
+            )
+    head = ["N", "case", "up", "installs run", "machines failed", "most without a verified runtime at once"]
+    return _table([*head, "releases after"], rows)
+
+
 RENDERERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "program": program,
     "engine": engine,
     "scale": scale,
     "kube": kube,
     "vm": vm,
+    "waves": waves,
 }
 
 
