@@ -1,7 +1,7 @@
 """Adding or removing a machine touches only that machine, under the real engine.
 
-Three SSH test machines (Docker only, Debian's containerd is not used), of
-which the stack first has two. Adding the third: the preview creates only
+Nine SSH test machines (Docker only, Debian's containerd is not used), of
+which the stack first has eight. Adding the ninth: the preview creates only
 its resources and leaves every other one as it is; `up` opens SSH sessions
 on it alone. Removing the second: the preview deletes only its resources;
 `up` puts it back byte for byte as it was before gvisor-fleet (files and
@@ -23,6 +23,7 @@ from tests.e2e.ssh_machines import KeyPair, Machine, snapshot
 from tests.support.mirror import Releases
 
 pytestmark = pytest.mark.e2e
+FLEET = 8  # machines in the stack before one is added
 
 
 @dataclass
@@ -57,15 +58,15 @@ def machine_of(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def fleet(engine: Path, mirror: Releases, image_tar: Path, client_key: KeyPair, fleet_work: Path) -> Iterator[Fleet]:
-    machines = ssh_machines.start_machines(3, fleet_work / "machines", client_key, image_tar, prefix="f")
+    machines = ssh_machines.start_machines(FLEET + 1, fleet_work / "machines", client_key, image_tar, prefix="f")
     try:
         stack = Stack(fleet_work / "stack")
         as_found = {m.name: snapshot(m) for m in machines}
         home = {m.name: m.sandbox.sh("ls -A /root").split() for m in machines}
         fleet = Fleet(machines, stack, mirror, as_found, home)
-        stack.init(fleet.config(machines[:2]), client_key.private_text)
+        stack.init(fleet.config(machines[:FLEET]), client_key.private_text)
         run = stack.pulumi("up", "--yes").check()
-        record("fleet change: up (2 machines)", run)
+        record(f"fleet change: up ({FLEET} machines)", run)
         fleet.done.add("up")
         yield fleet
     finally:
@@ -75,34 +76,35 @@ def fleet(engine: Path, mirror: Releases, image_tar: Path, client_key: KeyPair, 
 
 def test_adding_a_machine_previews_and_touches_only_its_resources(fleet: Fleet) -> None:
     fleet.require("up")
-    first, second, third = fleet.machines
-    fleet.stack.set_config(fleet.config([first, second, third]))
+    *fleet_before, added = fleet.machines
+    fleet.stack.set_config(fleet.config(fleet.machines))
     preview = fleet.stack.pulumi("preview", events=True).check()
     record("fleet change: preview add", preview)
     created = changed(preview)
     assert created, preview.stdout
     assert all(ops == {"create"} for ops in created.values()), created
-    assert {machine_of(name) for name in created} == {third.name}, created
-    assert third.name in created  # its GvisorHost, and the steps under it
+    assert {machine_of(name) for name in created} == {added.name}, created
+    assert added.name in created  # its GvisorHost, and the steps under it
 
     before = fleet.sessions()
-    others = {m.name: snapshot(m) for m in (first, second)}
+    others = {m.name: snapshot(m) for m in fleet_before}
     run = fleet.stack.pulumi("up", "--yes", events=True).check()
     record("fleet change: up add", run)
     assert changed(run) == created
     after = fleet.sessions()
-    assert {n: after[n] - before[n] for n in (first.name, second.name)} == {first.name: 0, second.name: 0}
-    assert after[third.name] > before[third.name]
-    assert {m.name: snapshot(m) for m in (first, second)} == others
-    facts = fleet.stack.outputs()["machines"][third.name]  # type: ignore[index]
+    assert {m.name: after[m.name] - before[m.name] for m in fleet_before} == {m.name: 0 for m in fleet_before}
+    assert after[added.name] > before[added.name]
+    assert {m.name: snapshot(m) for m in fleet_before} == others
+    facts = fleet.stack.outputs()["machines"][added.name]  # type: ignore[index]
     assert facts["runsc_ok"] == "true"
     fleet.done.add("add")
 
 
 def test_removing_a_machine_restores_it_byte_for_byte_and_leaves_the_others(fleet: Fleet) -> None:
     fleet.require("add")
-    first, second, third = fleet.machines
-    fleet.stack.set_config(fleet.config([first, third]))
+    second = fleet.machines[1]
+    kept = [m for m in fleet.machines if m is not second]
+    fleet.stack.set_config(fleet.config(kept))
     preview = fleet.stack.pulumi("preview", events=True).check()
     record("fleet change: preview remove", preview)
     removed = changed(preview)
@@ -110,14 +112,14 @@ def test_removing_a_machine_restores_it_byte_for_byte_and_leaves_the_others(flee
     assert {machine_of(name) for name in removed} == {second.name}, removed
 
     before = fleet.sessions()
-    others = {m.name: snapshot(m) for m in (first, third)}
+    others = {m.name: snapshot(m) for m in kept}
     run = fleet.stack.pulumi("up", "--yes", events=True).check()
     record("fleet change: up remove", run)
     assert changed(run) == removed
     after = fleet.sessions()
-    assert {n: after[n] - before[n] for n in (first.name, third.name)} == {first.name: 0, third.name: 0}
+    assert {m.name: after[m.name] - before[m.name] for m in kept} == {m.name: 0 for m in kept}
     assert snapshot(second) == fleet.as_found[second.name], "the removed machine differs from before gvisor-fleet"
     assert second.sandbox.sh("ls -A /root").split() == fleet.home[second.name]
     assert second.sandbox.sh("test -e /var/lib/gvisor-fleet && echo left || true").strip() == ""
-    assert {m.name: snapshot(m) for m in (first, third)} == others
-    assert set(fleet.stack.outputs()["machines"]) == {first.name, third.name}  # type: ignore[arg-type]
+    assert {m.name: snapshot(m) for m in kept} == others
+    assert set(fleet.stack.outputs()["machines"]) == {m.name for m in kept}  # type: ignore[arg-type]
