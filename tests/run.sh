@@ -124,10 +124,11 @@ cluster() { background_wait "cluster: the Kubernetes builds started after the se
 for tier in $tiers; do
     case $tier in
         lint) run_tier lint lint ;;
-        unit) run_tier unit python -m pytest -q tests/unit tests/kube ;;
+        unit) run_tier unit python -m pytest -q -n 2 tests/unit tests/kube ;;
         host) run_tier host host ;;
         vm) run_tier vm vm ;;
-        e2e) run_tier e2e python -m pytest -q tests/e2e ;;
+        # A module's tests share its machines and stacks, so each module runs on one worker.
+        e2e) run_tier e2e python -m pytest -q -n 2 --dist loadfile tests/e2e ;;
         cluster) run_tier cluster cluster ;;
         *) echo "unknown tier '$tier' (lint unit host e2e vm cluster)" >&2; exit 2 ;;
     esac

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import pulumi
 from pulumi.runtime.config import set_all_config
@@ -81,6 +81,15 @@ class RecordingMonitor(MockMonitor):
         response = super().RegisterResource(request)
         self.mocks.depends_on[request.name] = {urn.rsplit("::", 1)[-1] for urn in request.dependencies}
         return response
+
+
+def settled(program: Callable[[], object]) -> None:
+    """Runs `program` under the mocks and returns once every registration it made is done.
+
+    A check inside an apply can run before resources that the awaited Output does
+    not depend on are registered; what reads `depends_on` of those checks after this.
+    """
+    pulumi.runtime.test(program)()
 
 
 def use(mocks: RecordingMocks, stack: str = "unit") -> RecordingMocks:

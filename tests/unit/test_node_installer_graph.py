@@ -1,6 +1,7 @@
 """The node installer in the resource graph, under Pulumi mocks: what is made, and the destroy order.
 
-Each test returns the Output it checks, so a check that never ran fails.
+Each test returns the Output it checks, so a check that never ran fails, or checks
+after `settled` what needs every registration done.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from components.gvisor.settings import GvisorSettings
 from components.kube import node_installer as plan
 from components.kube.settings import parse_kube_settings
 from tests.unit.kube_mocks import KUBECONFIG, KubeMocks, by_name, deploy, kube
-from tests.unit.mocks import RecordingMonitor
+from tests.unit.mocks import RecordingMonitor, settled
 
 PREFIX = "kubernetes-installer"
 
@@ -66,22 +67,18 @@ def test_the_installer_replaces_ssh_and_node_patches(kmocks):
     return dep.verification.apply(check)
 
 
-@pulumi.runtime.test
 def test_destroy_order_sandboxes_then_cleanup_then_installer_then_permissions(kmocks):
-    dep = installer_deploy(kmocks)
-
-    def check(_):
-        deps = kmocks.depends_on
-        # Pulumi deletes a resource before what it depends on.
-        for workload in ("kubernetes-sample-amd64", "kubernetes-verify-arm64"):
-            assert {f"{PREFIX}-cleanup", f"{PREFIX}-daemonset"} <= deps[workload], deps[workload]
-        assert f"{PREFIX}-daemonset" in deps[f"{PREFIX}-cleanup"]
-        needed = {f"{PREFIX}-namespace", f"{PREFIX}-account", f"{PREFIX}-node-binding", f"{PREFIX}-binding",
-                  f"{PREFIX}-event-binding", f"{PREFIX}-node-policy-binding", f"{PREFIX}-config"}  # fmt: skip
-        for ds in (f"{PREFIX}-daemonset", f"{PREFIX}-cleanup"):
-            assert needed <= deps[ds], needed - deps[ds]
-
-    return dep.verification.apply(check)
+    # The sample pods are not behind the verification: checked once all is registered.
+    settled(lambda: installer_deploy(kmocks).verification)
+    deps = kmocks.depends_on
+    # Pulumi deletes a resource before what it depends on.
+    for workload in ("kubernetes-sample-amd64", "kubernetes-verify-arm64"):
+        assert {f"{PREFIX}-cleanup", f"{PREFIX}-daemonset"} <= deps[workload], deps[workload]
+    assert f"{PREFIX}-daemonset" in deps[f"{PREFIX}-cleanup"]
+    needed = {f"{PREFIX}-namespace", f"{PREFIX}-account", f"{PREFIX}-node-binding", f"{PREFIX}-binding",
+              f"{PREFIX}-event-binding", f"{PREFIX}-node-policy-binding", f"{PREFIX}-config"}  # fmt: skip
+    for ds in (f"{PREFIX}-daemonset", f"{PREFIX}-cleanup"):
+        assert needed <= deps[ds], needed - deps[ds]
 
 
 @pulumi.runtime.test
