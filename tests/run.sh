@@ -105,14 +105,15 @@ lint() {
     echo "lint: clean"
 }
 
-# The host tier's sandboxes are independent machines of their own: two run at
-# once. The machine running them is compared with its tree from before the
-# tier in a session of its own, after every sandbox is gone.
+# The host tier's sandboxes are independent machines of their own: four run at
+# once (much of a sandbox's time is waiting on its daemons, so two left a third
+# of the CPU idle). The machine running them is compared with its tree from
+# before the tier in a session of its own, after every sandbox is gone.
 host() {
     GVISOR_FLEET_MACHINE_BEFORE=$(mktemp) && export GVISOR_FLEET_MACHINE_BEFORE &&
         python -m tests.host.machine_tree > "$GVISOR_FLEET_MACHINE_BEFORE" || return 1
     rc=0
-    python -m pytest -q -n 2 tests/host --deselect tests/host/test_machine_tree.py || rc=$?
+    python -m pytest -q -n 4 tests/host --deselect tests/host/test_machine_tree.py || rc=$?
     python -m pytest -q tests/host/test_machine_tree.py || rc=$?
     rm -f "$GVISOR_FLEET_MACHINE_BEFORE"
     return "$rc"

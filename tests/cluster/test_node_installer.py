@@ -9,22 +9,15 @@ patches another node, another label or the node's spec. Destroy puts the node
 back byte for byte before the installer goes. The steps run in order, each
 on what the one before left.
 
-No kube-proxy runs here: the one iptables rule that sends the `kubernetes`
-Service's address to the API server is a stand-in for it, named as one. The
-node's systemctl is the host tier's stand-in, which starts containerd as a
-child of its caller; systemd starts a unit in a cgroup of its own, so a
-daemon restarted from a pod outlives the pod. A wrapper gives the stand-in
-that too: it joins the node's root cgroups before it starts anything.
+The cluster and the stack are tests/cluster/installer_stack.py's (its
+docstring names the stand-ins).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,67 +26,26 @@ import pytest
 from components.kube import node_installer as plan
 from components.kube.manifests import verify_job
 from components.kube.settings import KubeSettings
-from tests.cluster.live_stack import kubernetes_plugin, missing_prerequisites
-from tests.cluster.node import (
-    API_PORT,
-    NODE,
-    NODE_IP,
-    RUNTIME,
-    SAMPLE_IMAGE,
-    SERVICE_RANGE,
-    Binaries,
-    Cluster,
-    kubelet_args,
-    kubernetes_bin,
-    log_values,
+from tests.cluster.installer_stack import (
+    INSTALLER_NS,
+    PREFIX,
+    SANDBOX_NS,
+    WATCHED,
+    Live,
+    created_to_verified_seconds,
+    installer_log,
+    installer_stack,
+    missing_tools,
+    node,
+    node_joins_anew,
+    node_state,
 )
-from tests.e2e.pulumi_stack import Stack
-from tests.support import oci
-from tests.support.mirror import MIRROR_PORT, MIRROR_ROOT, MIRROR_URL, Releases
-from tests.support.paths import REPO
+from tests.cluster.live_stack import missing_prerequisites
+from tests.cluster.node import API_PORT, NODE, NODE_IP, RUNTIME, SAMPLE_IMAGE, Cluster, log_values
+from tests.support.mirror import MIRROR_PORT, Releases
 from tests.support.wait import wait_until
 
-INSTALLER_IMAGE = "gvisor-fleet.test/installer:1"
-INSTALLER_NS = "gvisor-fleet-installer"
-SANDBOX_NS = "gvisor-sandbox"
-SERVICE_IP = "10.96.0.1"  # the `kubernetes` Service: the first address of the tier's service range
-PREFIX = "/usr/local/bin"
-WATCHED = ("/etc/containerd/config.toml", "/etc/containerd/runsc.toml", f"{PREFIX}/runsc",
-           f"{PREFIX}/containerd-shim-runsc-v1")  # fmt: skip
 OTHER_NODE = "other-node"
-SYSTEMCTL_IN_OWN_CGROUP = """#!/bin/sh
-for f in /sys/fs/cgroup/*/cgroup.procs; do echo $$ > "$f"; done 2>/dev/null
-exec /usr/local/sbin/systemctl-sandbox "$@"
-"""
-
-
-def installer_image(path: Path, kubectl: Path) -> Path:
-    """sh, nsenter, sha256sum (a static busybox with every applet) and kubectl: what the installer needs."""
-    busybox = shutil.which("busybox")
-    assert busybox, "the cluster tier needs a static busybox (Debian package busybox-static)"
-    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split()
-    entries = [
-        oci.Entry(d, "dir", 0o1777 if d == "tmp" else 0o755) for d in ("bin", "tmp", "proc", "dev", "sys", "etc")
-    ]
-    entries.append(oci.Entry("bin/busybox", "file", 0o755, source=Path(busybox)))
-    entries.append(oci.Entry("bin/kubectl", "file", 0o755, source=kubectl))
-    entries += [
-        oci.Entry(f"bin/{a}", "symlink", 0o777, target="busybox") for a in applets if a not in ("busybox", "kubectl")
-    ]
-    layer = oci.make_layer(oci.layer_tar(entries))
-    return oci.write_image(path, [INSTALLER_IMAGE], "amd64", [layer], ["/bin/sh"], env=["PATH=/bin"])
-
-
-@dataclass
-class Live:
-    cluster: Cluster
-    stack: Stack
-    releases: Releases
-    config: dict[str, Any]
-    as_found: dict[str, bytes | None] = field(default_factory=dict)
-    labels_as_found: dict[str, str] = field(default_factory=dict)
-    done: set[str] = field(default_factory=set)
-    figures: dict[str, float] = field(default_factory=dict)
 
 
 def require(live: Live, step: str) -> None:
@@ -103,60 +55,11 @@ def require(live: Live, step: str) -> None:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, releases: Releases, containerd2_bin: Path) -> Iterator[Live]:
-    why = missing_prerequisites()
+    why = missing_prerequisites() or missing_tools()
     if why:
         pytest.skip(why)
-    if kubernetes_plugin() is None:
-        pytest.skip("the upstream pulumi-kubernetes provider is not built")
-    if shutil.which("etcd") is None or shutil.which("iptables") is None:
-        pytest.skip("the cluster tier needs etcd and iptables")
-    work = tmp_path_factory.mktemp("node-installer")
-    kube_bin = kubernetes_bin(REPO)
-    bins = Binaries(kubernetes=kube_bin, containerd=containerd2_bin, etcd=Path(shutil.which("etcd") or "etcd"))
-    cluster = Cluster(work / "cluster", bins, MIRROR_ROOT, releases.current)
-    try:
-        cluster.start(converge_host=False)  # containerd without any gVisor runtime
-        cluster.sh("mv /usr/local/sbin/systemctl /usr/local/sbin/systemctl-sandbox")
-        cluster.node.write("/usr/local/sbin/systemctl", SYSTEMCTL_IN_OWN_CGROUP)
-        cluster.sh("chmod 755 /usr/local/sbin/systemctl")
-        # Stand-in for kube-proxy: the `kubernetes` Service's address reaches the API server.
-        cluster.sh(
-            f"ip route add {SERVICE_RANGE} dev node0 && iptables -t nat -A OUTPUT -d {SERVICE_IP}/32 -p tcp "
-            f"--dport 443 -j DNAT --to-destination {NODE_IP}:{API_PORT}"
-        )
-        archive = installer_image(work / "installer.oci.tar", (kube_bin / "kubectl").resolve())
-        cluster.sh(f"ctr -n k8s.io images import {archive} >/dev/null")
-        stack = Stack(work / "stack")
-        stack.pulumi("stack", "init", stack.name, "--secrets-provider", "passphrase").check()
-        config: dict[str, Any] = {
-            "machines": [],
-            "baseUrl": MIRROR_URL,
-            "release": releases.current,
-            "verifyImage": SAMPLE_IMAGE,
-            "containerd": "required",
-            "kubernetes": {
-                "cluster": "existing",
-                "sampleImage": SAMPLE_IMAGE,
-                "nodeInstaller": {"image": INSTALLER_IMAGE},
-            },
-        }
-        stack.set_config(config)
-        stack.pulumi("config", "set", "--secret", "kubeconfig", stdin=cluster.kubeconfig).check()
-        live = Live(cluster, stack, releases, config)
-        live.as_found = {p: cluster.node.read(p) for p in WATCHED}
-        live.labels_as_found = cluster.kubectl_json("get", "node", NODE)["metadata"]["labels"]
+    with installer_stack(tmp_path_factory.mktemp("node-installer"), releases, containerd2_bin) as live:
         yield live
-    finally:
-        cluster.close()
-
-
-def node(c: Cluster) -> dict[str, Any]:
-    result: dict[str, Any] = c.kubectl_json("get", "node", NODE)
-    return result
-
-
-def installer_log(c: Cluster) -> str:
-    return c.kubectl("logs", "-n", INSTALLER_NS, f"daemonset/{plan.NAME}", check=False).stdout
 
 
 def test_up_installs_verifies_and_labels_the_node(live: Live):
@@ -181,18 +84,11 @@ def test_up_installs_verifies_and_labels_the_node(live: Live):
     assert sample["kernel_release"] != c.sh("uname -r").strip(), sample
     events = c.kubectl_json("get", "events", "-n", "default", "--field-selector", "reason=GvisorVerified")
     assert [e["involvedObject"]["name"] for e in events["items"]] == [NODE], events
-    ds = c.kubectl_json("get", "daemonset", "-n", INSTALLER_NS, plan.NAME)
-    created = ds["metadata"]["creationTimestamp"]
-    verified = events["items"][0]["firstTimestamp"]
-    live.figures["daemonset_to_verified_seconds"] = _seconds(verified) - _seconds(created)
+    live.figures["daemonset_to_verified_seconds"] = created_to_verified_seconds(c)
     print(f"pulumi up: {run.seconds:.1f}s; DaemonSet created to node verified: "
           f"{live.figures['daemonset_to_verified_seconds']:.0f}s (whole seconds)")  # fmt: skip
     live.stack.pulumi("up", "--yes", "--expect-no-changes", timeout=600).check()
     live.done.add("up")
-
-
-def _seconds(stamp: str) -> float:
-    return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
 
 
 def installer_kubectl(c: Cluster, token: str, *args: str, stdin: str | None = None) -> Any:
@@ -236,16 +132,6 @@ def test_the_installers_token_patches_only_its_own_node_and_labels(live: Live):
     finally:
         c.kubectl("delete", "node", OTHER_NODE, check=False)
     live.done.add("policy")
-
-
-def node_state(c: Cluster) -> tuple[str | None, str | None, str | None]:
-    meta = node(c)["metadata"]
-    annotations = meta.get("annotations", {})
-    return (
-        meta["labels"].get("gvisor-fleet/gvisor"),
-        annotations.get(plan.STATE_ANNOTATION),
-        annotations.get(plan.REASON_ANNOTATION),
-    )
 
 
 def restart_installer(c: Cluster) -> None:
@@ -308,34 +194,11 @@ def test_a_new_release_rolls_and_running_sandboxes_keep_running(live: Live):
 
 
 def test_a_node_that_joins_later_is_installed_and_labelled_without_up(live: Live):
-    """The one node made new: put back as found by hand, its Node object deleted, its kubelet started
-    again, so a Node object the installer has never seen registers on a host without gVisor."""
+    """The one node made new (node_joins_anew): a Node object the installer has never seen, on a host without gVisor."""
     require(live, "up")
     c = live.cluster
-    old_uid = node(c)["metadata"]["uid"]
-    # The sandboxes go first, stopped by the kubelet (a new host has none).
-    c.kubectl("delete", "pod", "-n", SANDBOX_NS, "--all", "--wait=true")
-    c.sh("kill $(pgrep -x kubelet)")  # this cluster's kubelet, inside its own sandbox
-    # Gone, or a zombie: the sandbox's init does not reap.
-    running = "for p in $(pgrep -x kubelet); do grep -q '^State:.*Z' /proc/$p/status || echo $p; done"
-    assert wait_until(lambda: c.sh(running).strip() == "", 30, 0.5)
-    c.kubectl("delete", "node", NODE)
-    # The old node's pods go with it (pod GC would, after its quarantine): the new node gets new ones.
-    c.kubectl("delete", "pods", "-A", f"--field-selector=spec.nodeName={NODE}", "--force", "--grace-period=0")
-    for step in (("containerd-restore", "/etc/containerd/runsc.toml"), ("uninstall", PREFIX)):
-        c.agent(*step)
-    assert {p: c.node.read(p) for p in WATCHED} == live.as_found, "the host must be as found before it joins"
-    start = time.monotonic()
-    c.daemon("kubelet", [str(c.bins.kubernetes / "kubelet"), *kubelet_args(c.pki)])
-    c.wait_node_ready()
-    joined = time.monotonic()
-
-    def verified() -> bool:
-        meta = c.kubectl_json("get", "node", NODE)["metadata"]
-        return meta["labels"].get("gvisor-fleet/gvisor") == "verified" and meta["uid"] != old_uid
-
-    assert wait_until(verified, 240, 1), (node_state(c), installer_log(c))
-    live.figures["joined_to_verified_seconds"] = time.monotonic() - joined
+    ready, later = node_joins_anew(live)
+    live.figures["joined_to_verified_seconds"] = later
     assert node_state(c) == ("verified", "verified", None)
     assert c.node.read(f"{PREFIX}/runsc") and f"runtimes.{RUNTIME}]".encode() in (
         c.node.read("/etc/containerd/config.toml") or b""
@@ -353,8 +216,7 @@ def test_a_node_that_joins_later_is_installed_and_labelled_without_up(live: Live
         assert done, c.kubectl("describe", "job", "-n", SANDBOX_NS, "joined-verify", check=False).stdout
     finally:
         c.kubectl("delete", "job", "-n", SANDBOX_NS, "joined-verify", "--cascade=foreground", check=False)
-    later = live.figures["joined_to_verified_seconds"]
-    print(f"node joined after up: Ready in {joined - start:.0f}s, verified {later:.0f}s later")
+    print(f"node joined after up: Ready in {ready:.0f}s, verified {later:.0f}s later")
 
 
 def test_destroy_puts_the_node_back_before_the_installer_goes(live: Live):

@@ -126,6 +126,25 @@ def waves(r: Mapping[str, Any]) -> str:
     return _table([*head, "releases after"], rows)
 
 
+def installer(r: Mapping[str, Any]) -> str:
+    labels = {
+        "up_to_verified": "`pulumi up` start to the node verified and labelled",
+        "daemonset_to_verified": "the installer DaemonSet created to the node verified",
+        "up": "the whole `pulumi up` command (sample pod and Job under runsc too)",
+        "joined_node_ready": "a node joining later: kubelet start to Ready",
+        "joined_node_ready_to_verified": "that node: Ready to verified and labelled, no `up`",
+        "destroy": "`pulumi destroy` (the node put back first)",
+    }
+    rows = []
+    for node, figures in r["seconds"].items():
+        medians = r["median_seconds"][node]
+        for key, label in labels.items():
+            values = ", ".join(f"{v:g}" for v in figures[key])
+            rows.append([node, label, f"median {_s(medians[key])} ({values})"])
+    head = f"seconds, {r['rounds']} rounds: Kubernetes {r['kubernetes']}, gVisor {r['release']}"
+    return _table(["node", "figure", head], rows)
+
+
 RENDERERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "program": program,
     "engine": engine,
@@ -133,6 +152,7 @@ RENDERERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "kube": kube,
     "vm": vm,
     "waves": waves,
+    "installer": installer,
 }
 
 
