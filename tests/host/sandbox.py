@@ -68,10 +68,12 @@ class Sandbox:
     def sh(self, script: str, check: bool = True) -> str:
         return self.run(["sh", "-c", script], check=check).stdout
 
-    def agent(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        """Runs the agent with the script on stdin, as the k3s steps do (GvisorHost's steps run
-        the same script from its copy: run_line)."""
-        return self.run(["sh", "-s", "--", *args], stdin=AGENT.read_text(), env=env)
+    def agent(
+        self, *args: str, env: dict[str, str] | None = None, script: Path = AGENT
+    ) -> subprocess.CompletedProcess[str]:
+        """Runs the agent (or another host SCRIPT) with the script on stdin, as the Kubernetes
+        node steps do (GvisorHost's steps run the agent from its copy: run_line)."""
+        return self.run(["sh", "-s", "--", *args], stdin=script.read_text(), env=env)
 
     def run_line(self, line: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """A GvisorHost command line (host_commands), run as the command provider runs it: in
@@ -86,10 +88,10 @@ class Sandbox:
         return ["sh", "-c", f"cd /root && {line}"]
 
     def start_agent(
-        self, *args: str, env: dict[str, str] | None = None, line: str | None = None
+        self, *args: str, env: dict[str, str] | None = None, line: str | None = None, script: Path = AGENT
     ) -> subprocess.Popen[str]:
-        """The agent in the background (stdout and stderr piped): ARGS with the script on
-        stdin, or a GvisorHost command LINE run from the copy."""
+        """The agent in the background (stdout and stderr piped): ARGS with the script (or
+        another host SCRIPT) on stdin, or a GvisorHost command LINE run from the copy."""
         argv = self._line_argv(line) if line is not None else ["sh", "-s", "--", *args]
         proc = subprocess.Popen(
             self._argv(argv),
@@ -100,15 +102,17 @@ class Sandbox:
             env={**_ENV, **(env or {})},
         )
         assert proc.stdin is not None
-        proc.stdin.write(AGENT.read_text() if line is None else "")
+        proc.stdin.write(script.read_text() if line is None else "")
         proc.stdin.close()
         proc.stdin = None  # sent; communicate() must not flush it again
         return proc
 
-    def stop_agent_at(self, point: str, *args: str, line: str | None = None) -> tuple[subprocess.Popen[str], int]:
+    def stop_agent_at(
+        self, point: str, *args: str, line: str | None = None, script: Path = AGENT
+    ) -> tuple[subprocess.Popen[str], int]:
         """Runs the agent (as start_agent) until it stops itself at checkpoint POINT (the
-        agent's test hook); returns it, stopped, and its PID inside the sandbox."""
-        proc = self.start_agent(*args, env={"GVISOR_FLEET_TEST_STOP_AT": point}, line=line)
+        scripts' test hook); returns it, stopped, and its PID inside the sandbox."""
+        proc = self.start_agent(*args, env={"GVISOR_FLEET_TEST_STOP_AT": point}, line=line, script=script)
         assert proc.stderr is not None
         seen = []
         for err in proc.stderr:
@@ -119,9 +123,9 @@ class Sandbox:
         proc.wait(timeout=60)
         raise AssertionError(f"the agent never reached {point} (exit {proc.returncode}):\n{''.join(seen)}")
 
-    def kill_agent_at(self, point: str, *args: str, line: str | None = None) -> None:
-        """SIGKILLs the agent exactly at checkpoint POINT, as a crash or `kill -9` would."""
-        self.kill_stopped(*self.stop_agent_at(point, *args, line=line))
+    def kill_agent_at(self, point: str, *args: str, line: str | None = None, script: Path = AGENT) -> None:
+        """SIGKILLs the agent (or SCRIPT) exactly at checkpoint POINT, as a crash or `kill -9` would."""
+        self.kill_stopped(*self.stop_agent_at(point, *args, line=line, script=script))
 
     def kill_stopped(self, proc: subprocess.Popen[str], pid: int) -> None:
         """SIGKILLs an agent that stop_agent_at stopped."""

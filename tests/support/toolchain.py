@@ -42,6 +42,12 @@ def build_containerd2() -> Path:
     return out
 
 
+def kubernetes_release_dir() -> Path:
+    """The local Kubernetes release the set-up files for `releaseDir` (<dir>/<version>/<goarch>/; built if missing)."""
+    subprocess.run(["sh", str(TOOLCHAIN / "make-kubernetes-dir.sh")], check=True)
+    return _print_dir("make-kubernetes-dir.sh")
+
+
 def pulumi_bin_dir() -> Path:
     return _print_dir("build-pulumi.sh", "--print-bin-dir")
 

@@ -45,7 +45,7 @@ from components.kube.kubeadm import KubeadmNode, install_command, node_script
 from components.kube.settings import KubeadmSettings
 from tests.e2e.pulumi_stack import Run, Stack
 from tests.support import toolchain
-from tests.support.paths import CACHE, TOOLCHAIN
+from tests.support.paths import CACHE
 from tests.vm.qemu_vms import API_PORT_ON_HOST, LAN, USER, Vm, differences, snapshot
 
 NAMESPACE = "gvisor-sandbox"
@@ -59,14 +59,6 @@ FLOW = pytest.mark.skipif(
 )
 # Holds the worker's kubelet port, so kubeadm join's preflight refuses at once.
 HOLD_KUBELET_PORT = "setsid busybox nc -l -p 10250 </dev/null >/dev/null 2>&1 & echo $!"
-
-
-def release_dir() -> Path:
-    """The local Kubernetes release the set-up files (built if missing)."""
-    script = TOOLCHAIN / "make-kubernetes-dir.sh"
-    subprocess.run(["sh", str(script)], check=True)
-    out = subprocess.run(["sh", str(script), "--print-dir"], capture_output=True, text=True, check=True)
-    return Path(out.stdout.strip())
 
 
 def machine(vm: Vm) -> dict[str, object]:
@@ -112,7 +104,7 @@ def flow(
             "cluster": "kubeadm",
             "verifyTimeoutSeconds": 1200,  # an emulated node starts a gVisor pod in minutes
             "kubeadm": {
-                "releaseDir": str(release_dir()),
+                "releaseDir": str(toolchain.kubernetes_release_dir()),
                 "addons": [],  # no kube-proxy or CoreDNS images offline
                 "apiUrl": f"https://127.0.0.1:{API_PORT_ON_HOST}",
                 "timeoutSeconds": 900,  # kubeadm init on an emulated x86_64 VM sharing 2 cores

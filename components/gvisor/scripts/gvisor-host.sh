@@ -10,6 +10,7 @@
 #   components/scripts/parts/services.sh
 #   components/scripts/parts/block.sh
 #   components/scripts/parts/kvm.sh
+#   components/scripts/parts/checkpoint.sh
 #   components/gvisor/scripts/parts/step.sh
 #   components/gvisor/scripts/parts/reasons.sh
 #   components/gvisor/scripts/parts/engine.sh
@@ -301,7 +302,9 @@ same_as_backup() {
 # Puts back the first copy taken by backup_once (the journal stays until forget).
 put_back() {
     _put_saved="$BACKUP_DIR$1"
-    if [ -d "$_put_saved" ] || [ -L "$_put_saved" ]; then
+    if is_folder "$_put_saved" && is_folder "$1"; then
+        put_back_in_place "$_put_saved" "$1"
+    elif [ -d "$_put_saved" ] || [ -L "$_put_saved" ]; then
         rm -rf "$1"
         cp -a "$_put_saved" "$1"
     elif [ -e "$_put_saved" ]; then
@@ -309,6 +312,20 @@ put_back() {
     elif [ -e "$_put_saved.absent" ]; then
         rm -rf "$1"
     fi
+}
+
+is_folder() { [ -d "$1" ] && [ ! -L "$1" ]; }
+
+# SAVED FOLDER: FOLDER made as SAVED, keeping every folder both have in place,
+# so a daemon watching one (containerd's CRI exits when /etc/cni/net.d goes)
+# sees files come and go, never its folder. Everything else goes, then
+# SAVED's tree is copied over.
+put_back_in_place() {
+    (cd "$2" && find . -depth ! -name .) | while IFS= read -r _in_place; do
+        is_folder "$2/$_in_place" && is_folder "$1/$_in_place" && continue
+        rm -rf "${2:?}/$_in_place"
+    done
+    cp -a "$1/." "$2/"
 }
 
 forget() {
@@ -508,17 +525,18 @@ kvm_opens() {
     [ -c /dev/kvm ] && (: <>/dev/kvm) 2>/dev/null
 }
 
-# --- components/gvisor/scripts/parts/step.sh ---
-# The life of a step that changes the host: the lock, scratch space, and
-# what is tidied on every exit.
-
+# --- components/scripts/parts/checkpoint.sh ---
 # Test hook, inert in production (nothing sets GVISOR_FLEET_TEST_STOP_AT):
-# the step stops itself at the named point so a test can SIGKILL it exactly there.
+# the script stops itself at the named point so a test can SIGKILL it exactly there.
 checkpoint() {
     [ "${GVISOR_FLEET_TEST_STOP_AT:-}" = "$1" ] || return 0
     log "stopped at $1 (pid $$)"
     kill -STOP $$
 }
+
+# --- components/gvisor/scripts/parts/step.sh ---
+# The life of a step that changes the host: the lock, scratch space, and
+# what is tidied on every exit.
 
 # Every changing step: lock, then clear what a killed step left behind.
 # PATHS, scratch made before the lock or outside SCRATCH, go when it ends.

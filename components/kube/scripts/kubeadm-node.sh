@@ -7,6 +7,7 @@
 #   components/scripts/parts/atomic.sh
 #   components/scripts/parts/journal.sh
 #   components/scripts/parts/fetch.sh
+#   components/scripts/parts/checkpoint.sh
 #   components/kube/scripts/parts/kubeadm-preflight.sh
 #   components/kube/scripts/parts/kubeadm-install.sh
 #   components/kube/scripts/parts/kubeadm-network.sh
@@ -297,7 +298,9 @@ same_as_backup() {
 # Puts back the first copy taken by backup_once (the journal stays until forget).
 put_back() {
     _put_saved="$BACKUP_DIR$1"
-    if [ -d "$_put_saved" ] || [ -L "$_put_saved" ]; then
+    if is_folder "$_put_saved" && is_folder "$1"; then
+        put_back_in_place "$_put_saved" "$1"
+    elif [ -d "$_put_saved" ] || [ -L "$_put_saved" ]; then
         rm -rf "$1"
         cp -a "$_put_saved" "$1"
     elif [ -e "$_put_saved" ]; then
@@ -305,6 +308,20 @@ put_back() {
     elif [ -e "$_put_saved.absent" ]; then
         rm -rf "$1"
     fi
+}
+
+is_folder() { [ -d "$1" ] && [ ! -L "$1" ]; }
+
+# SAVED FOLDER: FOLDER made as SAVED, keeping every folder both have in place,
+# so a daemon watching one (containerd's CRI exits when /etc/cni/net.d goes)
+# sees files come and go, never its folder. Everything else goes, then
+# SAVED's tree is copied over.
+put_back_in_place() {
+    (cd "$2" && find . -depth ! -name .) | while IFS= read -r _in_place; do
+        is_folder "$2/$_in_place" && is_folder "$1/$_in_place" && continue
+        rm -rf "${2:?}/$_in_place"
+    done
+    cp -a "$1/." "$2/"
 }
 
 forget() {
@@ -422,6 +439,15 @@ fetch_failed() {
         broken) die "the connection to $_ff_server broke off while fetching $_ff_url$_ff_said; run again, or check the mirror ($_ff_setting)" ;;
         *) die "download of $_ff_url failed$_ff_said; check $_ff_setting" ;;
     esac
+}
+
+# --- components/scripts/parts/checkpoint.sh ---
+# Test hook, inert in production (nothing sets GVISOR_FLEET_TEST_STOP_AT):
+# the script stops itself at the named point so a test can SIGKILL it exactly there.
+checkpoint() {
+    [ "${GVISOR_FLEET_TEST_STOP_AT:-}" = "$1" ] || return 0
+    log "stopped at $1 (pid $$)"
+    kill -STOP $$
 }
 
 # --- components/kube/scripts/parts/kubeadm-preflight.sh ---
@@ -581,9 +607,12 @@ node_address() {
 cmd_install() {
     role=$1 version=$2
     preflight "$role"
+    # Before any change: a machine with no address to give is refused as it is.
+    node_ip=$(node_address "$5")
     take_lock
     mkdir -p "$SCRATCH"
     record_before
+    checkpoint install:recorded
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     changed=false
@@ -593,16 +622,20 @@ cmd_install() {
             replace_file "$src/$name" "$BIN_DIR/$name"
             chmod 0755 "$BIN_DIR/$name"
         done
+        checkpoint install:binaries
         plugin_dir=$(cat "$STATE_DIR/cni_bin")
         mkdir -p "$plugin_dir"
         tar -C "$plugin_dir" --no-same-owner -xzf "$src/cni-plugins.tgz"
+        checkpoint install:cni
         [ "$3" != dir ] || import_images "$4"
+        checkpoint install:images
         echo "$version $3 $4" > "$STATE_DIR/version"
         changed=true
     fi
     mkdir -p "$KUBELET_DROPIN"
     c1=$(kubelet_unit | write_if_changed "$KUBELET_UNIT")
     c2=$(kubelet_dropin | write_if_changed "$KUBELET_DROPIN/10-kubeadm.conf")
+    checkpoint install:units
     printf 'overlay\nbr_netfilter\n' | write_if_changed "$MODULES_FILE" >/dev/null
     printf 'net.ipv4.ip_forward = 1\nnet.bridge.bridge-nf-call-iptables = 1\n' | write_if_changed "$SYSCTL_FILE" >/dev/null
     modprobe br_netfilter 2>/dev/null || log "could not load br_netfilter; bridged pod traffic skips iptables"
@@ -611,7 +644,7 @@ cmd_install() {
     timeout "$(remaining)" systemctl daemon-reload
     timeout "$(remaining)" systemctl enable kubelet >/dev/null 2>&1
     fact changed "$changed"
-    fact node_ip "$(node_address "$5")"
+    fact node_ip "$node_ip"
     fact kubernetes_version "$("$BIN_DIR/kubeadm" version -o short)"
     fact kubeadm_role "$role"
 }
@@ -898,16 +931,20 @@ cmd_reset() {
     fi
     systemctl disable --now kubelet >/dev/null 2>&1 || true
     network_reset
+    checkpoint reset:network
     drop_new_images
+    checkpoint reset:images
     for path in $TOUCHED $(cat "$STATE_DIR/cni_bin" 2>/dev/null); do
         if has_backup "$path"; then restore_backup "$path"; fi
+        checkpoint "reset:restored:$path"
     done
     sysctl -q -w "net.ipv4.ip_forward=$(cat "$STATE_DIR/ip_forward.before")" >&2 || true
     if [ "$(cat "$STATE_DIR/br_netfilter.before")" = no ]; then modprobe -r br_netfilter 2>/dev/null || true; fi
     systemctl daemon-reload
     release_lock
     rm -rf "$STATE_DIR"
-    rmdir /var/lib/gvisor-fleet 2>/dev/null || true
+    # The shared folders go too when nothing else of this program is in them.
+    rmdir /var/lib/gvisor-fleet "${LOCK%/*}" 2>/dev/null || true
     fact reset true
 }
 

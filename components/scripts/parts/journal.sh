@@ -70,7 +70,9 @@ same_as_backup() {
 # Puts back the first copy taken by backup_once (the journal stays until forget).
 put_back() {
     _put_saved="$BACKUP_DIR$1"
-    if [ -d "$_put_saved" ] || [ -L "$_put_saved" ]; then
+    if is_folder "$_put_saved" && is_folder "$1"; then
+        put_back_in_place "$_put_saved" "$1"
+    elif [ -d "$_put_saved" ] || [ -L "$_put_saved" ]; then
         rm -rf "$1"
         cp -a "$_put_saved" "$1"
     elif [ -e "$_put_saved" ]; then
@@ -78,6 +80,20 @@ put_back() {
     elif [ -e "$_put_saved.absent" ]; then
         rm -rf "$1"
     fi
+}
+
+is_folder() { [ -d "$1" ] && [ ! -L "$1" ]; }
+
+# SAVED FOLDER: FOLDER made as SAVED, keeping every folder both have in place,
+# so a daemon watching one (containerd's CRI exits when /etc/cni/net.d goes)
+# sees files come and go, never its folder. Everything else goes, then
+# SAVED's tree is copied over.
+put_back_in_place() {
+    (cd "$2" && find . -depth ! -name .) | while IFS= read -r _in_place; do
+        is_folder "$2/$_in_place" && is_folder "$1/$_in_place" && continue
+        rm -rf "${2:?}/$_in_place"
+    done
+    cp -a "$1/." "$2/"
 }
 
 forget() {

@@ -2,14 +2,6 @@
 # The life of a step that changes the host: the lock, scratch space, and
 # what is tidied on every exit.
 
-# Test hook, inert in production (nothing sets GVISOR_FLEET_TEST_STOP_AT):
-# the step stops itself at the named point so a test can SIGKILL it exactly there.
-checkpoint() {
-    [ "${GVISOR_FLEET_TEST_STOP_AT:-}" = "$1" ] || return 0
-    log "stopped at $1 (pid $$)"
-    kill -STOP $$
-}
-
 # Every changing step: lock, then clear what a killed step left behind.
 # PATHS, scratch made before the lock or outside SCRATCH, go when it ends.
 begin_step() {

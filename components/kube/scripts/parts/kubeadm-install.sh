@@ -117,9 +117,12 @@ node_address() {
 cmd_install() {
     role=$1 version=$2
     preflight "$role"
+    # Before any change: a machine with no address to give is refused as it is.
+    node_ip=$(node_address "$5")
     take_lock
     mkdir -p "$SCRATCH"
     record_before
+    checkpoint install:recorded
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     changed=false
@@ -129,16 +132,20 @@ cmd_install() {
             replace_file "$src/$name" "$BIN_DIR/$name"
             chmod 0755 "$BIN_DIR/$name"
         done
+        checkpoint install:binaries
         plugin_dir=$(cat "$STATE_DIR/cni_bin")
         mkdir -p "$plugin_dir"
         tar -C "$plugin_dir" --no-same-owner -xzf "$src/cni-plugins.tgz"
+        checkpoint install:cni
         [ "$3" != dir ] || import_images "$4"
+        checkpoint install:images
         echo "$version $3 $4" > "$STATE_DIR/version"
         changed=true
     fi
     mkdir -p "$KUBELET_DROPIN"
     c1=$(kubelet_unit | write_if_changed "$KUBELET_UNIT")
     c2=$(kubelet_dropin | write_if_changed "$KUBELET_DROPIN/10-kubeadm.conf")
+    checkpoint install:units
     printf 'overlay\nbr_netfilter\n' | write_if_changed "$MODULES_FILE" >/dev/null
     printf 'net.ipv4.ip_forward = 1\nnet.bridge.bridge-nf-call-iptables = 1\n' | write_if_changed "$SYSCTL_FILE" >/dev/null
     modprobe br_netfilter 2>/dev/null || log "could not load br_netfilter; bridged pod traffic skips iptables"
@@ -147,7 +154,7 @@ cmd_install() {
     timeout "$(remaining)" systemctl daemon-reload
     timeout "$(remaining)" systemctl enable kubelet >/dev/null 2>&1
     fact changed "$changed"
-    fact node_ip "$(node_address "$5")"
+    fact node_ip "$node_ip"
     fact kubernetes_version "$("$BIN_DIR/kubeadm" version -o short)"
     fact kubeadm_role "$role"
 }

@@ -14,16 +14,20 @@ cmd_reset() {
     fi
     systemctl disable --now kubelet >/dev/null 2>&1 || true
     network_reset
+    checkpoint reset:network
     drop_new_images
+    checkpoint reset:images
     for path in $TOUCHED $(cat "$STATE_DIR/cni_bin" 2>/dev/null); do
         if has_backup "$path"; then restore_backup "$path"; fi
+        checkpoint "reset:restored:$path"
     done
     sysctl -q -w "net.ipv4.ip_forward=$(cat "$STATE_DIR/ip_forward.before")" >&2 || true
     if [ "$(cat "$STATE_DIR/br_netfilter.before")" = no ]; then modprobe -r br_netfilter 2>/dev/null || true; fi
     systemctl daemon-reload
     release_lock
     rm -rf "$STATE_DIR"
-    rmdir /var/lib/gvisor-fleet 2>/dev/null || true
+    # The shared folders go too when nothing else of this program is in them.
+    rmdir /var/lib/gvisor-fleet "${LOCK%/*}" 2>/dev/null || true
     fact reset true
 }
 
