@@ -148,9 +148,15 @@ def test_a_broken_node_stays_unlabelled_says_why_and_recovers_without_up(live: L
         assert wait_until(lambda: node_state(c)[1] == "failed", 180, 1), (node_state(c), installer_log(c))
         label, _, reason = node_state(c)
         assert label is None and reason, (label, reason)
-        events = c.kubectl_json("get", "events", "-n", "default", "--field-selector", "reason=GvisorInstallFailed")
-        messages = [e["message"] for e in events["items"]]
-        assert messages and messages[-1] == f"gVisor not installed on node {NODE}: {reason}", messages
+
+        def failure_events() -> list[str]:
+            found = c.kubectl_json("get", "events", "-n", "default", "--field-selector", "reason=GvisorInstallFailed")
+            return [e["message"] for e in found["items"]]
+
+        # The installer annotates the node, then records the Event.
+        assert wait_until(failure_events, 30, 1), "no GvisorInstallFailed Event"
+        messages = failure_events()
+        assert messages[-1] == f"gVisor not installed on node {NODE}: {reason}", messages
         assert f"node {NODE} NOT verified: {reason}" in installer_log(c)
         pods = c.kubectl_json("get", "pods", "-n", INSTALLER_NS, "-l", "app.kubernetes.io/component=node-installer")
         (ready,) = [cond for cond in pods["items"][0]["status"]["conditions"] if cond["type"] == "Ready"]

@@ -50,11 +50,11 @@ from tests.vm.qemu_vms import API_PORT_ON_HOST, LAN, USER, Vm, differences, snap
 
 NAMESPACE = "gvisor-sandbox"
 # The flow (its three tests after the preflight one) runs when asked: on this
-# tier's emulated VMs it takes about 25 minutes, and its runs here have not all
-# passed (docs/kubernetes.md, "The local stack with kubeadm", says what ran).
+# tier's emulated VMs it takes about 27 minutes (docs/testing.md, the vm tier,
+# says what ran).
 FLOW = pytest.mark.skipif(
     os.environ.get("GVISOR_FLEET_KUBEADM_FLOW") != "1",
-    reason="the kubeadm flow on the emulated VMs runs with GVISOR_FLEET_KUBEADM_FLOW=1 (about 25 min, "
+    reason="the kubeadm flow on the emulated VMs runs with GVISOR_FLEET_KUBEADM_FLOW=1 (about 27 min, "
     "beyond CI's budget on a 2-core machine: docs/testing.md)",
 )
 # Holds the worker's kubelet port, so kubeadm join's preflight refuses at once.
