@@ -242,6 +242,13 @@ class Stack:
         return json.loads((self.state / ".pulumi" / "stacks" / "gvisor-fleet" / f"{self.name}.json").read_text())
 
 
+def largest_resources(exported: bytes, count: int = 8) -> str:
+    """The state's largest resources by bytes of JSON, one per line: what a state-size failure shows."""
+    resources = json.loads(exported)["deployment"]["resources"]
+    sized = sorted(((len(json.dumps(r)), r["urn"].rsplit("::", 1)[-1]) for r in resources), reverse=True)
+    return "\n".join(f"  {size:6d}  {name}" for size, name in sized[:count])
+
+
 def stack_config(
     machines: Sequence[Machine],
     releases: Releases,

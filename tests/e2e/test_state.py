@@ -62,7 +62,10 @@ def test_state_per_machine_is_at_most_25_kb(small: Small) -> None:
     small.stack.pulumi("up", "--yes").check()
     exported = small.stack.pulumi("stack", "export").check().stdout
     per_machine = len(exported.encode()) / MACHINES
-    assert per_machine <= STATE_BYTES_PER_MACHINE, f"{per_machine:.0f} bytes of state per machine"
+    assert per_machine <= STATE_BYTES_PER_MACHINE, (
+        f"{per_machine:.0f} bytes of state per machine; the largest resources:\n"
+        f"{pulumi_stack.largest_resources(exported.encode())}"
+    )
     # The script is in the state as an asset hash only, never as text.
     assert "gVisor host agent" not in exported
     # Each resource keeps the line that declared it, and no stack trace (lean_state.py).

@@ -176,7 +176,17 @@ def test_diff_compares_the_state_with_the_program_only():
 def test_an_update_with_nothing_drifted_records_without_ssh():
     connection = {"host": "127.0.0.1", "port": 1, "user": "root"}  # no key: any SSH attempt would fail
     news = {**props(), "connection": connection, "recorded": {"runscBinary": "bb"}}
-    assert _HostCheckProvider().update("id", props(), news).outs == news
+    outs = _HostCheckProvider().update("id", props(), news).outs
+    assert outs == {k: v for k, v in news.items() if k != "repair"}
+
+
+def test_the_repair_lines_are_kept_as_inputs_only_and_taken_from_the_program():
+    provider = _HostCheckProvider()
+    created = provider.create(props()).outs
+    assert created is not None and "repair" not in created and created["check"] == props()["check"]
+    # The state's outputs lack them, so a diff must not see that as a change; new lines are used when a repair runs.
+    assert provider.diff("id", created, props()).changes is False
+    assert provider.diff("id", created, {**props(), "repair": {"install": "i2", "verify": "v2"}}).changes is False
 
 
 def test_ssh_gets_the_key_in_openssh_form_readable_by_its_owner_only_and_the_pinned_host_key(tmp_path: Path):
