@@ -37,13 +37,6 @@ GITHUB_CHECKS = "github-checks"
 _NO_ROOT = "GitHub's checks job (lint, unit) runs on a stock runner without root; main.yml's full suite runs it as root"
 ALLOWED_SKIPS: tuple[AllowedSkip, ...] = (
     AllowedSkip(
-        None,
-        "tests/vm/test_kubeadm.py",
-        "runs with GVISOR_FLEET_KUBEADM_FLOW=1",
-        "the kubeadm flow on the two emulated VMs adds about 27 min, which CI's 90 min on a 2-core machine "
-        "cannot hold yet; docs/testing.md says how to run it and what its runs showed",
-    ),
-    AllowedSkip(
         GITHUB_CHECKS,
         "tests/unit/test_policy_engine.py",
         "the Pulumi engine or its kubernetes provider",

@@ -24,15 +24,13 @@ needs the one before):
    they were booted, before the tier changed anything (`pristine`).
 
 Each `up` writes how long every step took to step-seconds.json in the
-stack's logs folder (docs/testing.md has the figures). Steps 1 to 3 run
-with GVISOR_FLEET_KUBEADM_FLOW=1 only (see FLOW).
+stack's logs folder (docs/testing.md has the figures).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -49,14 +47,6 @@ from tests.support.paths import CACHE
 from tests.vm.qemu_vms import API_PORT_ON_HOST, LAN, USER, Vm, differences, snapshot
 
 NAMESPACE = "gvisor-sandbox"
-# The flow (its three tests after the preflight one) runs when asked: on this
-# tier's emulated VMs it takes about 27 minutes (docs/testing.md, the vm tier,
-# says what ran).
-FLOW = pytest.mark.skipif(
-    os.environ.get("GVISOR_FLEET_KUBEADM_FLOW") != "1",
-    reason="the kubeadm flow on the emulated VMs runs with GVISOR_FLEET_KUBEADM_FLOW=1 (about 27 min, "
-    "beyond CI's budget on a 2-core machine: docs/testing.md)",
-)
 # Holds the worker's kubelet port, so kubeadm join's preflight refuses at once.
 HOLD_KUBELET_PORT = "setsid busybox nc -l -p 10250 </dev/null >/dev/null 2>&1 & echo $!"
 
@@ -136,7 +126,6 @@ def up(flow: Flow, label: str) -> Run:
     return run
 
 
-@FLOW
 def test_a_worker_that_cannot_join_says_why_and_leaves_the_control_plane_up(flow: Flow, vms: dict[str, Vm]):
     worker, cp = vms["aarch64"], vms["x86_64"]
     held = worker.ssh(f"sudo -n sh -c {shlex.quote(HOLD_KUBELET_PORT)}")
@@ -178,7 +167,6 @@ def cluster_diagnostics(vms: dict[str, Vm]) -> str:
     return "\n".join(shown)
 
 
-@FLOW
 def test_once_the_worker_can_join_gvisor_pods_run_on_both_arches(flow: Flow, vms: dict[str, Vm]):
     run = up(flow, "cluster")
     if run.returncode != 0:
@@ -213,7 +201,6 @@ def test_once_the_worker_can_join_gvisor_pods_run_on_both_arches(flow: Flow, vms
     assert outputs["kubernetesVerification"] == verification
 
 
-@FLOW
 def test_destroy_drains_resets_and_leaves_both_vms_as_they_were_booted(flow: Flow, vms: dict[str, Vm]):
     flow.stack.pulumi("destroy", "--yes", "--skip-preview", timeout=1800).check()
     for arch, vm in vms.items():
