@@ -54,7 +54,7 @@ CONNECT_TIMEOUT = 15
 # The state keeps these inputs; the items' statuses come on top.
 INPUTS = ("connection", "check", "repair", "timeout", "step_timeout", "items", "recorded")
 # Inputs not kept among the outputs: a repair runs the lines the program gives
-# it then, never the recorded ones (about 2 KB less state per machine).
+# it then, never the recorded ones (about 1 KB less state per machine).
 PROGRAM_ONLY = ("repair",)
 
 
