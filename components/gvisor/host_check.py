@@ -53,13 +53,6 @@ READ_TIMEOUT = 60
 CONNECT_TIMEOUT = 15
 # The state keeps these inputs; the items' statuses come on top.
 INPUTS = ("connection", "check", "repair", "timeout", "step_timeout", "items", "recorded")
-# Inputs not kept among the outputs: a repair runs the lines the program gives
-# it then, never the recorded ones (about 1 KB less state per machine).
-PROGRAM_ONLY = ("repair",)
-
-
-def _outputs(props: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in props.items() if k not in PROGRAM_ONLY}
 
 
 def openssh_key(text: str) -> str:
@@ -138,7 +131,7 @@ class _HostCheckProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         connection = props["connection"]
-        return CreateResult(id_=f"{connection['host']}:{int(connection.get('port') or 22)}", outs=_outputs(props))
+        return CreateResult(id_=f"{connection['host']}:{int(connection.get('port') or 22)}", outs=props)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         found = statuses(props.get("recorded") or {}, _observe(props))
@@ -147,7 +140,7 @@ class _HostCheckProvider(ResourceProvider):
         return ReadResult(id_=id_, outs=outs, inputs=inputs)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = [k for k in news if k not in ("__provider", *PROGRAM_ONLY) and olds.get(k) != news.get(k)]
+        changed = [k for k in news if k != "__provider" and olds.get(k) != news.get(k)]
         return DiffResult(changes=bool(changed))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
@@ -160,7 +153,7 @@ class _HostCheckProvider(ResourceProvider):
             left = {n: s for n, s in statuses(news["recorded"], _observe(news)).items() if s != AS_INSTALLED}
             if left:
                 raise CheckError(f"{_where(news['connection'])}: still not as installed after repair: {describe(left)}")
-        return UpdateResult(outs=_outputs(news))
+        return UpdateResult(outs=news)
 
 
 def checks_provider() -> pulumi.ProviderResource:

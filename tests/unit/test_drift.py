@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from components.fleet.keys import generate_ed25519
-from components.gvisor import host_check
 from components.gvisor.agent import SCRIPT_PATH, parse_facts
 from components.gvisor.drift import (
     AS_INSTALLED,
@@ -177,27 +176,7 @@ def test_diff_compares_the_state_with_the_program_only():
 def test_an_update_with_nothing_drifted_records_without_ssh():
     connection = {"host": "127.0.0.1", "port": 1, "user": "root"}  # no key: any SSH attempt would fail
     news = {**props(), "connection": connection, "recorded": {"runscBinary": "bb"}}
-    outs = _HostCheckProvider().update("id", props(), news).outs
-    assert outs == {k: v for k, v in news.items() if k != "repair"}
-
-
-def test_the_repair_lines_are_kept_as_inputs_only_and_taken_from_the_program():
-    provider = _HostCheckProvider()
-    created = provider.create(props()).outs
-    assert created is not None and "repair" not in created and created["check"] == props()["check"]
-    # The state's outputs lack them, so a diff must not see that as a change; new lines are used when a repair runs.
-    assert provider.diff("id", created, props()).changes is False
-    assert provider.diff("id", created, {**props(), "repair": {"install": "i2", "verify": "v2"}}).changes is False
-
-
-def test_a_repair_runs_the_programs_lines_for_what_drifted(monkeypatch: pytest.MonkeyPatch):
-    ran: list[str] = []
-    monkeypatch.setattr(host_check, "run_remote", lambda _connection, command, _timeout, _what: ran.append(command))
-    monkeypatch.setattr(host_check, "_observe", lambda props: dict(props["recorded"]))  # all back as recorded
-    olds = {k: v for k, v in props(runscBinary=CHANGED).items() if k != "repair"}  # as the state keeps it
-    news = {**props(), "repair": {"install": "install now", "verify": "verify now"}}
-    assert _HostCheckProvider().update("id", olds, news).outs == {k: v for k, v in news.items() if k != "repair"}
-    assert ran == ["install now", "verify now"]
+    assert _HostCheckProvider().update("id", props(), news).outs == news
 
 
 def test_ssh_gets_the_key_in_openssh_form_readable_by_its_owner_only_and_the_pinned_host_key(tmp_path: Path):
