@@ -154,8 +154,8 @@ def test_a_broken_node_stays_unlabelled_says_why_and_recovers_without_up(live: L
             return [e["message"] for e in found["items"]]
 
         # The installer annotates the node, then records the Event.
-        assert wait_until(failure_events, 30, 1), "no GvisorInstallFailed Event"
-        messages = failure_events()
+        messages = wait_until(failure_events, 30, 1)
+        assert messages, "no GvisorInstallFailed Event"
         assert messages[-1] == f"gVisor not installed on node {NODE}: {reason}", messages
         assert f"node {NODE} NOT verified: {reason}" in installer_log(c)
         pods = c.kubectl_json("get", "pods", "-n", INSTALLER_NS, "-l", "app.kubernetes.io/component=node-installer")

@@ -242,7 +242,7 @@ class Stack:
         return json.loads((self.state / ".pulumi" / "stacks" / "gvisor-fleet" / f"{self.name}.json").read_text())
 
 
-def largest_resources(exported: bytes, count: int = 8) -> str:
+def largest_resources(exported: str | bytes, count: int = 8) -> str:
     """The state's largest resources by bytes of JSON, one per line: what a state-size failure shows."""
     resources = json.loads(exported)["deployment"]["resources"]
     sized = sorted(((len(json.dumps(r)), r["urn"].rsplit("::", 1)[-1]) for r in resources), reverse=True)

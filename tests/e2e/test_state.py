@@ -64,7 +64,7 @@ def test_state_per_machine_is_at_most_25_kb(small: Small) -> None:
     per_machine = len(exported.encode()) / MACHINES
     assert per_machine <= STATE_BYTES_PER_MACHINE, (
         f"{per_machine:.0f} bytes of state per machine; the largest resources:\n"
-        f"{pulumi_stack.largest_resources(exported.encode())}"
+        f"{pulumi_stack.largest_resources(exported)}"
     )
     # The script is in the state as an asset hash only, never as text.
     assert "gVisor host agent" not in exported
